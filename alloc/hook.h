@@ -1,0 +1,48 @@
+/* hook.h — the allocator's only window to recording and replay.
+ *
+ * alloc/ knows nothing of files: it fills an hkt_event (kind, tid, cls and
+ * the fields hakmem/trace.h gives each kind) and hands it to the attached
+ * recorder, which stamps seq and time and stores it. trace/ implements a
+ * recorder; replay/ implements one that checks instead of storing.
+ *
+ * Ordering contract, what makes replay deterministic:
+ *  - an event that changes state other threads can see (SS register/
+ *    unregister/adopt/abandon, remote push/drain, large map/unmap, thread
+ *    start) is emitted while holding the lock that orders that state, so
+ *    seq order is the order of the effects;
+ *  - before taking such a lock the allocator calls wait(), where a replayer
+ *    blocks until this thread's next recorded event is due (a recorder has
+ *    wait = NULL);
+ *  - all other events touch only the calling thread's state.
+ * emit() and wait() must never call back into the allocator.
+ *
+ * With no recorder attached each hook costs one predictable branch. */
+#ifndef HAK_HOOK_H
+#define HAK_HOOK_H
+
+#include "hakmem/trace.h"
+
+typedef struct hak_recorder {
+  void (*wait)(void *ctx);
+  void (*emit)(void *ctx, hkt_event *ev);
+  void *ctx;
+} hak_recorder;
+
+/* Defined in alloc/hook.c. */
+extern const hak_recorder *_hak_rec;
+void _hak_recorder_attach(const hak_recorder *r);  /* NULL detaches */
+
+/* Decoded as `if (unlikely(_hak_rec)) ...` at every event site. */
+#define HAK_REC_ON() __builtin_expect(_hak_rec != NULL, 0)
+
+static inline void _hak_rec_wait(void) {
+  if (HAK_REC_ON() && _hak_rec->wait) _hak_rec->wait(_hak_rec->ctx);
+}
+
+#endif /* HAK_HOOK_H */
+
+/* trace/ defines this (weakly referenced, so alloc/ links without trace/):
+ * called once from allocator init, after configuration is read and before
+ * the first event, to attach the recorder when HAKMEM_TRACE asks for one.
+ * It runs inside the first malloc of the process: it must not allocate. */
+void _hak_recorder_autostart(void) __attribute__((weak));
