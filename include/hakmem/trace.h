@@ -48,9 +48,9 @@ enum hkt_kind {
   HKT_EV_SS_UNREGISTER = 9, /* same fields; aux3 = blocks still live (0 unless the invariant broke) */
   HKT_EV_REMOTE_PUSH = 10,  /* ptr = block, aux = SuperSlab base, aux2 = owner thread index, cls */
   HKT_EV_REMOTE_DRAIN = 11, /* aux = SuperSlab base, size = blocks drained, cls */
-  HKT_EV_CACHE_REFILL = 12, /* size = blocks moved into the thread cache, cls, aux = SuperSlab base (last source) */
+  HKT_EV_CACHE_REFILL = 12, /* size = blocks moved into the thread cache, cls, aux = SuperSlab base, aux2 = of them drained from its remote queue; size may be 0 (an attempt, recorded for ordering) */
   HKT_EV_CACHE_FLUSH = 13,  /* size = blocks moved out, cls */
-  HKT_EV_SS_ADOPT = 14,     /* ptr = SuperSlab base, aux = previous owner (0xffffffff none), cls */
+  HKT_EV_SS_ADOPT = 14,     /* ptr = SuperSlab base, cls, aux2 = id; fn = 0 from the shared pool (abandoned), 1 from the empty cache */
   HKT_EV_SS_ABANDON = 15,   /* ptr = SuperSlab base, cls; the owner exited with blocks still live */
   HKT_EV_LARGE_MAP = 16,    /* ptr, size = bytes mapped for a large block */
   HKT_EV_LARGE_UNMAP = 17,  /* ptr, size */
@@ -58,6 +58,7 @@ enum hkt_kind {
   HKT_EV_MARK = 19,         /* str = label */
   HKT_EV_DETECTION = 20,    /* fn = enum hkt_detect, ptr, aux = SuperSlab base or 0, aux2 = extra (size, offset) */
   HKT_EV_END = 21,          /* fn = enum hkt_end; aux = exit status or signal number */
+  HKT_EV_SS_EMPTY = 22,     /* ptr = SuperSlab base, cls, aux2 = id: the owner parked it, empty, in the cache (owner none) */
   HKT_EV__COUNT
 };
 
@@ -85,7 +86,13 @@ enum hkt_end {
   HKT_END_UNKNOWN = 0,      /* the trace stops without saying (cut, recovered) */
   HKT_END_EXIT = 1,         /* aux = exit status */
   HKT_END_SIGNAL = 2,       /* aux = signal number */
+  HKT_END_EXEC = 3,         /* the process exec'd another image (which writes its own trace) */
 };
+HAK_API const char *hkt_end_name(unsigned end);       /* "unknown", "exit", "signal", "exec" */
+
+/* Thread index of events no program thread made (MODULE_LOAD found by the
+ * recorder's own thread). */
+#define HKT_TID_RECORDER 0xffffffffu
 
 typedef struct hkt_event {
   uint64_t seq;             /* global order across threads, from 0, no gaps */
@@ -128,6 +135,8 @@ typedef struct hkt_header {
   uint32_t class_size[64];  /* block size of each class */
   uint32_t num_modules;
   const hkt_module *modules;
+  uint32_t time_shift;      /* time_ns was stored in units of 2^time_shift ns (0: exact) */
+  uint64_t tsc_per_sec;     /* clock "tsc": the measured TSC rate, else 0 */
 } hkt_header;
 
 /* ---- errors ------------------------------------------------------------ */
@@ -153,13 +162,17 @@ HAK_API const char *hkt_strerror(int err);
 
 typedef struct hkt_reader hkt_reader;
 
+/* On failure *out may still be set to a reader that only answers errmsg and
+ * close (call close); hkt_reader_errmsg(NULL) gives the message of this
+ * thread's last failed open. */
 HAK_API int  hkt_reader_open(hkt_reader **out, const char *path);
 HAK_API const hkt_header *hkt_reader_header(const hkt_reader *r);
 /* 1: *ev filled; 0: end of trace; <0: error (events before it were good). */
 HAK_API int  hkt_reader_next(hkt_reader *r, hkt_event *ev);
 /* One line: "FILE: offset N (after seq S): what is wrong". */
 HAK_API const char *hkt_reader_errmsg(const hkt_reader *r);
-HAK_API uint64_t hkt_reader_offset(const hkt_reader *r);  /* compressed bytes consumed */
+HAK_API uint64_t hkt_reader_offset(const hkt_reader *r);  /* compressed bytes of the whole frames read so far */
+HAK_API uint64_t hkt_reader_frames(const hkt_reader *r);  /* whole frames read so far (the header frame included) */
 HAK_API int  hkt_reader_complete(const hkt_reader *r);    /* after 0 from next: saw the end frame */
 HAK_API int  hkt_reader_stack(const hkt_reader *r, uint32_t id, const uint64_t **frames, uint32_t *n);
 HAK_API void hkt_reader_close(hkt_reader *r);
@@ -177,6 +190,17 @@ HAK_API int  hkt_writer_flush(hkt_writer *w);     /* end the current frame now *
 /* Writes the end frame (complete = 1) and closes. */
 HAK_API int  hkt_writer_close(hkt_writer *w, int complete);
 HAK_API uint64_t hkt_writer_bytes(const hkt_writer *w);
+/* The writer numbers events itself (ev->seq is ignored): seq = events put
+ * before, from 0. Options, before the first put: */
+HAK_API int  hkt_writer_set_frame_events(hkt_writer *w, uint32_t n);
+HAK_API int  hkt_writer_set_level(hkt_writer *w, int zstd_level);
+/* Write to an open fd (owned by the writer from then on). */
+HAK_API int  hkt_writer_fdopen(hkt_writer **out, int fd, const char *path, const hkt_header *h);
+/* Go on writing an existing trace: keeps its header and whole event frames,
+ * cuts a partial last frame (and an end frame), and continues at *next_seq
+ * (set on return). Fails on a file without a readable header frame. */
+HAK_API int  hkt_writer_append(hkt_writer **out, const char *path, uint64_t *next_seq);
+HAK_API uint64_t hkt_writer_events(const hkt_writer *w);  /* events put so far (= next seq) */
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,249 @@
+/* api.c — the malloc family's slow paths and glibc semantics, and the
+ * hak_* names. The fast paths are in entry.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "entry.h"
+
+const uint32_t _hak_cls_size[HAK_CLASSES] = {
+  8, 16, 32, 64, 128, 256, 512, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768};
+const uint8_t _hak_tiny_cls[HAK_TINY_MAX / 8 + 1] = {
+  0, 0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4,
+  4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+  5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+  6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+  6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+  7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+  7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+  7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+  7,
+};
+
+void _hak_emit_call(uint16_t kind, uint16_t fn, void *p, uint64_t size, uint64_t aux,
+                    uint64_t aux2, unsigned cls, void *caller) {
+  if (unlikely(_hak_tls->state == HAK_HEAP_EMPTY)) _hak_heap_init();   /* its THREAD_START first */
+  hkt_event ev = {.kind = kind, .fn = fn, .tid = _hak_tls_idx, .cls = cls,
+                  .ptr = (uint64_t)(uintptr_t)p, .size = size, .aux = aux, .aux2 = aux2,
+                  .caller = (uint64_t)(uintptr_t)caller};
+  _hak_emit(&ev);
+}
+
+/* Cache empty, set-up not done, mid/large size, or an alignment. */
+void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
+  _hak_init();
+  if (align <= 16 || (align <= HAK_PAGE && size <= HAK_MID_MAX)) {
+    size_t s = size < align ? align : size;
+    unsigned c = _hak_size_class(s);
+    uint32_t bs = _hak_cls_size[c];
+    /* A block is aligned to the largest power of two dividing its size
+     * (blocks start one page into a SuperSlab). If that is not enough,
+     * the power-of-two class above s is. */
+    if ((bs & -bs) < align) {
+      size_t p2 = (size_t)1 << (64 - __builtin_clzl(s - 1));
+      c = _hak_size_class(p2);
+    }
+    if (s <= HAK_MID_MAX && c < HAK_CLASSES) {
+      hak_heap *h = _hak_tls;
+      void *p;
+      if (h->state == HAK_HEAP_LIVE && h->cache[c].count) p = h->cache[c].slot[--h->cache[c].count];
+      else p = _hak_refill_alloc(h, c);
+      if (!p) { errno = ENOMEM; *cls = c; return NULL; }
+      _hak_tls->ctr[c].allocs++;
+      *cls = c;
+      return p;
+    }
+  }
+  *cls = HKT_NO_CLASS;
+  void *p = _hak_large_alloc(size, align < HAK_PAGE ? HAK_PAGE : align);
+  if (!p) errno = ENOMEM;
+  return p;
+}
+
+void _hak_free_remote(hak_heap *h, hak_ss *ss, void *p) {
+  if (h->state == HAK_HEAP_EMPTY && (h = _hak_heap_init()) == NULL) h = &_hak_heap_dead;
+  if (h->state == HAK_HEAP_LIVE) {
+    if (ss->owner == h->idx) {   /* first free of a new thread into... its own? impossible, but exact */
+      _hak_flush(h, ss->cls, h->cache[ss->cls].count);
+    }
+    h->ctr[ss->cls].remote_frees++;
+  }
+  _hak_ss_push_remote(h, ss, p);
+}
+
+/* Say what is wrong with the pointer given to free(), in one line, then
+ * abort as glibc does (or go on with HAKMEM_ON_ERROR=continue). */
+void _hak_invalid_free(const void *p, unsigned det, const hak_ss *ss) {
+  atomic_fetch_add_explicit(&_hak_g.invalid_frees, 1, memory_order_relaxed);
+  const char *why = det == HKT_DET_INTERIOR_FREE ? "not at the start of a block"
+                  : det == HKT_DET_STALE_FREE    ? "in a SuperSlab that is no longer registered"
+                  : "not allocated by hakmem";
+  if (ss)
+    _hak_msg("free(): invalid pointer %p (%s %s: SuperSlab #%u class %u base %p)", p,
+             hkt_detect_name(det), why, ss->id, ss->cls, (const void *)ss);
+  else
+    _hak_msg("free(): invalid pointer %p (%s: %s)", p, hkt_detect_name(det), why);
+  if (HAK_REC_ON()) {
+    hkt_event ev = {.kind = HKT_EV_DETECTION, .fn = (uint16_t)det, .tid = _hak_tls_idx,
+                    .cls = ss ? ss->cls : HKT_NO_CLASS, .ptr = (uint64_t)(uintptr_t)p,
+                    .aux = (uint64_t)(uintptr_t)ss};
+    _hak_emit(&ev);
+  }
+  if (!_hak_cfg.on_error_continue) abort();
+}
+
+/* free() for everything the fast path did not take: recording on, large
+ * blocks, and pointers that are not ours. */
+void _hak_free_slow(void *p, void *caller) {
+  _hak_init();
+  hak_ss *ss = _hak_ss_of(p);
+  int rec = HAK_REC_ON();
+  if (rec) {
+    unsigned cls = ss && ss->magic == HAK_SS_MAGIC ? ss->cls : HKT_NO_CLASS;
+    _hak_emit_call(HKT_EV_FREE, 0, p, 0, 0, 0, cls, caller);
+  }
+  if (ss) {
+    if (ss->magic != HAK_SS_MAGIC || _hak_block_index(ss, p) < 0) {
+      _hak_invalid_free(p, HKT_DET_INTERIOR_FREE, ss);
+      return;
+    }
+    hak_heap *h = _hak_tls;
+    if (ss->owner == h->idx) {
+      unsigned cls = ss->cls;
+      hak_tcache *tc = &h->cache[cls];
+      if (tc->count == tc->cap) _hak_flush(h, cls, tc->cap / 2);
+      tc->slot[tc->count++] = p;
+      h->ctr[cls].frees++;
+    } else {
+      _hak_free_remote(h, ss, p);
+    }
+    return;
+  }
+  if (_hak_in_large(p)) {
+    if (_hak_large_free(p) == 0) return;
+    _hak_invalid_free(p, HKT_DET_INTERIOR_FREE, NULL);
+    return;
+  }
+  uint64_t off = (uint64_t)((char *)p - _hak_arena.ss_base);
+  _hak_invalid_free(p, off < _hak_arena.ss_top ? HKT_DET_STALE_FREE : HKT_DET_INVALID_FREE, NULL);
+}
+
+size_t _hak_usable_size(const void *p) {
+  if (!p) return 0;
+  hak_ss *ss = _hak_ss_of(p);
+  if (ss) return ss->magic == HAK_SS_MAGIC && _hak_block_index(ss, p) >= 0 ? ss->block_size : 0;
+  return _hak_in_large(p) ? _hak_large_usable(p) : 0;
+}
+
+/* Free without an event (realloc's move). */
+static void free_quiet(void *p) {
+  hak_ss *ss = _hak_ss_of(p);
+  if (ss) {
+    hak_heap *h = _hak_tls;
+    if (ss->owner == h->idx) {
+      hak_tcache *tc = &h->cache[ss->cls];
+      if (tc->count == tc->cap) _hak_flush(h, ss->cls, tc->cap / 2);
+      tc->slot[tc->count++] = p;
+      h->ctr[ss->cls].frees++;
+    } else {
+      _hak_free_remote(h, ss, p);
+    }
+  } else {
+    _hak_large_free(p);
+  }
+}
+
+/* realloc and reallocarray (count != 0 for the latter). glibc semantics:
+ * NULL -> malloc; size 0 with a pointer -> free, NULL; failure leaves the
+ * block as it was. Grows and shrinks in place when the block allows. */
+void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *caller) {
+  void *r = NULL;
+  unsigned cls = HKT_NO_CLASS;
+  int err = 0;
+  if (fn == HKT_FN_REALLOCARRAY && __builtin_mul_overflow(count, size, &size)) {
+    err = ENOMEM;
+  } else if (!p) {
+    r = _hak_alloc(size, &cls);
+    if (!r) err = ENOMEM;
+  } else if (size == 0) {
+    if (HAK_REC_ON()) _hak_emit_call(HKT_EV_REALLOC, fn, NULL, 0, (uint64_t)(uintptr_t)p, 0, cls, caller);
+    _hak_e_free(p, caller);
+    return NULL;
+  } else {
+    _hak_init();
+    size_t old = _hak_usable_size(p);
+    if (old == 0) {
+      _hak_invalid_free(p, _hak_ss_of(p) ? HKT_DET_INTERIOR_FREE : HKT_DET_INVALID_FREE, _hak_ss_of(p));
+      errno = EINVAL;
+      return NULL;
+    }
+    hak_ss *ss = _hak_ss_of(p);
+    if (ss && size <= old && (size > old / 4 || old <= 64)) {
+      r = p;                                   /* shrink in place, or no change */
+      cls = ss->cls;
+    } else if (!ss && size > HAK_MID_MAX && _hak_large_resize(p, size) == 0) {
+      r = p;                                   /* large: in place */
+    } else if ((r = _hak_alloc(size, &cls)) != NULL) {
+      memcpy(r, p, size < old ? size : old);
+      free_quiet(p);
+    } else {
+      err = ENOMEM;
+    }
+  }
+  if (err) errno = err;
+  if (HAK_REC_ON())
+    _hak_emit_call(HKT_EV_REALLOC, fn, r, size, (uint64_t)(uintptr_t)p, err, cls, caller);
+  return r;
+}
+
+void *_hak_aligned_impl(size_t align, size_t size, uint16_t fn, void *caller) {
+  void *p = NULL;
+  unsigned cls = HKT_NO_CLASS;
+  int err = 0;
+  if (fn == HKT_FN_VALLOC || fn == HKT_FN_PVALLOC) align = HAK_PAGE;
+  if (fn == HKT_FN_PVALLOC) {
+    if (size > SIZE_MAX - HAK_PAGE) { err = ENOMEM; goto out; }
+    size = size ? (size + HAK_PAGE - 1) & ~(size_t)(HAK_PAGE - 1) : HAK_PAGE;
+  }
+  if (align == 0 || (align & (align - 1))) {
+    if (fn == HKT_FN_MEMALIGN && align) {      /* glibc rounds up */
+      align = (size_t)1 << (64 - __builtin_clzl(align));
+    } else if (fn == HKT_FN_MEMALIGN) {
+      align = 1;
+    } else {
+      err = EINVAL;
+      goto out;
+    }
+  }
+  if (align > ((size_t)1 << 40)) { err = align > SIZE_MAX / 2 ? EINVAL : ENOMEM; goto out; }
+  p = _hak_alloc_slow(size, align, &cls);
+  if (!p) err = ENOMEM;
+out:
+  if (err) errno = err;
+  if (HAK_REC_ON()) _hak_emit_call(HKT_EV_ALIGNED, fn, p, size, align, err, cls, caller);
+  return p;
+}
+
+int _hak_posix_memalign_impl(void **out, size_t align, size_t size, void *caller) {
+  if (align < sizeof(void *) || (align & (align - 1))) {
+    if (HAK_REC_ON()) _hak_emit_call(HKT_EV_ALIGNED, HKT_FN_POSIX_MEMALIGN, NULL, size, align, EINVAL, HKT_NO_CLASS, caller);
+    return EINVAL;
+  }
+  int saved = errno;
+  void *p = _hak_aligned_impl(align, size, HKT_FN_POSIX_MEMALIGN, caller);
+  if (!p) { errno = saved; return ENOMEM; }
+  *out = p;
+  return 0;
+}
+
+#define RA __builtin_return_address(0)
+HAK_API void  *hak_malloc(size_t n) { return _hak_e_malloc(n, RA); }
+HAK_API void   hak_free(void *p) { _hak_e_free(p, RA); }
+HAK_API void  *hak_calloc(size_t n, size_t s) { return _hak_e_calloc(n, s, RA); }
+HAK_API void  *hak_realloc(void *p, size_t n) { return _hak_realloc_impl(p, n, 0, HKT_FN_REALLOC, RA); }
+HAK_API void  *hak_reallocarray(void *p, size_t n, size_t s) { return _hak_realloc_impl(p, s, n, HKT_FN_REALLOCARRAY, RA); }
+HAK_API int    hak_posix_memalign(void **o, size_t a, size_t n) { return _hak_posix_memalign_impl(o, a, n, RA); }
+HAK_API void  *hak_aligned_alloc(size_t a, size_t n) { return _hak_aligned_impl(a, n, HKT_FN_ALIGNED_ALLOC, RA); }
+HAK_API void  *hak_memalign(size_t a, size_t n) { return _hak_aligned_impl(a, n, HKT_FN_MEMALIGN, RA); }
+HAK_API void  *hak_valloc(size_t n) { return _hak_aligned_impl(HAK_PAGE, n, HKT_FN_VALLOC, RA); }
+HAK_API void  *hak_pvalloc(size_t n) { return _hak_aligned_impl(HAK_PAGE, n, HKT_FN_PVALLOC, RA); }
+HAK_API size_t hak_malloc_usable_size(const void *p) { _hak_init(); return _hak_usable_size(p); }

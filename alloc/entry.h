@@ -1,0 +1,86 @@
+/* entry.h — the malloc family, as inline bodies shared by api.c (hak_*
+ * names) and shim.c (malloc, free, ...). Each exported function is a
+ * one-line wrapper that adds its caller's address.
+ *
+ * Why the fast paths look the way they do:
+ *  - malloc: size -> class by table (tiny) or two shifts (mid), then a pop
+ *    from the thread's cache. The heap before first use is a sentinel with
+ *    empty caches, so set-up costs no test on the fast path.
+ *  - free: the registry gives the SuperSlab in one load; if this thread owns
+ *    it the block is pushed on the cache, otherwise it goes to the
+ *    SuperSlab's remote queue. No header per block.
+ *  - recording costs one predictable branch per call (HAK_REC_ON); the
+ *    recorded variants are the same code instantiated with rec = 1. */
+#ifndef HAK_ENTRY_H
+#define HAK_ENTRY_H
+
+#include <errno.h>
+#include <string.h>
+#include "internal.h"
+
+void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls);
+void  _hak_free_slow(void *p, void *caller);
+void  _hak_free_remote(hak_heap *h, hak_ss *ss, void *p);
+void  _hak_emit_call(uint16_t kind, uint16_t fn, void *p, uint64_t size, uint64_t aux,
+                     uint64_t aux2, unsigned cls, void *caller);
+void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *caller);
+void *_hak_aligned_impl(size_t align, size_t size, uint16_t fn, void *caller);
+int   _hak_posix_memalign_impl(void **out, size_t align, size_t size, void *caller);
+size_t _hak_usable_size(const void *p);
+
+/* Allocate without an event; *cls is the class or HKT_NO_CLASS (large). */
+static inline void *_hak_alloc(size_t size, unsigned *cls) {
+  if (likely(size <= HAK_MID_MAX)) {
+    hak_heap *h = _hak_tls;
+    unsigned c = _hak_size_class(size);
+    hak_tcache *tc = &h->cache[c];
+    *cls = c;
+    if (likely(tc->count)) {
+      h->ctr[c].allocs++;
+      return tc->slot[--tc->count];
+    }
+  }
+  return _hak_alloc_slow(size, 0, cls);
+}
+
+static inline void *_hak_e_malloc(size_t size, void *caller) {
+  unsigned cls;
+  void *p = _hak_alloc(size, &cls);
+  if (HAK_REC_ON()) _hak_emit_call(HKT_EV_MALLOC, 0, p, size, 0, p ? 0 : ENOMEM, cls, caller);
+  return p;
+}
+
+static inline void _hak_e_free(void *p, void *caller) {
+  if (unlikely(HAK_REC_ON())) { if (p) _hak_free_slow(p, caller); return; }
+  hak_ss *ss = _hak_ss_of(p);
+  if (likely(ss != NULL && ss->magic == HAK_SS_MAGIC && _hak_block_index(ss, p) >= 0)) {
+    hak_heap *h = _hak_tls;
+    if (likely(ss->owner == h->idx)) {
+      unsigned cls = ss->cls;
+      hak_tcache *tc = &h->cache[cls];
+      if (unlikely(tc->count == tc->cap)) _hak_flush(h, cls, tc->cap / 2);
+      tc->slot[tc->count++] = p;
+      h->ctr[cls].frees++;
+      return;
+    }
+    _hak_free_remote(h, ss, p);
+    return;
+  }
+  if (p) _hak_free_slow(p, caller);   /* large, invalid, or stale */
+}
+
+static inline void *_hak_e_calloc(size_t n, size_t size, void *caller) {
+  size_t total;
+  void *p;
+  unsigned cls = HKT_NO_CLASS;
+  if (unlikely(__builtin_mul_overflow(n, size, &total))) {
+    errno = ENOMEM;
+    p = NULL;
+  } else if ((p = _hak_alloc(total, &cls)) != NULL) {
+    memset(p, 0, total);
+  }
+  if (HAK_REC_ON()) _hak_emit_call(HKT_EV_CALLOC, 0, p, size, n, p ? 0 : ENOMEM, cls, caller);
+  return p;
+}
+
+#endif /* HAK_ENTRY_H */

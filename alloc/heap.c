@@ -1,0 +1,238 @@
+/* heap.c — per-thread heaps: caches, refill and flush, thread start/exit.
+ *
+ * A thread's heap owns SuperSlabs (one active per class, the rest on its
+ * warm and full lists) and keeps a bounded cache of free blocks per class.
+ * The malloc fast path is a pop from that cache and the free fast path a
+ * push (api.c); everything here runs once per batch. Only the owner touches
+ * a SuperSlab's freelist and counts, so none of this takes a lock except to
+ * take the remote queue while recording (hook.h explains why). */
+#include <pthread.h>
+#include <string.h>
+#include "internal.h"
+
+/* Sentinels: their caches are empty with cap 0, so the fast paths fall
+ * through to the slow path, which sets the thread up. */
+hak_heap _hak_heap_empty = {.idx = HAK_NO_OWNER - 1, .state = HAK_HEAP_EMPTY};
+hak_heap _hak_heap_dead = {.idx = HAK_NO_OWNER - 1, .state = HAK_HEAP_DEAD};
+__thread hak_heap *_hak_tls __attribute__((tls_model("initial-exec"))) = &_hak_heap_empty;
+__thread uint32_t _hak_tls_idx __attribute__((tls_model("initial-exec"))) = HAK_NO_OWNER - 1;
+
+hak_heap *_hak_heaps_all;
+static hak_heap *heaps_free;
+uint32_t _hak_next_tid;
+static pthread_key_t exit_key;
+static int exit_key_ok;
+
+static void on_thread_exit(void *arg) {
+  hak_heap *h = arg;
+  if (h && h == _hak_tls && h->state == HAK_HEAP_LIVE) _hak_heap_exit(h);
+}
+
+void _hak_heap_setup_key(void) {
+  exit_key_ok = pthread_key_create(&exit_key, on_thread_exit) == 0;
+}
+
+static uint32_t cache_cap(unsigned cls) {
+  uint32_t cap = 32768u / _hak_cls_size[cls];
+  if (cap < 8) cap = 8;
+  cap = (uint32_t)((uint64_t)cap * _hak_cfg.cache_cap_scale / 100);
+  if (cap < 1) cap = 1;
+  if (cap > HAK_CACHE_MAX) cap = HAK_CACHE_MAX;
+  return cap;
+}
+
+hak_heap *_hak_heap_init(void) {
+  _hak_init();
+  hak_heap *h = _hak_tls;
+  if (h->state == HAK_HEAP_LIVE) return h;
+  _hak_rec_wait();
+  hak_lock(&_hak_global);
+  if ((h = heaps_free)) {
+    heaps_free = h->next_free;
+    hak_heap *keep = h->next_all;
+    memset(h, 0, sizeof *h);
+    h->next_all = keep;
+  } else if ((h = _hak_os_alloc_meta(sizeof *h))) {
+    h->next_all = _hak_heaps_all;
+    _hak_heaps_all = h;
+  }
+  if (!h) { hak_unlock(&_hak_global); return NULL; }
+  h->idx = _hak_next_tid++;
+  h->os_tid = _hak_os_tid();
+  _hak_tls_idx = h->idx;
+  atomic_fetch_add_explicit(&_hak_g.threads_started, 1, memory_order_relaxed);
+  if (HAK_REC_ON()) {
+    hkt_event ev = {.kind = HKT_EV_THREAD_START, .tid = h->idx, .cls = HKT_NO_CLASS, .aux = h->os_tid};
+    _hak_emit(&ev);
+  }
+  hak_unlock(&_hak_global);
+  for (unsigned c = 0; c < HAK_CLASSES; c++) h->cache[c].cap = cache_cap(c);
+  h->state = HAK_HEAP_LIVE;
+  _hak_tls = h;
+  if (exit_key_ok) pthread_setspecific(exit_key, h);
+  return h;
+}
+
+/* Fill the cache from ss: drain its remote queue, then its freelist, then
+ * carve. Returns blocks moved. While recording this is one step under the
+ * SuperSlab's lock and always one REFILL event, even when it finds nothing:
+ * what it saw of the remote queue must be ordered against the pushes. */
+static uint32_t refill_from(hak_heap *h, hak_ss *ss, unsigned cls) {
+  hak_tcache *c = &h->cache[cls];
+  int rec = HAK_REC_ON();
+  if (rec) { _hak_rec_wait(); hak_lock(&ss->remote_lock); }
+  uint32_t drained = _hak_ss_drain_remote(h, ss);
+  uint32_t want = (c->cap + 1) / 2, n = 0;
+  /* Fill from the top of the slice down so the first pop gets the lowest
+   * address: carving then walks memory forward. */
+  void **out = c->slot + c->count;
+  uint32_t avail = ss->nfree + (ss->capacity - ss->carved);
+  if (want > avail) want = avail;
+  while (n < want && ss->freelist) {
+    void *p = ss->freelist;
+    ss->freelist = *(void **)p;
+    out[want - 1 - n++] = p;
+  }
+  ss->nfree -= n;
+  while (n < want) out[want - 1 - n++] = ss->blocks + (size_t)ss->carved++ * ss->block_size;
+  c->count += n;
+  ss->live += n;
+  if (n) _hak_stat_out(cls, n);
+  h->ctr[cls].refills++;
+  if (rec) {
+    hkt_event ev = {.kind = HKT_EV_CACHE_REFILL, .tid = h->idx, .cls = cls, .size = n,
+                    .aux = (uint64_t)(uintptr_t)ss, .aux2 = drained};
+    _hak_emit(&ev);
+    hak_unlock(&ss->remote_lock);
+  }
+  return n;
+}
+
+static void set_active(hak_heap *h, unsigned cls, hak_ss *ss) {
+  h->active[cls] = ss;
+  ss->where = HAK_SS_ACTIVE;
+}
+
+/* The cache of cls is empty: refill it and return one block. */
+void *_hak_refill_alloc(hak_heap *h, unsigned cls) {
+  if (unlikely(h->state != HAK_HEAP_LIVE)) {
+    if (!(h = _hak_heap_init())) return NULL;
+    if (h->cache[cls].count) return h->cache[cls].slot[--h->cache[cls].count];
+  }
+  hak_tcache *c = &h->cache[cls];
+  for (;;) {
+    hak_ss *ss = h->active[cls];
+    if (ss) {
+      if (refill_from(h, ss, cls)) return c->slot[--c->count];
+      _hak_sslist_push(&h->full[cls], ss, HAK_SS_FULL);
+      h->active[cls] = NULL;
+    }
+    if ((ss = h->warm[cls].head)) {
+      _hak_sslist_remove(&h->warm[cls], ss);
+      set_active(h, cls, ss);
+      continue;
+    }
+    /* A few full ones may have had blocks freed remotely. Unrecorded, a
+     * glance at the queue decides; recorded, each try is an ordered step. */
+    hak_ss *next;
+    int tries = 0;
+    for (ss = h->full[cls].head; ss && tries < 4; ss = next, tries++) {
+      next = ss->next;
+      if (!HAK_REC_ON() && !atomic_load_explicit(&ss->remote, memory_order_relaxed)) continue;
+      _hak_sslist_remove(&h->full[cls], ss);
+      set_active(h, cls, ss);
+      if (refill_from(h, ss, cls)) return c->slot[--c->count];
+      _hak_sslist_push(&h->full[cls], ss, HAK_SS_FULL);
+      h->active[cls] = NULL;
+    }
+    if (!(ss = _hak_ss_acquire(h, cls))) return NULL;
+    set_active(h, cls, ss);
+  }
+}
+
+/* Give blocks back to their SuperSlabs, keeping the `keep` most recently
+ * freed (the top of the cache) for reuse. */
+void _hak_flush(hak_heap *h, unsigned cls, uint32_t keep) {
+  hak_tcache *c = &h->cache[cls];
+  if (c->count <= keep) return;
+  uint32_t n = c->count - keep;
+  h->ctr[cls].flushes++;
+  if (HAK_REC_ON()) {
+    hkt_event ev = {.kind = HKT_EV_CACHE_FLUSH, .tid = h->idx, .cls = cls, .size = n};
+    _hak_emit(&ev);
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    void *p = c->slot[i];
+    hak_ss *ss = _hak_ss_of(p);
+    *(void **)p = ss->freelist;
+    ss->freelist = p;
+    ss->nfree++;
+    ss->live--;
+    if (ss->where == HAK_SS_FULL) {
+      _hak_sslist_remove(&h->full[cls], ss);
+      _hak_sslist_push(&h->warm[cls], ss, HAK_SS_WARM);
+    }
+    if (ss->live == 0 && ss->where == HAK_SS_WARM) {
+      _hak_sslist_remove(&h->warm[cls], ss);
+      _hak_ss_retire(h, ss);
+    }
+  }
+  memmove(c->slot, c->slot + n, keep * sizeof(void *));
+  c->count = keep;
+  _hak_stat_out(cls, -(int64_t)n);
+}
+
+/* Drain remote frees into ss (ordered while recording) and retire it if that
+ * emptied it. Returns 1 if ss is gone. */
+static int settle(hak_heap *h, hak_ss *ss) {
+  if (HAK_REC_ON()) {
+    _hak_rec_wait();
+    hak_lock(&ss->remote_lock);
+    _hak_ss_drain_remote(h, ss);
+    hak_unlock(&ss->remote_lock);
+  } else {
+    _hak_ss_drain_remote(h, ss);
+  }
+  if (ss->live == 0) { _hak_ss_retire(h, ss); return 1; }
+  return 0;
+}
+
+/* Thread exit: caches back to the SuperSlabs, empty SuperSlabs retired,
+ * the rest left in the shared pool for adoption. */
+void _hak_heap_exit(hak_heap *h) {
+  if (HAK_REC_ON()) {
+    hkt_event ev = {.kind = HKT_EV_THREAD_EXIT, .tid = h->idx, .cls = HKT_NO_CLASS, .aux = h->os_tid};
+    _hak_emit(&ev);
+  }
+  for (unsigned cls = 0; cls < HAK_CLASSES; cls++) {
+    _hak_flush(h, cls, 0);
+    hak_ss *ss = h->active[cls];
+    h->active[cls] = NULL;
+    if (ss) { ss->where = HAK_SS_NOWHERE; if (!settle(h, ss)) _hak_ss_abandon(h, ss); }
+    hak_sslist *lists[2] = {&h->warm[cls], &h->full[cls]};
+    for (int k = 0; k < 2; k++) {
+      while ((ss = lists[k]->head)) {
+        _hak_sslist_remove(lists[k], ss);
+        if (!settle(h, ss)) _hak_ss_abandon(h, ss);
+      }
+    }
+  }
+  hak_lock(&_hak_global);
+  for (unsigned cls = 0; cls < HAK_CLASSES; cls++) {
+    hak_class_ctr *d = &_hak_g.dead[cls], *s = &h->ctr[cls];
+    d->allocs += s->allocs; d->frees += s->frees; d->refills += s->refills;
+    d->flushes += s->flushes; d->remote_frees += s->remote_frees; d->remote_drains += s->remote_drains;
+  }
+  h->state = HAK_HEAP_DEAD;
+  h->next_free = heaps_free;
+  heaps_free = h;
+  atomic_fetch_add_explicit(&_hak_g.threads_exited, 1, memory_order_relaxed);
+  hak_unlock(&_hak_global);
+  _hak_tls = &_hak_heap_dead;
+}
+
+void hak_thread_flush(void) {
+  hak_heap *h = _hak_tls;
+  if (h->state != HAK_HEAP_LIVE) return;
+  for (unsigned cls = 0; cls < HAK_CLASSES; cls++) _hak_flush(h, cls, 0);
+}

@@ -1,0 +1,217 @@
+/* superslab.c — SuperSlabs: create and register, adopt, park, release.
+ *
+ * Life of a SuperSlab:
+ *
+ *   arena chunk --create+register--> owned by a thread (active or warm)
+ *        ^                              |  owner exits, blocks still live
+ *        |                              v
+ *     release <--unregister-- empty cache <--park-- shared pool --adopt--> owned
+ *   (decommit)   (cache full)     ^ (live == 0)          (owner none)
+ *                                  `--------- owner: live == 0 ----'
+ *
+ * `live` counts blocks carved and not on the SuperSlab's own freelist: in
+ * use, in a thread cache, or in flight to / sitting in the remote queue. Only
+ * the owner changes it (remote frees are counted back when drained), and a
+ * SuperSlab is parked or released only when its owner sees live == 0: no
+ * block of it is anywhere else. That is the release invariant, by
+ * construction; _hak_ss_release checks it anyway. Every transition that
+ * another thread can observe is an event emitted under the global lock. */
+#include <string.h>
+#include "internal.h"
+
+uint32_t _hak_ss_next_id = 1;
+hak_sslist _hak_shared[HAK_CLASSES], _hak_empty[HAK_CLASSES];
+
+void _hak_sslist_push(hak_sslist *l, hak_ss *ss, uint8_t where) {
+  ss->prev = NULL;
+  ss->next = l->head;
+  if (l->head) l->head->prev = ss;
+  l->head = ss;
+  l->n++;
+  ss->where = where;
+}
+
+void _hak_sslist_remove(hak_sslist *l, hak_ss *ss) {
+  if (ss->prev) ss->prev->next = ss->next; else l->head = ss->next;
+  if (ss->next) ss->next->prev = ss->prev;
+  ss->next = ss->prev = NULL;
+  l->n--;
+  ss->where = HAK_SS_NOWHERE;
+}
+
+void _hak_ss_emit(uint16_t kind, uint32_t tid, const hak_ss *ss, uint64_t aux3) {
+  hkt_event ev = {0};
+  ev.kind = kind;
+  ev.tid = tid;
+  ev.cls = ss->cls;
+  ev.ptr = (uint64_t)(uintptr_t)ss;
+  ev.size = 1ull << ss->lg_size;
+  ev.aux = ss->owner;
+  ev.aux2 = ss->id;
+  ev.aux3 = aux3;
+  _hak_emit(&ev);
+}
+
+static hak_ss *ss_create(hak_heap *h, unsigned cls) {
+  unsigned lg = cls < HAK_TINY_CLASSES ? HAK_SS_LG_TINY : HAK_SS_LG_MID;
+  char *base = _hak_arena_ss_alloc(lg);
+  if (!base) return NULL;
+  hak_ss *ss = (hak_ss *)base;
+  uint32_t bs = _hak_cls_size[cls];
+  ss->magic = HAK_SS_MAGIC;
+  ss->lg_size = (uint8_t)lg;
+  ss->cls = (uint16_t)cls;
+  ss->id = _hak_ss_next_id++;
+  ss->owner = h->idx;
+  ss->block_size = bs;
+  ss->pow2 = (bs & (bs - 1)) == 0;
+  ss->block_mask = bs - 1;
+  ss->recip = (uint32_t)(((1ull << 32) + bs - 1) / bs);
+  ss->blocks = base + HAK_SS_HEADER;
+  ss->capacity = (uint32_t)(((1ull << lg) - HAK_SS_HEADER) / bs);
+  ss->reg_tid = h->idx;
+  /* Register: both 1 MiB chunks of a 2 MiB SuperSlab map to it. */
+  uint64_t idx = (uint64_t)(base - _hak_arena.ss_base) >> HAK_CHUNK_LG;
+  for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) _hak_arena.ssmap[idx + i] = ss;
+  uint64_t n = atomic_fetch_add_explicit(&_hak_g.ss_live, 1, memory_order_relaxed) + 1;
+  _hak_stat_max(&_hak_g.ss_peak, n);
+  atomic_fetch_add_explicit(&_hak_g.ss_reg, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&_hak_g.ss_reg_cls[cls], 1, memory_order_relaxed);
+  if (HAK_REC_ON()) _hak_ss_emit(HKT_EV_SS_REGISTER, h->idx, ss, 0);
+  return ss;
+}
+
+/* Unregister and give back to the arena. Global lock held. */
+static void ss_release(hak_heap *h, hak_ss *ss) {
+  if (unlikely(ss->live != 0 || atomic_load_explicit(&ss->remote, memory_order_relaxed))) {
+    /* Cannot happen by construction; if it does, say so loudly (the seed
+     * project's bug) rather than hand out memory that is still in use. */
+    _hak_msg("SuperSlab #%u (class %u, %p) released with %u live blocks: invariant broken",
+             ss->id, ss->cls, (void *)ss, ss->live);
+    if (HAK_REC_ON()) {
+      hkt_event ev = {.kind = HKT_EV_DETECTION, .fn = HKT_DET_SS_INVARIANT, .tid = h->idx,
+                      .cls = ss->cls, .ptr = (uint64_t)(uintptr_t)ss, .aux = (uint64_t)(uintptr_t)ss,
+                      .aux2 = ss->live};
+      _hak_emit(&ev);
+    }
+    if (!_hak_cfg.on_error_continue) __builtin_trap();
+    return;  /* keep it registered and leaked: the safest thing left */
+  }
+  if (HAK_REC_ON()) _hak_ss_emit(HKT_EV_SS_UNREGISTER, h->idx, ss, ss->live);
+  unsigned lg = ss->lg_size, cls = ss->cls;
+  uint64_t idx = (uint64_t)((char *)ss - _hak_arena.ss_base) >> HAK_CHUNK_LG;
+  for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) _hak_arena.ssmap[idx + i] = NULL;
+  ss->magic = 0;
+  atomic_fetch_sub_explicit(&_hak_g.ss_live, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&_hak_g.ss_unreg, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&_hak_g.ss_unreg_cls[cls], 1, memory_order_relaxed);
+  _hak_arena_ss_free(ss, lg);
+}
+
+/* A SuperSlab for h to carve class cls from: an abandoned one first (its
+ * blocks are already paid for), then a parked empty one, then a new one. */
+hak_ss *_hak_ss_acquire(hak_heap *h, unsigned cls) {
+  _hak_rec_wait();
+  hak_lock(&_hak_global);
+  hak_ss *ss = _hak_shared[cls].head;
+  int from_cache = 0;
+  if (!ss && (ss = _hak_empty[cls].head)) from_cache = 1;
+  if (ss) {
+    _hak_sslist_remove(from_cache ? &_hak_empty[cls] : &_hak_shared[cls], ss);
+    ss->owner = h->idx;
+    atomic_fetch_add_explicit(&_hak_g.ss_adopted, !from_cache, memory_order_relaxed);
+    if (HAK_REC_ON()) {
+      hkt_event ev = {.kind = HKT_EV_SS_ADOPT, .fn = (uint16_t)from_cache, .tid = h->idx, .cls = cls,
+                      .ptr = (uint64_t)(uintptr_t)ss, .aux = h->idx, .aux2 = ss->id};
+      _hak_emit(&ev);
+    }
+  } else {
+    ss = ss_create(h, cls);
+  }
+  hak_unlock(&_hak_global);
+  return ss;
+}
+
+/* The owner found ss empty (live == 0): park it, or release it when the
+ * cache for its class is full. */
+void _hak_ss_retire(hak_heap *h, hak_ss *ss) {
+  _hak_rec_wait();
+  hak_lock(&_hak_global);
+  unsigned cls = ss->cls;
+  if (_hak_empty[cls].n < _hak_cfg.ss_cache && ss->live == 0) {
+    ss->owner = HAK_NO_OWNER;
+    /* Reset the carve state so a reuse starts as a fresh SuperSlab: the
+     * same addresses come back in the same order. */
+    ss->carved = 0;
+    ss->nfree = 0;
+    ss->freelist = NULL;
+    _hak_sslist_push(&_hak_empty[cls], ss, HAK_SS_EMPTY);
+    if (HAK_REC_ON()) {
+      hkt_event ev = {.kind = HKT_EV_SS_EMPTY, .tid = h->idx, .cls = cls,
+                      .ptr = (uint64_t)(uintptr_t)ss, .aux2 = ss->id};
+      _hak_emit(&ev);
+    }
+  } else {
+    ss_release(h, ss);
+  }
+  hak_unlock(&_hak_global);
+}
+
+/* The owner is exiting and ss still has live blocks: leave it for
+ * another thread to adopt. */
+void _hak_ss_abandon(hak_heap *h, hak_ss *ss) {
+  _hak_rec_wait();
+  hak_lock(&_hak_global);
+  ss->owner = HAK_NO_OWNER;
+  _hak_sslist_push(&_hak_shared[ss->cls], ss, HAK_SS_SHARED);
+  if (HAK_REC_ON()) {
+    hkt_event ev = {.kind = HKT_EV_SS_ABANDON, .tid = h->idx, .cls = ss->cls,
+                    .ptr = (uint64_t)(uintptr_t)ss, .aux = ss->live, .aux2 = ss->id};
+    _hak_emit(&ev);
+  }
+  hak_unlock(&_hak_global);
+}
+
+/* Free by a thread that does not own ss: a lock-free push. While recording,
+ * the SuperSlab's lock makes the push and its sequence number one step, so
+ * that replay sees pushes and drains in the order they happened. */
+void _hak_ss_push_remote(hak_heap *h, hak_ss *ss, void *p) {
+  if (HAK_REC_ON()) {
+    _hak_rec_wait();
+    hak_lock(&ss->remote_lock);
+    hkt_event ev = {.kind = HKT_EV_REMOTE_PUSH, .tid = h->idx, .cls = ss->cls,
+                    .ptr = (uint64_t)(uintptr_t)p, .aux = (uint64_t)(uintptr_t)ss, .aux2 = ss->owner};
+    _hak_emit(&ev);
+  }
+  void *head = atomic_load_explicit(&ss->remote, memory_order_relaxed);
+  do {
+    *(void **)p = head;
+  } while (!atomic_compare_exchange_weak_explicit(&ss->remote, &head, p, memory_order_release,
+                                                  memory_order_relaxed));
+  if (HAK_REC_ON()) hak_unlock(&ss->remote_lock);
+}
+
+/* Owner: move the remote queue onto the SuperSlab's freelist. The caller
+ * holds ss->remote_lock while recording. Returns blocks drained. */
+uint32_t _hak_ss_drain_remote(hak_heap *h, hak_ss *ss) {
+  if (!atomic_load_explicit(&ss->remote, memory_order_relaxed)) return 0;
+  void *p = atomic_exchange_explicit(&ss->remote, NULL, memory_order_acquire);
+  uint32_t n = 0;
+  while (p) {
+    void *next = *(void **)p;
+    *(void **)p = ss->freelist;
+    ss->freelist = p;
+    p = next;
+    n++;
+  }
+  ss->nfree += n;
+  ss->live -= n;
+  _hak_stat_out(ss->cls, -(int64_t)n);
+  h->ctr[ss->cls].remote_drains += n;
+  if (HAK_REC_ON()) {
+    hkt_event ev = {.kind = HKT_EV_REMOTE_DRAIN, .tid = h->idx, .cls = ss->cls,
+                    .aux = (uint64_t)(uintptr_t)ss, .size = n};
+    _hak_emit(&ev);
+  }
+  return n;
+}
