@@ -48,7 +48,7 @@ void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
       if (h->state == HAK_HEAP_LIVE && h->cache[c].count) p = h->cache[c].slot[--h->cache[c].count];
       else p = _hak_refill_alloc(h, c);
       if (!p) { errno = ENOMEM; *cls = c; return NULL; }
-      _hak_tls->ctr[c].allocs++;
+      _hak_tls->cache[c].allocs++;
       *cls = c;
       return p;
     }
@@ -94,6 +94,7 @@ void _hak_invalid_free(const void *p, unsigned det, const hak_ss *ss) {
 /* free() for everything the fast path did not take: recording on, large
  * blocks, and pointers that are not ours. */
 void _hak_free_slow(void *p, void *caller) {
+  if (!p) return;
   _hak_init();
   hak_ss *ss = _hak_ss_of(p);
   int rec = HAK_REC_ON();
@@ -112,7 +113,7 @@ void _hak_free_slow(void *p, void *caller) {
       hak_tcache *tc = &h->cache[cls];
       if (tc->count == tc->cap) _hak_flush(h, cls, tc->cap / 2);
       tc->slot[tc->count++] = p;
-      h->ctr[cls].frees++;
+      tc->frees++;
     } else {
       _hak_free_remote(h, ss, p);
     }
@@ -143,7 +144,7 @@ static void free_quiet(void *p) {
       hak_tcache *tc = &h->cache[ss->cls];
       if (tc->count == tc->cap) _hak_flush(h, ss->cls, tc->cap / 2);
       tc->slot[tc->count++] = p;
-      h->ctr[ss->cls].frees++;
+      tc->frees++;
     } else {
       _hak_free_remote(h, ss, p);
     }

@@ -36,10 +36,15 @@ int _hak_arena_init(void) {
   }
   if (!base) {
     /* Over-reserve by 2 MiB and trim so the base is 2 MiB aligned; the
-     * kernel's placement is randomized (ASLR). */
+     * kernel's placement is randomized (ASLR). Where address space is
+     * limited (ulimit -v, valgrind) settle for less. */
     uint64_t align = 1ull << HAK_SS_LG_MID;
-    char *raw = _hak_os_reserve(0, total + align, 0);
-    if (!raw) return -1;
+    char *raw;
+    while (!(raw = _hak_os_reserve(0, total + align, 0))) {
+      if (R <= (1ull << 30)) return -1;
+      R /= 2;
+      total = 2 * R;
+    }
     base = (char *)(((uint64_t)raw + align - 1) & ~(align - 1));
     if (base > raw) _hak_os_release(raw, (size_t)(base - raw));
     _hak_os_release(base + total, (size_t)(raw + total + align - base - total));

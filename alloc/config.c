@@ -14,7 +14,7 @@
 #define HAK_RECORD_BASE 0x100000000000ull
 
 hak_config _hak_cfg = {
-  .arena_reserve = 64ull << 30,
+  .arena_reserve = 32ull << 30,
   .ss_cache = 2,
   .cache_cap_scale = 100,
 };

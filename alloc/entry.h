@@ -36,7 +36,7 @@ static inline void *_hak_alloc(size_t size, unsigned *cls) {
     hak_tcache *tc = &h->cache[c];
     *cls = c;
     if (likely(tc->count)) {
-      h->ctr[c].allocs++;
+      tc->allocs++;
       return tc->slot[--tc->count];
     }
   }
@@ -50,23 +50,22 @@ static inline void *_hak_e_malloc(size_t size, void *caller) {
   return p;
 }
 
+/* Everything but "this thread owns the block and its cache has room" goes
+ * to _hak_free_slow as a tail call: NULL, recording, a full cache, remote,
+ * large, invalid. Keeping the fast path a leaf saves its register spills. */
 static inline void _hak_e_free(void *p, void *caller) {
-  if (unlikely(HAK_REC_ON())) { if (p) _hak_free_slow(p, caller); return; }
   hak_ss *ss = _hak_ss_of(p);
-  if (likely(ss != NULL && ss->magic == HAK_SS_MAGIC && _hak_block_index(ss, p) >= 0)) {
+  if (likely(ss != NULL) && !HAK_REC_ON() && likely(ss->magic == HAK_SS_MAGIC) &&
+      likely(_hak_block_index(ss, p) >= 0)) {
     hak_heap *h = _hak_tls;
-    if (likely(ss->owner == h->idx)) {
-      unsigned cls = ss->cls;
-      hak_tcache *tc = &h->cache[cls];
-      if (unlikely(tc->count == tc->cap)) _hak_flush(h, cls, tc->cap / 2);
+    hak_tcache *tc = &h->cache[ss->cls];
+    if (likely(ss->owner == h->idx && tc->count < tc->cap)) {
       tc->slot[tc->count++] = p;
-      h->ctr[cls].frees++;
+      tc->frees++;
       return;
     }
-    _hak_free_remote(h, ss, p);
-    return;
   }
-  if (p) _hak_free_slow(p, caller);   /* large, invalid, or stale */
+  _hak_free_slow(p, caller);
 }
 
 static inline void *_hak_e_calloc(size_t n, size_t size, void *caller) {

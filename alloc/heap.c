@@ -220,7 +220,7 @@ void _hak_heap_exit(hak_heap *h) {
   hak_lock(&_hak_global);
   for (unsigned cls = 0; cls < HAK_CLASSES; cls++) {
     hak_class_ctr *d = &_hak_g.dead[cls], *s = &h->ctr[cls];
-    d->allocs += s->allocs; d->frees += s->frees; d->refills += s->refills;
+    d->allocs += h->cache[cls].allocs; d->frees += h->cache[cls].frees; d->refills += s->refills;
     d->flushes += s->flushes; d->remote_frees += s->remote_frees; d->remote_drains += s->remote_drains;
   }
   h->state = HAK_HEAP_DEAD;

@@ -85,6 +85,7 @@ typedef struct hak_sslist { hak_ss *head; uint32_t n; } hak_sslist;
 /* ---- per-thread heap ---- */
 typedef struct hak_tcache {
   uint32_t count, cap;
+  uint64_t allocs, frees;         /* calls served here: on the cache's own line */
   void *slot[HAK_CACHE_MAX];
 } hak_tcache;
 

@@ -20,7 +20,7 @@ void hak_stats_get(hak_stats *out) {
     hak_class_ctr sum = _hak_g.dead[c];
     for (hak_heap *h = _hak_heaps_all; h; h = h->next_all) {
       if (h->state != HAK_HEAP_LIVE) continue;
-      sum.allocs += h->ctr[c].allocs; sum.frees += h->ctr[c].frees;
+      sum.allocs += h->cache[c].allocs; sum.frees += h->cache[c].frees;
       sum.refills += h->ctr[c].refills; sum.flushes += h->ctr[c].flushes;
       sum.remote_frees += h->ctr[c].remote_frees; sum.remote_drains += h->ctr[c].remote_drains;
     }
