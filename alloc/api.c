@@ -62,10 +62,10 @@ void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
 void _hak_free_remote(hak_heap *h, hak_ss *ss, void *p) {
   if (h->state == HAK_HEAP_EMPTY && (h = _hak_heap_init()) == NULL) h = &_hak_heap_dead;
   if (h->state == HAK_HEAP_LIVE) {
-    if (ss->owner == h->idx) {   /* first free of a new thread into... its own? impossible, but exact */
-      _hak_flush(h, ss->cls, h->cache[ss->cls].count);
-    }
     h->ctr[ss->cls].remote_frees++;
+    /* Unrecorded, remote frees are batched: one CAS per run of blocks of
+     * the same SuperSlab. Recorded, each push is its own ordered event. */
+    if (!HAK_REC_ON()) { _hak_remote_defer(h, ss, p); return; }
   }
   _hak_ss_push_remote(h, ss, p);
 }

@@ -3,5 +3,5 @@
 #define HAK_CONFIG_H
 #include <stddef.h>
 /* "NAME=VALUE\n" lines of every HAKMEM_* setting in force; returns length. */
-size_t _hak_config_describe(char *buf, size_t n);
+__attribute__((visibility("default"))) size_t _hak_config_describe(char *buf, size_t n);
 #endif

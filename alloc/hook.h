@@ -30,7 +30,8 @@ typedef struct hak_recorder {
 
 /* Defined in alloc/hook.c. */
 extern const hak_recorder *_hak_rec;
-void _hak_recorder_attach(const hak_recorder *r);  /* NULL detaches */
+/* Exported from libhakmem.so: the LTTng companion library attaches through it. */
+__attribute__((visibility("default"))) void _hak_recorder_attach(const hak_recorder *r);  /* NULL detaches */
 
 /* Decoded as `if (unlikely(_hak_rec)) ...` at every event site. */
 #define HAK_REC_ON() __builtin_expect(_hak_rec != NULL, 0)

@@ -43,6 +43,7 @@
 #define HAK_SS_MAGIC       0x48414b53u  /* "HAKS" */
 #define HAK_NO_OWNER       0xffffffffu
 #define HAK_CACHE_MAX      128
+#define HAK_RBUF           64           /* remote frees batched per thread */
 
 /* ---- lock: spin, then yield; never allocates, fork-safe by re-init ---- */
 typedef struct { _Atomic int v; } hak_lock_t;
@@ -102,6 +103,9 @@ typedef struct hak_heap {
   hak_sslist warm[HAK_CLASSES]; /* owned, with blocks on their own freelist or uncarved */
   hak_sslist full[HAK_CLASSES]; /* owned, nothing left but what remote frees bring back */
   hak_class_ctr ctr[HAK_CLASSES];
+  uint32_t rcount;              /* remote frees not yet pushed (unrecorded runs only) */
+  hak_ss *rss[HAK_RBUF];
+  void *rblk[HAK_RBUF];
   struct hak_heap *next_all;    /* every heap ever made (stats, fork) */
   struct hak_heap *next_free;
 } hak_heap;
@@ -122,7 +126,7 @@ typedef struct hak_config {
 } hak_config;
 extern hak_config _hak_cfg;
 void   _hak_config_read(void);
-size_t _hak_config_describe(char *buf, size_t n);
+__attribute__((visibility("default"))) size_t _hak_config_describe(char *buf, size_t n);
 uint64_t _hak_parse_u64(const char *s, int *ok);   /* dec, 0x hex, K/M/G suffix */
 
 /* ---- os.c ---- */
@@ -195,6 +199,7 @@ void    _hak_ss_retire(struct hak_heap *h, hak_ss *ss);      /* owner: empty -> 
 void    _hak_ss_abandon(struct hak_heap *h, hak_ss *ss);     /* owner exits with live blocks */
 uint32_t _hak_ss_drain_remote(struct hak_heap *h, hak_ss *ss); /* owner: take the remote queue back */
 void    _hak_ss_push_remote(struct hak_heap *h, hak_ss *ss, void *p);
+void    _hak_ss_push_chain(hak_ss *ss, void *head, void *tail);
 void    _hak_ss_emit(uint16_t kind, uint32_t tid, const hak_ss *ss, uint64_t aux3);
 extern uint32_t _hak_ss_next_id;
 extern hak_sslist _hak_shared[HAK_CLASSES], _hak_empty[HAK_CLASSES];
@@ -209,6 +214,8 @@ hak_heap *_hak_heap_init(void);                    /* first call on this thread 
 void *_hak_refill_alloc(hak_heap *h, unsigned cls);
 void  _hak_flush(hak_heap *h, unsigned cls, uint32_t keep);
 void  _hak_heap_exit(hak_heap *h);
+void  _hak_remote_defer(hak_heap *h, hak_ss *ss, void *p);
+void  _hak_remote_flush(hak_heap *h);
 extern hak_heap *_hak_heaps_all;
 extern uint32_t _hak_next_tid;
 
