@@ -79,7 +79,7 @@ $(HAKMEM): $(TOOL_OBJ) $(CORE_A)
 	$(CC) $(LDSAN) -o $@ $(TOOL_OBJ) $(CORE_A) $(LDLIBS_TOOL)
 $(BUILD)/tests/%: tests/%.c $(CORE_A) $(TOOL_OBJ) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(filter-out $(BUILD)/obj/tools/main.o,$(TOOL_OBJ)) $(CORE_A) -lcmocka $(LDLIBS_TOOL)
+	$(CC) $(CFLAGS) -Itests -Itools -o $@ $< $(filter-out $(BUILD)/obj/tools/main.o,$(TOOL_OBJ)) $(CORE_A) -lcmocka $(LDLIBS_TOOL)
 $(BUILD)/examples/%: examples/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fno-omit-frame-pointer -pthread -Iinclude -o $@ $< $(LDSAN)

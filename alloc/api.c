@@ -31,6 +31,8 @@ void _hak_emit_call(uint16_t kind, uint16_t fn, void *p, uint64_t size, uint64_t
 /* Cache empty, set-up not done, mid/large size, or an alignment. */
 void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
   _hak_init();
+  size_t req = size;
+  if (HAK_DBG_ON()) size = _hak_dbg_pad(size);   /* room for a canary */
   if (align <= 16 || (align <= HAK_PAGE && size <= HAK_MID_MAX)) {
     size_t s = size < align ? align : size;
     unsigned c = _hak_size_class(s);
@@ -50,6 +52,7 @@ void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
       if (!p) { errno = ENOMEM; *cls = c; return NULL; }
       _hak_tls->cache[c].allocs++;
       *cls = c;
+      if (HAK_DBG_ON()) _hak_dbg_track(p, req, c);
       return p;
     }
   }
@@ -61,7 +64,10 @@ void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
 
 void _hak_free_remote(hak_heap *h, hak_ss *ss, void *p) {
   if (h->state == HAK_HEAP_EMPTY && (h = _hak_heap_init()) == NULL) h = &_hak_heap_dead;
-  if (h->state == HAK_HEAP_LIVE) {
+  if (h->state != HAK_HEAP_LIVE) {
+    atomic_fetch_add_explicit(&_hak_g.late_frees[ss->cls], 1, memory_order_relaxed);
+  } else {
+    h->cache[ss->cls].frees++;
     h->ctr[ss->cls].remote_frees++;
     /* Unrecorded, remote frees are batched: one CAS per run of blocks of
      * the same SuperSlab. Recorded, each push is its own ordered event. */
@@ -74,21 +80,10 @@ void _hak_free_remote(hak_heap *h, hak_ss *ss, void *p) {
  * abort as glibc does (or go on with HAKMEM_ON_ERROR=continue). */
 void _hak_invalid_free(const void *p, unsigned det, const hak_ss *ss) {
   atomic_fetch_add_explicit(&_hak_g.invalid_frees, 1, memory_order_relaxed);
-  const char *why = det == HKT_DET_INTERIOR_FREE ? "not at the start of a block"
-                  : det == HKT_DET_STALE_FREE    ? "in a SuperSlab that is no longer registered"
-                  : "not allocated by hakmem";
-  if (ss)
-    _hak_msg("free(): invalid pointer %p (%s %s: SuperSlab #%u class %u base %p)", p,
-             hkt_detect_name(det), why, ss->id, ss->cls, (const void *)ss);
-  else
-    _hak_msg("free(): invalid pointer %p (%s: %s)", p, hkt_detect_name(det), why);
-  if (HAK_REC_ON()) {
-    hkt_event ev = {.kind = HKT_EV_DETECTION, .fn = (uint16_t)det, .tid = _hak_tls_idx,
-                    .cls = ss ? ss->cls : HKT_NO_CLASS, .ptr = (uint64_t)(uintptr_t)p,
-                    .aux = (uint64_t)(uintptr_t)ss};
-    _hak_emit(&ev);
-  }
-  if (!_hak_cfg.on_error_continue) abort();
+  const char *why = det == HKT_DET_INTERIOR_FREE ? "free(): invalid pointer, not at the start of a block"
+                  : det == HKT_DET_STALE_FREE    ? "free(): stale pointer into a SuperSlab that is no longer registered"
+                  : "free(): invalid pointer, not allocated by hakmem";
+  _hak_detect(det, p, ss, 0, why);   /* event, one line, abort unless HAKMEM_ON_ERROR=continue */
 }
 
 /* free() for everything the fast path did not take: recording on, large
@@ -103,6 +98,7 @@ void _hak_free_slow(void *p, void *caller) {
     _hak_emit_call(HKT_EV_FREE, 0, p, 0, 0, 0, cls, caller);
   }
   if (ss) {
+    if (HAK_DBG_ON() && ss->magic == HAK_SS_MAGIC && _hak_dbg_free(p, ss)) return;
     if (ss->magic != HAK_SS_MAGIC || _hak_block_index(ss, p) < 0) {
       _hak_invalid_free(p, HKT_DET_INTERIOR_FREE, ss);
       return;
@@ -135,8 +131,8 @@ size_t _hak_usable_size(const void *p) {
   return _hak_in_large(p) ? _hak_large_usable(p) : 0;
 }
 
-/* Free without an event (realloc's move). */
-static void free_quiet(void *p) {
+/* Free without an event and without checks (realloc's move, quarantine). */
+void _hak_free_raw(void *p) {
   hak_ss *ss = _hak_ss_of(p);
   if (ss) {
     hak_heap *h = _hak_tls;
@@ -171,6 +167,7 @@ void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *c
     return NULL;
   } else {
     _hak_init();
+    if (HAK_DBG_ON() && _hak_dbg_realloc(p)) { errno = EINVAL; return NULL; }
     size_t old = _hak_usable_size(p);
     if (old == 0) {
       _hak_invalid_free(p, _hak_ss_of(p) ? HKT_DET_INTERIOR_FREE : HKT_DET_INVALID_FREE, _hak_ss_of(p));
@@ -181,11 +178,12 @@ void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *c
     if (ss && size <= old && (size > old / 4 || old <= 64)) {
       r = p;                                   /* shrink in place, or no change */
       cls = ss->cls;
+      if (HAK_DBG_ON()) _hak_dbg_resize(p, size);
     } else if (!ss && size > HAK_MID_MAX && _hak_large_resize(p, size) == 0) {
       r = p;                                   /* large: in place */
     } else if ((r = _hak_alloc(size, &cls)) != NULL) {
       memcpy(r, p, size < old ? size : old);
-      free_quiet(p);
+      if (!HAK_DBG_ON() || !_hak_dbg_free(p, _hak_ss_of(p))) _hak_free_raw(p);
     } else {
       err = ENOMEM;
     }

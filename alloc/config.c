@@ -17,6 +17,7 @@ hak_config _hak_cfg = {
   .arena_reserve = 32ull << 30,
   .ss_cache = 2,
   .cache_cap_scale = 100,
+  .quarantine = 1ull << 20,
 };
 
 uint64_t _hak_parse_u64(const char *s, int *ok) {
@@ -91,6 +92,8 @@ void _hak_config_read(void) {
   c->stats = read_int("HAKMEM_STATS", 0, 1, 0);
   c->debug = read_int("HAKMEM_DEBUG", 0, 3, 0);
   c->lttng = read_int("HAKMEM_LTTNG", 0, 1, 0);
+  read_u64("HAKMEM_QUARANTINE", 0, 1ull << 40, &c->quarantine);
+  _hak_inject_parse(getenv("HAKMEM_INJECT"));
   c->ss_cache = (uint32_t)read_int("HAKMEM_SS_CACHE", 0, 1024, (int)c->ss_cache);
   c->cache_cap_scale = (uint32_t)read_int("HAKMEM_TCACHE", 1, 400, (int)c->cache_cap_scale);
 
@@ -106,11 +109,15 @@ void _hak_config_read(void) {
  * that replay runs with the same configuration. */
 size_t _hak_config_describe(char *buf, size_t n) {
   const hak_config *c = &_hak_cfg;
+  char inj[64];
+  _hak_inject_describe(inj, sizeof inj);
   int r = _hak_fmt(buf, n,
       "HAKMEM_ARENA_BASE=0x%llx\nHAKMEM_ARENA_RESERVE=%llu\nHAKMEM_DEBUG=%d\n"
-      "HAKMEM_ON_ERROR=%s\nHAKMEM_SS_CACHE=%u\nHAKMEM_TCACHE=%u\n",
+      "HAKMEM_ON_ERROR=%s\nHAKMEM_SS_CACHE=%u\nHAKMEM_TCACHE=%u\n"
+      "HAKMEM_QUARANTINE=%llu\nHAKMEM_INJECT=%s\n",
       (unsigned long long)(uint64_t)(uintptr_t)_hak_arena.ss_base,
       (unsigned long long)c->arena_reserve, c->debug,
-      c->on_error_continue ? "continue" : "abort", c->ss_cache, c->cache_cap_scale);
+      c->on_error_continue ? "continue" : "abort", c->ss_cache, c->cache_cap_scale,
+      (unsigned long long)c->quarantine, inj);
   return r < 0 ? 0 : ((size_t)r < n ? (size_t)r : n - 1);
 }

@@ -30,7 +30,7 @@ size_t _hak_usable_size(const void *p);
 
 /* Allocate without an event; *cls is the class or HKT_NO_CLASS (large). */
 static inline void *_hak_alloc(size_t size, unsigned *cls) {
-  if (likely(size <= HAK_MID_MAX)) {
+  if (likely(size <= HAK_MID_MAX) && !HAK_DBG_ON()) {   /* debug: every block through the slow path */
     hak_heap *h = _hak_tls;
     unsigned c = _hak_size_class(size);
     hak_tcache *tc = &h->cache[c];
@@ -55,7 +55,7 @@ static inline void *_hak_e_malloc(size_t size, void *caller) {
  * large, invalid. Keeping the fast path a leaf saves its register spills. */
 static inline void _hak_e_free(void *p, void *caller) {
   hak_ss *ss = _hak_ss_of(p);
-  if (likely(ss != NULL) && !HAK_REC_ON() && likely(ss->magic == HAK_SS_MAGIC) &&
+  if (likely(ss != NULL) && !HAK_REC_ON() && !HAK_DBG_ON() && likely(ss->magic == HAK_SS_MAGIC) &&
       likely(_hak_block_index(ss, p) >= 0)) {
     hak_heap *h = _hak_tls;
     hak_tcache *tc = &h->cache[ss->cls];

@@ -82,7 +82,9 @@ static uint32_t refill_from(hak_heap *h, hak_ss *ss, unsigned cls) {
   int rec = HAK_REC_ON();
   if (rec) { _hak_rec_wait(); hak_lock(&ss->remote_lock); }
   uint32_t drained = _hak_ss_drain_remote(h, ss);
+  if (HAK_INJ_ON()) _hak_inject_drain(h, ss, drained);
   uint32_t want = (c->cap + 1) / 2, n = 0;
+  if (HAK_DBG_ON()) _hak_dbg_freelist(ss, want);
   /* Fill from the top of the slice down so the first pop gets the lowest
    * address: carving then walks memory forward. */
   void **out = c->slot + c->count;
@@ -105,6 +107,7 @@ static uint32_t refill_from(hak_heap *h, hak_ss *ss, unsigned cls) {
     _hak_emit(&ev);
     hak_unlock(&ss->remote_lock);
   }
+  if (HAK_INJ_ON()) _hak_inject_refill(h, ss, cls, n);
   return n;
 }
 
@@ -223,6 +226,7 @@ static int settle(hak_heap *h, hak_ss *ss) {
 /* Thread exit: caches back to the SuperSlabs, empty SuperSlabs retired,
  * the rest left in the shared pool for adoption. */
 void _hak_heap_exit(hak_heap *h) {
+  if (HAK_DBG_ON()) _hak_dbg_quarantine_drain();
   _hak_remote_flush(h);
   if (HAK_REC_ON()) {
     hkt_event ev = {.kind = HKT_EV_THREAD_EXIT, .tid = h->idx, .cls = HKT_NO_CLASS, .aux = h->os_tid};
@@ -258,6 +262,7 @@ void _hak_heap_exit(hak_heap *h) {
 void hak_thread_flush(void) {
   hak_heap *h = _hak_tls;
   if (h->state != HAK_HEAP_LIVE) return;
+  if (HAK_DBG_ON()) _hak_dbg_quarantine_drain();
   _hak_remote_flush(h);
   for (unsigned cls = 0; cls < HAK_CLASSES; cls++) _hak_flush(h, cls, 0);
 }

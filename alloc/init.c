@@ -6,6 +6,7 @@
  * (atfork handlers, the exit report, loading the LTTng provider) waits for
  * the constructor. */
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,9 +61,12 @@ static void load_lttng(void) {
 __attribute__((constructor)) static void hak_ctor(void) {
   _hak_init();
   pthread_atfork(fork_prepare, fork_parent, fork_child);
+  /* Programs may close stderr on their way out (coreutils do, in an atexit
+   * handler); the exit report keeps its own copy. */
+  if (_hak_cfg.stats) _hak_g.report_fd = fcntl(2, F_DUPFD_CLOEXEC, 10);
   if (_hak_cfg.lttng) load_lttng();
 }
 
 __attribute__((destructor)) static void hak_dtor(void) {
-  if (_hak_cfg.stats) hak_stats_print(2);
+  if (_hak_cfg.stats) hak_stats_print(_hak_g.report_fd > 0 ? _hak_g.report_fd : 2);
 }

@@ -123,6 +123,7 @@ typedef struct hak_config {
   uint32_t cache_cap_scale;     /* HAKMEM_TCACHE: percent of the default cache size */
   const char *trace;            /* HAKMEM_TRACE (read by trace/) */
   int lttng;                    /* HAKMEM_LTTNG */
+  uint64_t quarantine;          /* HAKMEM_QUARANTINE: bytes held per thread at debug 3 */
 } hak_config;
 extern hak_config _hak_cfg;
 void   _hak_config_read(void);
@@ -200,7 +201,7 @@ void    _hak_ss_abandon(struct hak_heap *h, hak_ss *ss);     /* owner exits with
 uint32_t _hak_ss_drain_remote(struct hak_heap *h, hak_ss *ss); /* owner: take the remote queue back */
 void    _hak_ss_push_remote(struct hak_heap *h, hak_ss *ss, void *p);
 void    _hak_ss_push_chain(hak_ss *ss, void *head, void *tail);
-void    _hak_ss_emit(uint16_t kind, uint32_t tid, const hak_ss *ss, uint64_t aux3);
+uint64_t _hak_ss_emit(uint16_t kind, uint32_t tid, const hak_ss *ss, uint64_t aux3);  /* returns the event's seq */
 extern uint32_t _hak_ss_next_id;
 extern hak_sslist _hak_shared[HAK_CLASSES], _hak_empty[HAK_CLASSES];
 void _hak_sslist_push(hak_sslist *l, hak_ss *ss, uint8_t where);
@@ -245,6 +246,8 @@ typedef struct hak_gstats {
   _Atomic uint64_t out_peak[HAK_CLASSES];
   _Atomic uint64_t ss_reg_cls[HAK_CLASSES], ss_unreg_cls[HAK_CLASSES];
   hak_class_ctr dead[HAK_CLASSES];         /* counters of exited heaps, global lock */
+  _Atomic uint64_t late_frees[HAK_CLASSES];  /* frees by threads after their exit */
+  int report_fd;                            /* a private dup of stderr for the exit report */
 } hak_gstats;
 extern hak_gstats _hak_g;
 static inline void _hak_stat_out(unsigned cls, int64_t d) {
@@ -260,5 +263,7 @@ static inline void _hak_stat_max(_Atomic uint64_t *peak, uint64_t v) {
 static inline void _hak_emit(hkt_event *ev) { _hak_rec->emit(_hak_rec->ctx, ev); }
 static inline hak_heap *_hak_heap(void) { return _hak_tls; }
 static inline uint32_t _hak_tid(void) { return _hak_tls_idx; }
+
+#include "debug.h"   /* debug checks and fault injection: their call sites */
 
 #endif /* HAK_INTERNAL_H */

@@ -25,6 +25,7 @@ void hak_stats_get(hak_stats *out) {
       sum.remote_frees += h->ctr[c].remote_frees; sum.remote_drains += h->ctr[c].remote_drains;
     }
     s->block_size = _hak_cls_size[c];
+    sum.frees += LD(_hak_g.late_frees[c]);
     s->allocs = sum.allocs; s->frees = sum.frees;
     s->refills = sum.refills; s->flushes = sum.flushes;
     s->remote_frees = sum.remote_frees; s->remote_drains = sum.remote_drains;

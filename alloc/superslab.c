@@ -39,8 +39,9 @@ void _hak_sslist_remove(hak_sslist *l, hak_ss *ss) {
   ss->where = HAK_SS_NOWHERE;
 }
 
-void _hak_ss_emit(uint16_t kind, uint32_t tid, const hak_ss *ss, uint64_t aux3) {
+uint64_t _hak_ss_emit(uint16_t kind, uint32_t tid, const hak_ss *ss, uint64_t aux3) {
   hkt_event ev = {0};
+  ev.seq = HAK_NO_SEQ;
   ev.kind = kind;
   ev.tid = tid;
   ev.cls = ss->cls;
@@ -50,6 +51,7 @@ void _hak_ss_emit(uint16_t kind, uint32_t tid, const hak_ss *ss, uint64_t aux3) 
   ev.aux2 = ss->id;
   ev.aux3 = aux3;
   _hak_emit(&ev);
+  return ev.seq;
 }
 
 static hak_ss *ss_create(hak_heap *h, unsigned cls) {
@@ -77,7 +79,7 @@ static hak_ss *ss_create(hak_heap *h, unsigned cls) {
   _hak_stat_max(&_hak_g.ss_peak, n);
   atomic_fetch_add_explicit(&_hak_g.ss_reg, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&_hak_g.ss_reg_cls[cls], 1, memory_order_relaxed);
-  if (HAK_REC_ON()) _hak_ss_emit(HKT_EV_SS_REGISTER, h->idx, ss, 0);
+  _hak_dbg_ss_registered(ss, HAK_REC_ON() ? _hak_ss_emit(HKT_EV_SS_REGISTER, h->idx, ss, 0) : HAK_NO_SEQ);
   return ss;
 }
 
@@ -86,18 +88,10 @@ static void ss_release(hak_heap *h, hak_ss *ss) {
   if (unlikely(ss->live != 0 || atomic_load_explicit(&ss->remote, memory_order_relaxed))) {
     /* Cannot happen by construction; if it does, say so loudly (the seed
      * project's bug) rather than hand out memory that is still in use. */
-    _hak_msg("SuperSlab #%u (class %u, %p) released with %u live blocks: invariant broken",
-             ss->id, ss->cls, (void *)ss, ss->live);
-    if (HAK_REC_ON()) {
-      hkt_event ev = {.kind = HKT_EV_DETECTION, .fn = HKT_DET_SS_INVARIANT, .tid = h->idx,
-                      .cls = ss->cls, .ptr = (uint64_t)(uintptr_t)ss, .aux = (uint64_t)(uintptr_t)ss,
-                      .aux2 = ss->live};
-      _hak_emit(&ev);
-    }
-    if (!_hak_cfg.on_error_continue) __builtin_trap();
-    return;  /* keep it registered and leaked: the safest thing left */
+    _hak_detect(HKT_DET_SS_INVARIANT, ss, ss, ss->live, "SuperSlab released with live blocks or a non-empty remote queue");
+    return;  /* HAKMEM_ON_ERROR=continue: keep it registered and leaked, the safest thing left */
   }
-  if (HAK_REC_ON()) _hak_ss_emit(HKT_EV_SS_UNREGISTER, h->idx, ss, ss->live);
+  _hak_dbg_ss_unregistered(ss, h->idx, HAK_REC_ON() ? _hak_ss_emit(HKT_EV_SS_UNREGISTER, h->idx, ss, ss->live) : HAK_NO_SEQ);
   unsigned lg = ss->lg_size, cls = ss->cls;
   uint64_t idx = (uint64_t)((char *)ss - _hak_arena.ss_base) >> HAK_CHUNK_LG;
   for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) _hak_arena.ssmap[idx + i] = NULL;
@@ -135,6 +129,7 @@ hak_ss *_hak_ss_acquire(hak_heap *h, unsigned cls) {
 /* The owner found ss empty (live == 0): park it, or release it when the
  * cache for its class is full. */
 void _hak_ss_retire(hak_heap *h, hak_ss *ss) {
+  if (HAK_DBG_ON()) _hak_dbg_audit(h, ss, 0);
   _hak_rec_wait();
   hak_lock(&_hak_global);
   unsigned cls = ss->cls;
@@ -160,6 +155,7 @@ void _hak_ss_retire(hak_heap *h, hak_ss *ss) {
 /* The owner is exiting and ss still has live blocks: leave it for
  * another thread to adopt. */
 void _hak_ss_abandon(hak_heap *h, hak_ss *ss) {
+  if (HAK_DBG_ON()) _hak_dbg_audit(h, ss, 1);
   _hak_rec_wait();
   hak_lock(&_hak_global);
   ss->owner = HAK_NO_OWNER;

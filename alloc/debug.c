@@ -1,0 +1,395 @@
+/* debug.c — HAKMEM_DEBUG checks and the one way detections are reported.
+ *
+ * debug.h has the ladder. Here: two side tables indexed by arena chunk
+ * (1 MiB), mapped on first use with _hak_os_alloc_meta (zero, lazily
+ * committed, never from the heap):
+ *   hist  always: the SuperSlab last registered at that chunk, by whom and
+ *         at which seq, and whether and when it was unregistered, so that a
+ *         stale pointer can be told apart from a foreign one and named;
+ *   meta  when debugging: one state byte and one requested size per block.
+ * The state byte is the truth the checks compare against: a block is FRESH
+ * (never handed out since its SuperSlab was registered), USED (the program
+ * holds it), FREE (freed: in a cache, on a freelist or in a remote queue) or
+ * QUAR (freed, waiting in a quarantine). Any thread may free, so the byte is
+ * swapped atomically on free; only the owner hands blocks out. */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+enum { ST_FRESH = 0, ST_USED = 1, ST_FREE = 2, ST_QUAR = 3 };
+#define POISON   0xddu
+#define CANARY   0xcau
+#define POISON64 0xddddddddddddddddull
+#define LINK_SKIP sizeof(void *)     /* the allocator's own link lives here in a free block */
+/* The most blocks any SuperSlab holds: 8-byte blocks in 1 MiB. */
+#define MAX_BLOCKS (((1u << HAK_SS_LG_TINY) - HAK_SS_HEADER) / 8)
+
+typedef struct ss_hist {
+  uint64_t base, reg_seq, unreg_seq;
+  uint32_t id, reg_tid, unreg_tid;
+  uint16_t cls;
+  uint8_t lg, gone;
+} ss_hist;
+
+typedef struct dbg_meta {
+  _Atomic uint8_t state[MAX_BLOCKS];
+  uint32_t req[MAX_BLOCKS];          /* requested size (level 2+) */
+} dbg_meta;
+
+static ss_hist *hist;                /* per chunk; written under the global lock */
+static dbg_meta **meta;              /* per chunk (a SuperSlab's first) */
+
+static inline uint64_t chunk_of(const void *p) {
+  return (uint64_t)((const char *)p - _hak_arena.ss_base) >> HAK_CHUNK_LG;
+}
+
+/* ---- SuperSlab history ------------------------------------------------- */
+
+static int tables_ready(void) {
+  uint64_t n = _hak_arena.ss_size >> HAK_CHUNK_LG;
+  if (!hist && !(hist = _hak_os_alloc_meta(n * sizeof *hist))) return 0;
+  if (_hak_cfg.debug && !meta && !(meta = _hak_os_alloc_meta(n * sizeof *meta))) return 0;
+  return 1;
+}
+
+void _hak_dbg_ss_registered(const hak_ss *ss, uint64_t seq) {
+  if (!tables_ready()) return;
+  uint64_t c = chunk_of(ss);
+  ss_hist r = {.base = (uint64_t)(uintptr_t)ss, .reg_seq = seq, .unreg_seq = HAK_NO_SEQ,
+               .id = ss->id, .reg_tid = ss->reg_tid, .cls = ss->cls, .lg = ss->lg_size};
+  for (unsigned i = 0; i < (1u << (ss->lg_size - HAK_CHUNK_LG)); i++) hist[c + i] = r;
+  if (!_hak_cfg.debug) return;
+  if (!meta[c]) meta[c] = _hak_os_alloc_meta(sizeof(dbg_meta));
+  else memset((void *)meta[c]->state, ST_FRESH, ss->capacity);
+}
+
+void _hak_dbg_ss_unregistered(const hak_ss *ss, uint32_t tid, uint64_t seq) {
+  if (!hist) return;
+  uint64_t c = chunk_of(ss);
+  for (unsigned i = 0; i < (1u << (ss->lg_size - HAK_CHUNK_LG)); i++) {
+    hist[c + i].gone = 1;
+    hist[c + i].unreg_tid = tid;
+    hist[c + i].unreg_seq = seq;
+  }
+}
+
+/* ---- reporting --------------------------------------------------------- */
+
+static const char *seq_str(char *buf, size_t n, uint64_t seq) {
+  if (seq == HAK_NO_SEQ) return "-";
+  _hak_fmt(buf, n, "%llu", (unsigned long long)seq);
+  return buf;
+}
+
+static const char *tid_str(char *buf, size_t n, uint32_t tid) {
+  if (tid >= HAK_NO_OWNER - 1) return "none";
+  _hak_fmt(buf, n, "%u", tid);
+  return buf;
+}
+
+/* "SuperSlab #3 class 3 (64 B) base 0x..., registered at seq 17 by thread 1,
+ * owned by thread 1" or "... unregistered at seq 90 by thread 2". */
+static void describe_ss(char *out, size_t n, const void *p, const hak_ss *ss) {
+  char s1[24], s2[24], t1[16], t2[16];
+  const ss_hist *h = NULL;
+  if (hist && _hak_arena.ss_base && (uint64_t)((const char *)p - _hak_arena.ss_base) < _hak_arena.ss_top)
+    h = &hist[chunk_of(p)];
+  if (h && !h->id) h = NULL;
+  if (ss && ss->magic == HAK_SS_MAGIC) {
+    _hak_fmt(out, n, "SuperSlab #%u class %u (%u B) base %p, registered at seq %s by thread %s, owned by thread %s",
+             ss->id, ss->cls, ss->block_size, (const void *)ss,
+             seq_str(s1, sizeof s1, h && h->id == ss->id ? h->reg_seq : HAK_NO_SEQ),
+             tid_str(t1, sizeof t1, ss->reg_tid), tid_str(t2, sizeof t2, ss->owner));
+  } else if (h && h->gone) {
+    _hak_fmt(out, n, "SuperSlab #%u class %u (%u B) base %p, registered at seq %s by thread %s, "
+             "UNREGISTERED at seq %s by thread %s",
+             h->id, h->cls, h->cls < HAK_CLASSES ? _hak_cls_size[h->cls] : 0, (void *)(uintptr_t)h->base,
+             seq_str(s1, sizeof s1, h->reg_seq), tid_str(t1, sizeof t1, h->reg_tid),
+             seq_str(s2, sizeof s2, h->unreg_seq), tid_str(t2, sizeof t2, h->unreg_tid));
+  } else if (_hak_in_large(p)) {
+    _hak_fmt(out, n, "in the large-block region");
+  } else {
+    _hak_fmt(out, n, "in no SuperSlab hakmem ever had");
+  }
+}
+
+void _hak_detect(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2, const char *what) {
+  uint64_t seq = HAK_NO_SEQ;
+  if (ss && ss->magic != HAK_SS_MAGIC) ss = NULL;
+  if (HAK_REC_ON()) {
+    uint64_t base = ss ? (uint64_t)(uintptr_t)ss : 0;
+    unsigned cls = ss ? ss->cls : HKT_NO_CLASS;
+    if (!ss && hist && (uint64_t)((const char *)p - _hak_arena.ss_base) < _hak_arena.ss_top) {
+      const ss_hist *h = &hist[chunk_of(p)];
+      if (h->id) { base = h->base; cls = h->cls; }
+    }
+    hkt_event ev = {.kind = HKT_EV_DETECTION, .fn = (uint16_t)det, .tid = _hak_tls_idx, .cls = cls,
+                    .ptr = (uint64_t)(uintptr_t)p, .aux = base, .aux2 = aux2, .seq = HAK_NO_SEQ};
+    _hak_emit(&ev);
+    seq = ev.seq;
+  }
+  char where[256], s[24], t[16];
+  describe_ss(where, sizeof where, p, ss);
+  _hak_msg("%s at %p (seq %s, thread %s): %s; %s", hkt_detect_name(det), p,
+           seq_str(s, sizeof s, seq), tid_str(t, sizeof t, _hak_tls_idx), what, where);
+  if (!_hak_cfg.on_error_continue) abort();
+}
+
+/* ---- block state ------------------------------------------------------- */
+
+/* The side-table slot of p, if p is at a block boundary of a live
+ * SuperSlab (carved or not). */
+static int locate(const hak_ss *ss, const void *p, dbg_meta **m, uint32_t *idx) {
+  if (!ss || ss->magic != HAK_SS_MAGIC || !meta) return 0;
+  dbg_meta *mm = meta[chunk_of(ss)];
+  if (!mm || (const char *)p < ss->blocks) return 0;
+  uint64_t off = (uint64_t)((const char *)p - ss->blocks), i = off / ss->block_size;
+  if (i * ss->block_size != off || i >= ss->capacity) return 0;
+  *m = mm;
+  *idx = (uint32_t)i;
+  return 1;
+}
+
+/* Offset of the first byte in [from, to) of p that is not `val`, or -1. */
+static int64_t first_changed(const unsigned char *p, size_t from, size_t to, unsigned val) {
+  size_t i = from;
+  uint64_t pat = POISON64 / POISON * val;
+  for (; i < to && (i & 7); i++) if (p[i] != val) return (int64_t)i;
+  for (; i + 8 <= to; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    if (w != pat) break;
+  }
+  for (; i < to; i++) if (p[i] != val) return (int64_t)i;
+  return -1;
+}
+
+size_t _hak_dbg_pad(size_t size) {
+  return _hak_cfg.debug >= 2 && size < HAK_MID_MAX ? size + 1 : size;
+}
+
+static void set_canary(unsigned char *p, dbg_meta *m, uint32_t idx, size_t req, uint32_t bs) {
+  m->req[idx] = (uint32_t)req;
+  if (req < bs) memset(p + req, CANARY, bs - req);
+}
+
+static void check_canary(const unsigned char *p, const hak_ss *ss, dbg_meta *m, uint32_t idx) {
+  uint32_t req = m->req[idx];
+  if (req >= ss->block_size) return;
+  int64_t off = first_changed(p, req, ss->block_size, CANARY);
+  if (off < 0) return;
+  char what[128];
+  _hak_fmt(what, sizeof what, "written past its requested size (%u bytes; byte at offset %lld changed)",
+           req, (long long)off);
+  _hak_detect(HKT_DET_CANARY, p, ss, (uint64_t)off, what);
+}
+
+void _hak_dbg_track(void *p, size_t req, unsigned cls) {
+  if (cls >= HAK_CLASSES || !p) return;
+  hak_ss *ss = _hak_ss_of(p);
+  dbg_meta *m;
+  uint32_t idx;
+  if (!locate(ss, p, &m, &idx)) return;
+  uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
+  if (st == ST_USED || st == ST_QUAR) {
+    _hak_detect(HKT_DET_FREELIST, p, ss, idx,
+                st == ST_USED ? "handed out while the program still holds it (corrupt freelist or SuperSlab accounting)"
+                              : "handed out while it waits in quarantine (corrupt freelist)");
+  } else if (st == ST_FREE && _hak_cfg.debug >= 2) {
+    int64_t off = first_changed(p, LINK_SKIP, ss->block_size, POISON);
+    if (off >= 0) {
+      char what[128];
+      _hak_fmt(what, sizeof what, "freed block was written after free (byte at offset %lld changed)", (long long)off);
+      _hak_detect(HKT_DET_POISON, p, ss, (uint64_t)off, what);
+    }
+  }
+  atomic_store_explicit(&m->state[idx], ST_USED, memory_order_relaxed);
+  if (_hak_cfg.debug >= 2) set_canary(p, m, idx, req, ss->block_size);
+}
+
+void _hak_dbg_resize(void *p, size_t req) {
+  hak_ss *ss = _hak_ss_of(p);
+  dbg_meta *m;
+  uint32_t idx;
+  if (_hak_cfg.debug < 2 || !locate(ss, p, &m, &idx)) return;
+  check_canary(p, ss, m, idx);
+  set_canary(p, m, idx, req, ss->block_size);
+}
+
+/* Where a block that is already free is, in words. */
+static const char *where_free(const void *p, const hak_ss *ss, uint8_t st) {
+  if (st == ST_QUAR) return "already freed: it waits in a quarantine";
+  hak_heap *h = _hak_tls;
+  if (h->state == HAK_HEAP_LIVE && ss->owner == h->idx) {
+    const hak_tcache *tc = &h->cache[ss->cls];
+    for (uint32_t i = 0; i < tc->count; i++)
+      if (tc->slot[i] == p) return "already freed: it sits in this thread's cache";
+  }
+  if (ss->where == HAK_SS_EMPTY) return "already freed: its SuperSlab is empty, parked for reuse";
+  return "already freed: it is on its SuperSlab's freelist, in a cache or in a remote queue";
+}
+
+/* ---- quarantine (level 3) ---------------------------------------------- */
+
+typedef struct quar {
+  void **slot;
+  uint32_t *size;
+  uint32_t cap, head, count;
+  uint64_t bytes;
+} quar;
+static __thread quar q_tls __attribute__((tls_model("initial-exec")));
+
+
+static void quar_release_one(quar *q) {
+  void *p = q->slot[q->head];
+  q->bytes -= q->size[q->head];
+  q->head = (q->head + 1) % q->cap;
+  q->count--;
+  hak_ss *ss = _hak_ss_of(p);
+  dbg_meta *m;
+  uint32_t idx;
+  if (locate(ss, p, &m, &idx)) atomic_store_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
+  _hak_free_raw(p);
+}
+
+/* 1 if p went into the quarantine (it is freed later). */
+static int quar_put(void *p, uint32_t size, dbg_meta *m, uint32_t idx) {
+  quar *q = &q_tls;
+  uint64_t budget = _hak_cfg.quarantine;
+  if (!budget || size > budget) return 0;
+  if (!q->slot) {
+    uint64_t cap = budget / 8 + 1;
+    if (cap > (1u << 24)) cap = 1u << 24;
+    q->slot = _hak_os_alloc_meta(cap * (sizeof(void *) + sizeof(uint32_t)));
+    if (!q->slot) return 0;
+    q->size = (uint32_t *)(q->slot + cap);
+    q->cap = (uint32_t)cap;
+  }
+  while (q->count && (q->count == q->cap || q->bytes + size > budget)) quar_release_one(q);
+  uint32_t tail = (q->head + q->count) % q->cap;
+  q->slot[tail] = p;
+  q->size[tail] = size;
+  q->count++;
+  q->bytes += size;
+  atomic_store_explicit(&m->state[idx], ST_QUAR, memory_order_relaxed);
+  return 1;
+}
+
+void _hak_dbg_quarantine_drain(void) {
+  quar *q = &q_tls;
+  while (q->count) quar_release_one(q);
+  if (q->slot) {
+    _hak_os_release(q->slot, (size_t)q->cap * (sizeof(void *) + sizeof(uint32_t)));
+    memset(q, 0, sizeof *q);
+  }
+}
+
+/* ---- free -------------------------------------------------------------- */
+
+int _hak_dbg_free(void *p, hak_ss *ss) {
+  dbg_meta *m;
+  uint32_t idx;
+  if (!locate(ss, p, &m, &idx)) return 0;   /* not a block start: the caller reports it */
+  uint8_t st = atomic_exchange_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
+  if (st != ST_USED) {
+    atomic_store_explicit(&m->state[idx], st, memory_order_relaxed);
+    if (st == ST_FRESH)
+      _hak_detect(HKT_DET_INVALID_FREE, p, ss, 0, "free of a block hakmem never handed out");
+    else
+      _hak_detect(HKT_DET_DOUBLE_FREE, p, ss, 0, where_free(p, ss, st));
+    return 1;
+  }
+  if (_hak_cfg.debug >= 2) {
+    check_canary(p, ss, m, idx);
+    memset(p, POISON, ss->block_size);
+  }
+  if (_hak_cfg.debug >= 3) return quar_put(p, ss->block_size, m, idx);
+  return 0;
+}
+
+int _hak_dbg_realloc(void *p) {
+  hak_ss *ss = _hak_ss_of(p);
+  dbg_meta *m;
+  uint32_t idx;
+  if (!ss) {
+    uint64_t off = (uint64_t)((char *)p - _hak_arena.ss_base);
+    if (off >= _hak_arena.ss_top) return 0;          /* large or foreign: realloc judges */
+    _hak_detect(HKT_DET_STALE_FREE, p, NULL, 0, "realloc of a block in a SuperSlab that is no longer registered");
+    return 1;
+  }
+  if (!locate(ss, p, &m, &idx)) return 0;
+  uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
+  if (st == ST_USED) return 0;
+  if (st == ST_FRESH) _hak_detect(HKT_DET_INVALID_FREE, p, ss, 0, "realloc of a block hakmem never handed out");
+  else _hak_detect(HKT_DET_DOUBLE_FREE, p, ss, 0, "realloc of a block that is already freed");
+  return 1;
+}
+
+/* ---- SuperSlab invariants ---------------------------------------------- */
+
+/* At a refill, before blocks are taken: every carved block is either on the
+ * freelist or counted live (live + nfree == carved), and (level 2) the
+ * freelist links that will be followed point at free blocks of this
+ * SuperSlab. A broken link is cut (in continue mode) so the refill cannot
+ * follow it; the blocks behind it are lost. */
+void _hak_dbg_freelist(hak_ss *ss, uint32_t want) {
+  if (ss->live + ss->nfree != ss->carved) {
+    char what[160];
+    _hak_fmt(what, sizeof what, "SuperSlab accounting broken at refill: %u live + %u on the freelist != %u carved",
+             ss->live, ss->nfree, ss->carved);
+    _hak_detect(HKT_DET_SS_INVARIANT, ss, ss, ss->live, what);
+  }
+  if (_hak_cfg.debug < 2) return;
+  void **link = &ss->freelist;
+  for (uint32_t k = 0; k < want && *link; k++) {
+    void *b = *link;
+    dbg_meta *m;
+    uint32_t idx;
+    int ok = locate(ss, b, &m, &idx) && idx < ss->carved;
+    if (ok) {
+      uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
+      ok = st == ST_FREE || st == ST_FRESH;
+    }
+    if (!ok) {
+      const void *holder = link == &ss->freelist ? (const void *)ss : (const void *)link;
+      char what[160];
+      _hak_fmt(what, sizeof what, "freelist link in %p points at %p, not a free block of this SuperSlab "
+               "(the holder was written after free)", holder, b);
+      _hak_detect(HKT_DET_FREELIST, holder, ss, (uint64_t)(uintptr_t)b, what);
+      *link = NULL;
+      ss->nfree = k;
+      return;
+    }
+    link = (void **)b;
+  }
+}
+
+/* When the owner retires ss (live == 0: it will be parked or released) or
+ * abandons it at thread exit: is any block of it still out? */
+void _hak_dbg_audit(hak_heap *h, hak_ss *ss, int abandon) {
+  dbg_meta *m = meta ? meta[chunk_of(ss)] : NULL;
+  uint32_t in_use = 0, cached = 0;
+  const void *first = NULL;
+  if (m) {
+    for (uint32_t i = 0; i < ss->carved; i++) {
+      uint8_t st = atomic_load_explicit(&m->state[i], memory_order_relaxed);
+      if (st == ST_USED || st == ST_QUAR) { if (!in_use++) first = ss->blocks + (size_t)i * ss->block_size; }
+    }
+  }
+  if (h->state == HAK_HEAP_LIVE) {
+    const hak_tcache *tc = &h->cache[ss->cls];
+    for (uint32_t i = 0; i < tc->count; i++)
+      if (_hak_ss_of(tc->slot[i]) == ss && !cached++ && !first) first = tc->slot[i];
+  }
+  char what[200];
+  if (!abandon && (in_use || cached || ss->nfree != ss->carved)) {
+    _hak_fmt(what, sizeof what, "SuperSlab retired as empty while %u of its blocks are in use and %u sit in "
+             "thread %u's cache (%u carved, %u on the freelist)", in_use, cached, h->idx, ss->carved, ss->nfree);
+  } else if (abandon && (ss->live + ss->nfree != ss->carved || in_use > ss->live)) {
+    _hak_fmt(what, sizeof what, "SuperSlab abandoned with broken accounting: %u live, %u on the freelist, "
+             "%u carved, %u in use", ss->live, ss->nfree, ss->carved, in_use);
+  } else {
+    return;
+  }
+  _hak_detect(HKT_DET_SS_INVARIANT, first ? first : (const void *)ss, ss, in_use + cached, what);
+}

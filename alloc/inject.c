@@ -1,0 +1,161 @@
+/* inject.c — HAKMEM_INJECT: the seed project's allocator bugs, on purpose.
+ *
+ *   HAKMEM_INJECT=kind[:class][@after]
+ *
+ * The fault fires in each thread at its (after+1)-th event of the kind's
+ * site in that size class (any class when none is given), once per thread.
+ * Counting a thread's own events makes the point the same on every run and
+ * on replay, however threads interleave. Each firing says so on stderr.
+ *
+ *   early_release    site: a cache refill. The SuperSlab the refill just
+ *                    took blocks from is unregistered and given back to the
+ *                    arena while this thread's cache still holds its blocks
+ *                    (the seed's weeks-long bug). Those pointers are now
+ *                    stale: handed out, freed, and their chunk reused by the
+ *                    next SuperSlab. Debug level 1+: the release invariant
+ *                    fires at the release; later frees are stale frees.
+ *   early_decrement  site: a cache refill. The SuperSlab's live count drops
+ *                    by one block that is still out, so it looks empty too
+ *                    early and is parked or released under that block.
+ *                    Debug 1+: the accounting check at the next refill, or
+ *                    the audit when the SuperSlab is retired or abandoned.
+ *   lost_drain       site: a remote drain that found blocks. The drained
+ *                    blocks are counted back but never reach the freelist:
+ *                    they are lost until the SuperSlab empties. Debug 1+:
+ *                    the accounting check right after the drain.
+ *   skip_pin         site: a remote drain that found blocks. One drained
+ *                    block had its pin skipped (a remote free that did not
+ *                    hold the SuperSlab): it is counted back twice, so the
+ *                    SuperSlab can be retired under a block still in use.
+ *                    Debug 1+: the accounting check, as early_decrement.
+ * Faults change the allocator's own state only through the calls below,
+ * made by the owning thread, so replay re-creates them exactly. */
+#include <string.h>
+#include "internal.h"
+
+int _hak_inject_kind;
+static unsigned inj_cls = HKT_NO_CLASS;     /* any */
+static uint64_t inj_after;
+static __thread uint64_t inj_count __attribute__((tls_model("initial-exec")));
+static __thread int inj_fired __attribute__((tls_model("initial-exec")));
+
+static const char *const kind_names[] = {
+  [HAK_INJ_NONE] = "none", [HAK_INJ_EARLY_RELEASE] = "early_release",
+  [HAK_INJ_EARLY_DECREMENT] = "early_decrement", [HAK_INJ_LOST_DRAIN] = "lost_drain",
+  [HAK_INJ_SKIP_PIN] = "skip_pin",
+};
+#define NKINDS (sizeof kind_names / sizeof kind_names[0])
+
+void _hak_inject_parse(const char *spec) {
+  if (!spec || !*spec || !strcmp(spec, "none")) return;
+  char buf[64];
+  size_t n = strlen(spec);
+  if (n >= sizeof buf) { _hak_msg("HAKMEM_INJECT=%s: too long; ignored", spec); return; }
+  memcpy(buf, spec, n + 1);
+  char *at = strchr(buf, '@'), *colon = strchr(buf, ':');
+  if (at) *at++ = '\0';
+  if (colon && (!at || colon < at)) *colon++ = '\0'; else colon = NULL;
+  int kind = 0;
+  for (unsigned k = 1; k < NKINDS; k++) if (!strcmp(buf, kind_names[k])) kind = (int)k;
+  if (!kind) {
+    _hak_msg("HAKMEM_INJECT=%s: unknown kind '%s' (early_release, early_decrement, lost_drain, skip_pin); ignored", spec, buf);
+    return;
+  }
+  unsigned cls = HKT_NO_CLASS;
+  int ok = 1;
+  if (colon) {
+    if (*colon == 'c' || *colon == 'C') colon++;
+    uint64_t v = _hak_parse_u64(colon, &ok);
+    if (!ok || v >= HAK_CLASSES) { _hak_msg("HAKMEM_INJECT=%s: class must be 0..%d; ignored", spec, HAK_CLASSES - 1); return; }
+    cls = (unsigned)v;
+  }
+  uint64_t after = 0;
+  if (at) {
+    after = _hak_parse_u64(at, &ok);
+    if (!ok) { _hak_msg("HAKMEM_INJECT=%s: '@%s' is not a count; ignored", spec, at); return; }
+  }
+  inj_cls = cls;
+  inj_after = after;
+  _hak_inject_kind = kind;
+}
+
+size_t _hak_inject_describe(char *buf, size_t n) {
+  int r;
+  if (!_hak_inject_kind) r = _hak_fmt(buf, n, "none");
+  else if (inj_cls == HKT_NO_CLASS) r = _hak_fmt(buf, n, "%s@%llu", kind_names[_hak_inject_kind], (unsigned long long)inj_after);
+  else r = _hak_fmt(buf, n, "%s:%u@%llu", kind_names[_hak_inject_kind], inj_cls, (unsigned long long)inj_after);
+  return r < 0 ? 0 : ((size_t)r < n ? (size_t)r : n - 1);
+}
+
+/* This thread's site event in cls: is it the one that fires? */
+static int due(int kind, unsigned cls) {
+  if (_hak_inject_kind != kind || inj_fired) return 0;
+  if (inj_cls != HKT_NO_CLASS && cls != inj_cls) return 0;
+  if (inj_count++ < inj_after) return 0;
+  inj_fired = 1;
+  return 1;
+}
+
+static uint32_t cached_of(const hak_heap *h, const hak_ss *ss) {
+  const hak_tcache *tc = &h->cache[ss->cls];
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < tc->count; i++) k += _hak_ss_of(tc->slot[i]) == ss;
+  return k;
+}
+
+/* Unregister ss and give its chunk back although blocks of it are live:
+ * what the allocator's own release refuses to do. */
+static void release_now(hak_heap *h, hak_ss *ss, unsigned cls) {
+  h->active[cls] = NULL;
+  ss->where = HAK_SS_NOWHERE;
+  _hak_rec_wait();
+  hak_lock(&_hak_global);
+  uint32_t cached = cached_of(h, ss);
+  _hak_msg("HAKMEM_INJECT=early_release fired in thread %u: releasing SuperSlab #%u (class %u, base %p) "
+           "with %u live blocks, %u of them in this thread's cache", h->idx, ss->id, cls, (void *)ss, ss->live, cached);
+  if (HAK_DBG_ON()) {
+    char what[160];
+    _hak_fmt(what, sizeof what, "SuperSlab released with %u live blocks, %u of them in thread %u's cache",
+             ss->live, cached, h->idx);
+    _hak_detect(HKT_DET_SS_INVARIANT, ss, ss, ss->live, what);
+  }
+  uint64_t seq = HAK_REC_ON() ? _hak_ss_emit(HKT_EV_SS_UNREGISTER, h->idx, ss, ss->live) : HAK_NO_SEQ;
+  unsigned lg = ss->lg_size;
+  uint64_t idx = (uint64_t)((char *)ss - _hak_arena.ss_base) >> HAK_CHUNK_LG;
+  for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) _hak_arena.ssmap[idx + i] = NULL;
+  _hak_dbg_ss_unregistered(ss, h->idx, seq);
+  ss->magic = 0;
+  atomic_fetch_sub_explicit(&_hak_g.ss_live, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&_hak_g.ss_unreg, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&_hak_g.ss_unreg_cls[cls], 1, memory_order_relaxed);
+  _hak_arena_ss_free(ss, lg);
+  hak_unlock(&_hak_global);
+}
+
+void _hak_inject_refill(hak_heap *h, hak_ss *ss, unsigned cls, uint32_t n) {
+  if (!n || h->active[cls] != ss) return;
+  if (due(HAK_INJ_EARLY_RELEASE, cls)) {
+    release_now(h, ss, cls);
+  } else if (due(HAK_INJ_EARLY_DECREMENT, cls)) {
+    _hak_msg("HAKMEM_INJECT=early_decrement fired in thread %u: SuperSlab #%u (class %u, base %p) live %u -> %u",
+             h->idx, ss->id, cls, (void *)ss, ss->live, ss->live - 1);
+    ss->live--;
+  }
+}
+
+/* After _hak_ss_drain_remote pushed n blocks on the head of ss's freelist. */
+void _hak_inject_drain(hak_heap *h, hak_ss *ss, uint32_t n) {
+  if (!n) return;
+  if (due(HAK_INJ_LOST_DRAIN, ss->cls)) {
+    _hak_msg("HAKMEM_INJECT=lost_drain fired in thread %u: %u blocks drained from SuperSlab #%u (class %u, base %p) are lost",
+             h->idx, n, ss->id, ss->cls, (void *)ss);
+    for (uint32_t i = 0; i < n && ss->freelist; i++) {
+      ss->freelist = *(void **)ss->freelist;
+      ss->nfree--;
+    }
+  } else if (due(HAK_INJ_SKIP_PIN, ss->cls)) {
+    _hak_msg("HAKMEM_INJECT=skip_pin fired in thread %u: a remote free into SuperSlab #%u (class %u, base %p) is counted back twice",
+             h->idx, ss->id, ss->cls, (void *)ss);
+    ss->live--;
+  }
+}
