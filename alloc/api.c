@@ -104,7 +104,7 @@ void _hak_free_slow(void *p, void *caller) {
       return;
     }
     hak_heap *h = _hak_tls;
-    if (ss->owner == h->idx) {
+    if (HAK_RD(ss->owner) == h->idx) {
       unsigned cls = ss->cls;
       hak_tcache *tc = &h->cache[cls];
       if (tc->count == tc->cap) _hak_flush(h, cls, tc->cap / 2);
@@ -121,7 +121,7 @@ void _hak_free_slow(void *p, void *caller) {
     return;
   }
   uint64_t off = (uint64_t)((char *)p - _hak_arena.ss_base);
-  _hak_invalid_free(p, off < _hak_arena.ss_top ? HKT_DET_STALE_FREE : HKT_DET_INVALID_FREE, NULL);
+  _hak_invalid_free(p, off < HAK_RD(_hak_arena.ss_top) ? HKT_DET_STALE_FREE : HKT_DET_INVALID_FREE, NULL);
 }
 
 size_t _hak_usable_size(const void *p) {
@@ -136,7 +136,7 @@ void _hak_free_raw(void *p) {
   hak_ss *ss = _hak_ss_of(p);
   if (ss) {
     hak_heap *h = _hak_tls;
-    if (ss->owner == h->idx) {
+    if (HAK_RD(ss->owner) == h->idx) {
       hak_tcache *tc = &h->cache[ss->cls];
       if (tc->count == tc->cap) _hak_flush(h, ss->cls, tc->cap / 2);
       tc->slot[tc->count++] = p;

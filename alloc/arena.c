@@ -85,7 +85,7 @@ void *_hak_arena_ss_alloc(unsigned lg) {
   if (commit_to(a->ss_base, &a->ss_committed, off + size, a->ss_size) != 0) return NULL;
   if (off > a->ss_top)   /* the 1 MiB hole left by aligning a 2 MiB chunk */
     free_chunks[0][nfree_chunks[0]++] = (uint32_t)(a->ss_top >> HAK_CHUNK_LG);
-  a->ss_top = off + size;
+  HAK_WR(a->ss_top, off + size);
   atomic_fetch_add_explicit(&_hak_g.os_committed, size, memory_order_relaxed);
   return a->ss_base + off;
 }

@@ -59,7 +59,7 @@ static inline void _hak_e_free(void *p, void *caller) {
       likely(_hak_block_index(ss, p) >= 0)) {
     hak_heap *h = _hak_tls;
     hak_tcache *tc = &h->cache[ss->cls];
-    if (likely(ss->owner == h->idx && tc->count < tc->cap)) {
+    if (likely(HAK_RD(ss->owner) == h->idx && tc->count < tc->cap)) {
       tc->slot[tc->count++] = p;
       tc->frees++;
       return;

@@ -96,7 +96,9 @@ static uint32_t refill_from(hak_heap *h, hak_ss *ss, unsigned cls) {
     out[want - 1 - n++] = p;
   }
   ss->nfree -= n;
-  while (n < want) out[want - 1 - n++] = ss->blocks + (size_t)ss->carved++ * ss->block_size;
+  uint32_t carved = ss->carved;
+  while (n < want) out[want - 1 - n++] = ss->blocks + (size_t)carved++ * ss->block_size;
+  HAK_WR(ss->carved, carved);
   c->count += n;
   ss->live += n;
   if (n) _hak_stat_out(cls, n);

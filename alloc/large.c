@@ -58,7 +58,7 @@ static void span_free(uint64_t i, uint64_t n) {
     *pm(r) = 0; *pm(r + rn - 1) = 0;
     n += rn;
   }
-  if ((i + n) * HAK_PAGE == a->lg_top) { a->lg_top = i * HAK_PAGE; return; }
+  if ((i + n) * HAK_PAGE == a->lg_top) { HAK_WR(a->lg_top, i * HAK_PAGE); return; }
   *pm(i) = (uint32_t)n | SPAN_FREE;
   *pm(i + n - 1) = (uint32_t)n | SPAN_FREE;
   bin_insert(i, n);
@@ -79,7 +79,7 @@ static int64_t span_take(uint64_t n) {
   hak_arena *a = &_hak_arena;
   uint64_t i = a->lg_top / HAK_PAGE;
   if (n > SPAN_PAGES || _hak_arena_lg_grow(a->lg_top + n * HAK_PAGE) != 0) return -1;
-  a->lg_top += n * HAK_PAGE;
+  HAK_WR(a->lg_top, a->lg_top + n * HAK_PAGE);
   return (int64_t)i;
 }
 
@@ -112,7 +112,7 @@ void *_hak_large_alloc(size_t size, size_t align) {
     if (extra > lead) span_free(i + lead + n, extra - lead);
     i += lead;
   }
-  *pm(i) = (uint32_t)n | SPAN_ALLOC;
+  HAK_WR(*pm(i), (uint32_t)n | SPAN_ALLOC);
   atomic_fetch_add_explicit(&_hak_g.large_allocs, 1, memory_order_relaxed);
   account((int64_t)(n * HAK_PAGE));
   if (HAK_REC_ON()) emit_large(HKT_EV_LARGE_MAP, i, n);
@@ -122,9 +122,9 @@ void *_hak_large_alloc(size_t size, size_t align) {
 
 static int64_t span_of(const void *p) {
   uint64_t off = (uint64_t)((const char *)p - _hak_arena.lg_base);
-  if (off >= _hak_arena.lg_top || (off & (HAK_PAGE - 1))) return -1;
+  if (off >= HAK_RD(_hak_arena.lg_top) || (off & (HAK_PAGE - 1))) return -1;
   uint64_t i = off / HAK_PAGE;
-  return (*pm(i) & SPAN_ALLOC) ? (int64_t)i : -1;
+  return (HAK_RD(*pm(i)) & SPAN_ALLOC) ? (int64_t)i : -1;
 }
 
 int _hak_large_free(void *p) {
@@ -167,7 +167,7 @@ int _hak_large_resize(void *p, size_t size) {
     ok = 1;
   } else if (r * HAK_PAGE == a->lg_top) {
     ok = _hak_arena_lg_grow(a->lg_top + (need - n) * HAK_PAGE) == 0;
-    if (ok) a->lg_top += (need - n) * HAK_PAGE;
+    if (ok) HAK_WR(a->lg_top, a->lg_top + (need - n) * HAK_PAGE);
   } else if (*pm(r) & SPAN_FREE) {
     uint64_t rn = *pm(r) & SPAN_PAGES;
     if (n + rn >= need) {

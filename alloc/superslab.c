@@ -64,7 +64,7 @@ static hak_ss *ss_create(hak_heap *h, unsigned cls) {
   ss->lg_size = (uint8_t)lg;
   ss->cls = (uint16_t)cls;
   ss->id = _hak_ss_next_id++;
-  ss->owner = h->idx;
+  HAK_WR(ss->owner, h->idx);
   ss->block_size = bs;
   ss->pow2 = (bs & (bs - 1)) == 0;
   ss->block_mask = bs - 1;
@@ -74,7 +74,7 @@ static hak_ss *ss_create(hak_heap *h, unsigned cls) {
   ss->reg_tid = h->idx;
   /* Register: both 1 MiB chunks of a 2 MiB SuperSlab map to it. */
   uint64_t idx = (uint64_t)(base - _hak_arena.ss_base) >> HAK_CHUNK_LG;
-  for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) _hak_arena.ssmap[idx + i] = ss;
+  for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) HAK_WR(_hak_arena.ssmap[idx + i], ss);
   uint64_t n = atomic_fetch_add_explicit(&_hak_g.ss_live, 1, memory_order_relaxed) + 1;
   _hak_stat_max(&_hak_g.ss_peak, n);
   atomic_fetch_add_explicit(&_hak_g.ss_reg, 1, memory_order_relaxed);
@@ -94,7 +94,7 @@ static void ss_release(hak_heap *h, hak_ss *ss) {
   _hak_dbg_ss_unregistered(ss, h->idx, HAK_REC_ON() ? _hak_ss_emit(HKT_EV_SS_UNREGISTER, h->idx, ss, ss->live) : HAK_NO_SEQ);
   unsigned lg = ss->lg_size, cls = ss->cls;
   uint64_t idx = (uint64_t)((char *)ss - _hak_arena.ss_base) >> HAK_CHUNK_LG;
-  for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) _hak_arena.ssmap[idx + i] = NULL;
+  for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) HAK_WR(_hak_arena.ssmap[idx + i], NULL);
   ss->magic = 0;
   atomic_fetch_sub_explicit(&_hak_g.ss_live, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&_hak_g.ss_unreg, 1, memory_order_relaxed);
@@ -112,7 +112,7 @@ hak_ss *_hak_ss_acquire(hak_heap *h, unsigned cls) {
   if (!ss && (ss = _hak_empty[cls].head)) from_cache = 1;
   if (ss) {
     _hak_sslist_remove(from_cache ? &_hak_empty[cls] : &_hak_shared[cls], ss);
-    ss->owner = h->idx;
+    HAK_WR(ss->owner, h->idx);
     atomic_fetch_add_explicit(&_hak_g.ss_adopted, !from_cache, memory_order_relaxed);
     if (HAK_REC_ON()) {
       hkt_event ev = {.kind = HKT_EV_SS_ADOPT, .fn = (uint16_t)from_cache, .tid = h->idx, .cls = cls,
@@ -134,10 +134,10 @@ void _hak_ss_retire(hak_heap *h, hak_ss *ss) {
   hak_lock(&_hak_global);
   unsigned cls = ss->cls;
   if (_hak_empty[cls].n < _hak_cfg.ss_cache && ss->live == 0) {
-    ss->owner = HAK_NO_OWNER;
+    HAK_WR(ss->owner, HAK_NO_OWNER);
     /* Reset the carve state so a reuse starts as a fresh SuperSlab: the
      * same addresses come back in the same order. */
-    ss->carved = 0;
+    HAK_WR(ss->carved, 0);
     ss->nfree = 0;
     ss->freelist = NULL;
     _hak_sslist_push(&_hak_empty[cls], ss, HAK_SS_EMPTY);
@@ -158,7 +158,7 @@ void _hak_ss_abandon(hak_heap *h, hak_ss *ss) {
   if (HAK_DBG_ON()) _hak_dbg_audit(h, ss, 1);
   _hak_rec_wait();
   hak_lock(&_hak_global);
-  ss->owner = HAK_NO_OWNER;
+  HAK_WR(ss->owner, HAK_NO_OWNER);
   _hak_sslist_push(&_hak_shared[ss->cls], ss, HAK_SS_SHARED);
   if (HAK_REC_ON()) {
     hkt_event ev = {.kind = HKT_EV_SS_ABANDON, .tid = h->idx, .cls = ss->cls,
