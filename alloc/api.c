@@ -28,6 +28,15 @@ void _hak_emit_call(uint16_t kind, uint16_t fn, void *p, uint64_t size, uint64_t
   _hak_emit(&ev);
 }
 
+/* malloc when the fast path could not: cache empty, not set up, large,
+ * recording or debugging. */
+void *_hak_malloc_slow(size_t size, void *caller) {
+  unsigned cls;
+  void *p = _hak_alloc(size, &cls);
+  if (HAK_REC_ON()) _hak_emit_call(HKT_EV_MALLOC, 0, p, size, 0, p ? 0 : ENOMEM, cls, caller);
+  return p;
+}
+
 /* Cache empty, set-up not done, mid/large size, or an alignment. */
 void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
   _hak_init();
@@ -235,8 +244,15 @@ int _hak_posix_memalign_impl(void **out, size_t align, size_t size, void *caller
 }
 
 #define RA __builtin_return_address(0)
-HAK_API void  *hak_malloc(size_t n) { return _hak_e_malloc(n, RA); }
-HAK_API void   hak_free(void *p) { _hak_e_free(p, RA); }
+HAK_API void *hak_malloc(size_t n) {
+  void *p;
+  if (likely(_hak_fast_malloc(n, &p))) return p;
+  return _hak_malloc_slow(n, RA);
+}
+HAK_API void hak_free(void *p) {
+  if (likely(_hak_fast_free(p))) return;
+  _hak_free_slow(p, RA);
+}
 HAK_API void  *hak_calloc(size_t n, size_t s) { return _hak_e_calloc(n, s, RA); }
 HAK_API void  *hak_realloc(void *p, size_t n) { return _hak_realloc_impl(p, n, 0, HKT_FN_REALLOC, RA); }
 HAK_API void  *hak_reallocarray(void *p, size_t n, size_t s) { return _hak_realloc_impl(p, s, n, HKT_FN_REALLOCARRAY, RA); }

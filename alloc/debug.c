@@ -365,10 +365,12 @@ void _hak_dbg_freelist(hak_ss *ss, uint32_t want) {
 }
 
 /* When the owner retires ss (live == 0: it will be parked or released) or
- * abandons it at thread exit: is any block of it still out? */
+ * abandons it at thread exit: is any block of it still out? At retire every
+ * carved block must be back on the freelist (a block in a cache is not) and
+ * none held by the program; at abandon the count must match the freelist. */
 void _hak_dbg_audit(hak_heap *h, hak_ss *ss, int abandon) {
   dbg_meta *m = meta ? meta[chunk_of(ss)] : NULL;
-  uint32_t in_use = 0, cached = 0;
+  uint32_t in_use = 0;
   const void *first = NULL;
   if (m) {
     for (uint32_t i = 0; i < ss->carved; i++) {
@@ -376,20 +378,16 @@ void _hak_dbg_audit(hak_heap *h, hak_ss *ss, int abandon) {
       if (st == ST_USED || st == ST_QUAR) { if (!in_use++) first = ss->blocks + (size_t)i * ss->block_size; }
     }
   }
-  if (h->state == HAK_HEAP_LIVE) {
-    const hak_tcache *tc = &h->cache[ss->cls];
-    for (uint32_t i = 0; i < tc->count; i++)
-      if (_hak_ss_of(tc->slot[i]) == ss && !cached++ && !first) first = tc->slot[i];
-  }
   char what[200];
-  if (!abandon && (in_use || cached || ss->nfree != ss->carved)) {
-    _hak_fmt(what, sizeof what, "SuperSlab retired as empty while %u of its blocks are in use and %u sit in "
-             "thread %u's cache (%u carved, %u on the freelist)", in_use, cached, h->idx, ss->carved, ss->nfree);
+  if (!abandon && (in_use || ss->nfree != ss->carved || atomic_load_explicit(&ss->remote, memory_order_relaxed))) {
+    _hak_fmt(what, sizeof what, "SuperSlab retired as empty by thread %u while %u of its blocks are in use "
+             "(%u carved, %u back on the freelist, remote queue %s)", h->idx, in_use, ss->carved, ss->nfree,
+             atomic_load_explicit(&ss->remote, memory_order_relaxed) ? "not empty" : "empty");
   } else if (abandon && (ss->live + ss->nfree != ss->carved || in_use > ss->live)) {
     _hak_fmt(what, sizeof what, "SuperSlab abandoned with broken accounting: %u live, %u on the freelist, "
              "%u carved, %u in use", ss->live, ss->nfree, ss->carved, in_use);
   } else {
     return;
   }
-  _hak_detect(HKT_DET_SS_INVARIANT, first ? first : (const void *)ss, ss, in_use + cached, what);
+  _hak_detect(HKT_DET_SS_INVARIANT, first ? first : (const void *)ss, ss, in_use, what);
 }

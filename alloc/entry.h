@@ -43,29 +43,53 @@ static inline void *_hak_alloc(size_t size, unsigned *cls) {
   return _hak_alloc_slow(size, 0, cls);
 }
 
+void *_hak_malloc_slow(size_t size, void *caller);
+
+/* The exported functions are `fast path, else tail call`: the fast path
+ * is a cache pop that needs no frame, and the caller's address is only
+ * read on the way to the slow path. */
+static inline __attribute__((always_inline)) int _hak_fast_malloc(size_t size, void **out) {
+  if (likely(size <= HAK_MID_MAX) && !HAK_INSTR_ON()) {
+    hak_heap *h = _hak_tls;
+    hak_tcache *tc = &h->cache[_hak_size_class(size)];
+    if (likely(tc->count)) {
+      tc->allocs++;
+      *out = tc->slot[--tc->count];
+      return 1;
+    }
+  }
+  return 0;
+}
+
 static inline void *_hak_e_malloc(size_t size, void *caller) {
-  unsigned cls;
-  void *p = _hak_alloc(size, &cls);
-  if (HAK_REC_ON()) _hak_emit_call(HKT_EV_MALLOC, 0, p, size, 0, p ? 0 : ENOMEM, cls, caller);
-  return p;
+  void *p;
+  return _hak_fast_malloc(size, &p) ? p : _hak_malloc_slow(size, caller);
 }
 
 /* Everything but "this thread owns the block and its cache has room" goes
  * to _hak_free_slow as a tail call: NULL, recording, a full cache, remote,
  * large, invalid. Keeping the fast path a leaf saves its register spills. */
-static inline void _hak_e_free(void *p, void *caller) {
+static inline __attribute__((always_inline)) int _hak_fast_free(void *p) {
   hak_ss *ss = _hak_ss_of(p);
-  if (likely(ss != NULL) && !HAK_REC_ON() && !HAK_DBG_ON() && likely(ss->magic == HAK_SS_MAGIC) &&
-      likely(_hak_block_index(ss, p) >= 0)) {
+  /* The registry only maps live SuperSlabs, so ss is one. Power-of-two
+   * classes check the block boundary with a mask; the mid classes' division
+   * is left to the slow path. */
+  if (likely(ss != NULL) && !HAK_INSTR_ON() && likely(ss->shift) &&
+      likely((((uintptr_t)p - (uintptr_t)ss->blocks) & ss->block_mask) == 0) &&
+      likely((char *)p < HAK_RD(ss->carve_end))) {
     hak_heap *h = _hak_tls;
     hak_tcache *tc = &h->cache[ss->cls];
     if (likely(HAK_RD(ss->owner) == h->idx && tc->count < tc->cap)) {
       tc->slot[tc->count++] = p;
       tc->frees++;
-      return;
+      return 1;
     }
   }
-  _hak_free_slow(p, caller);
+  return 0;
+}
+
+static inline void _hak_e_free(void *p, void *caller) {
+  if (!_hak_fast_free(p)) _hak_free_slow(p, caller);
 }
 
 static inline void *_hak_e_calloc(size_t n, size_t size, void *caller) {

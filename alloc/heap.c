@@ -99,6 +99,7 @@ static uint32_t refill_from(hak_heap *h, hak_ss *ss, unsigned cls) {
   uint32_t carved = ss->carved;
   while (n < want) out[want - 1 - n++] = ss->blocks + (size_t)carved++ * ss->block_size;
   HAK_WR(ss->carved, carved);
+  HAK_WR(ss->carve_end, ss->blocks + (size_t)carved * ss->block_size);
   c->count += n;
   ss->live += n;
   if (n) _hak_stat_out(cls, n);

@@ -2,7 +2,9 @@
 #include "internal.h"
 
 const hak_recorder *_hak_rec;
+int _hak_instr;
 
 void _hak_recorder_attach(const hak_recorder *r) {
   __atomic_store_n(&_hak_rec, r, __ATOMIC_RELEASE);
+  _hak_instr = r != NULL || _hak_cfg.debug != 0;
 }

@@ -33,6 +33,12 @@ extern const hak_recorder *_hak_rec;
 /* Exported from libhakmem.so: the LTTng companion library attaches through it. */
 __attribute__((visibility("default"))) void _hak_recorder_attach(const hak_recorder *r);  /* NULL detaches */
 
+/* Nonzero while a recorder is attached or a debug level is on: the malloc
+ * and free fast paths test this one word and leave everything else to the
+ * slow paths. Kept by hook.c and init.c. */
+extern int _hak_instr;
+#define HAK_INSTR_ON() __builtin_expect(_hak_instr != 0, 0)
+
 /* Decoded as `if (unlikely(_hak_rec)) ...` at every event site. */
 #define HAK_REC_ON() __builtin_expect(_hak_rec != NULL, 0)
 

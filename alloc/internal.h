@@ -63,7 +63,7 @@ static inline void hak_unlock(hak_lock_t *l) { atomic_store_explicit(&l->v, 0, m
 typedef struct hak_ss {
   uint32_t magic;
   uint8_t  lg_size;           /* 20 or 21 */
-  uint8_t  pow2;              /* block size is a power of two */
+  uint8_t  pow2;              /* block size is a power of two: then `shift` = log2 */
   uint16_t cls;
   uint32_t id;                /* registry id, never reused */
   uint32_t owner;             /* thread index, HAK_NO_OWNER when abandoned */
@@ -75,9 +75,11 @@ typedef struct hak_ss {
   uint32_t live;              /* carved and not on `freelist`: users, caches, remote queues */
   uint32_t nfree;             /* on `freelist` */
   uint8_t  where;             /* which list holds it: enum hak_ss_where */
-  uint8_t  pad[3];
+  uint8_t  shift;             /* log2(block_size) for pow2 classes, else 0 */
+  uint8_t  pad[2];
   void    *freelist;          /* owner-only intrusive list */
   char    *blocks;            /* first block */
+  char    *carve_end;         /* blocks + carved * block_size: the fast free's bound (first line: what free reads) */
   struct hak_ss *next, *prev; /* in the owner's warm list, the shared pool or the empty cache */
   _Atomic(void *) remote;     /* lock-free stack of blocks freed by other threads */
   hak_lock_t remote_lock;     /* taken only while a recorder is attached */

@@ -39,7 +39,7 @@ static void choose_scale(void) {
   } else if (san && *san) {
     g_rounds = 6, g_threads = 4, g_ops = 6000, g_churn_threads = 60;
   } else {
-    g_rounds = 12, g_threads = 4, g_ops = 30000, g_churn_threads = 200;
+    g_rounds = 10, g_threads = 4, g_ops = 20000, g_churn_threads = 200;
   }
 }
 

@@ -39,7 +39,7 @@ enum hkt_kind {
   HKT_EV_NONE = 0,
   HKT_EV_MALLOC = 1,        /* ptr, size, cls */
   HKT_EV_CALLOC = 2,        /* ptr, size = element size, aux = count, cls */
-  HKT_EV_REALLOC = 3,       /* ptr = result, aux = old ptr, size, cls; fn: REALLOC or REALLOCARRAY (aux2 = count) */
+  HKT_EV_REALLOC = 3,       /* ptr = result, aux = old ptr, size (reallocarray: count x size), cls; fn: REALLOC or REALLOCARRAY */
   HKT_EV_ALIGNED = 4,       /* ptr, size, aux = alignment, cls; fn says which entry point */
   HKT_EV_FREE = 5,          /* ptr, cls (of the block, HKT_NO_CLASS if unknown) */
   HKT_EV_THREAD_START = 6,  /* aux = OS thread id */

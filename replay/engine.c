@@ -1,0 +1,413 @@
+/* engine.c — one replay: a reader thread, one thread per recorded thread,
+ * and a turnstile that releases events in recorded order.
+ *
+ * The reader decodes the trace in seq order and appends each event it
+ * keeps to the queue of the thread that made it, starting that replay
+ * thread on its first event. Each kept event gets a dense turnstile number
+ * (rseq); `turn` is the rseq of the next event due. Markers, module loads
+ * and the end event are nothing to re-drive and get none.
+ *
+ * Against hakmem (RP_HAKMEM) a replay thread re-drives the calls of its
+ * queue through hak_*; the allocator reports every event it makes to our
+ * recorder (alloc/hook.h): wait() blocks until this thread's next expected
+ * event is due, emit() checks the emitted event against it and advances the
+ * turnstile. So internal events (refills, SuperSlab register, remote pushes)
+ * are not driven, they are re-made by the allocator and compared, in the
+ * same order as recorded. A thread's exit is real: the thread returns and
+ * the allocator's own thread-exit path runs.
+ *
+ * RP_LENIENT (minimize) and RP_FUNCS (another allocator) keep only calls
+ * and thread exits; a thread holds the turn for a whole call, so calls run
+ * one at a time, in recorded order, and addresses go through the map.
+ *
+ * Memory bound: the reader runs at most MAX_AHEAD events ahead of the turn,
+ * so a thread's queue never holds more than that (each queue is a lazily
+ * touched mapping of MAX_AHEAD items). No deadlock: everything before the
+ * reader's position is queued, so the owner of the turn always has its
+ * event. A watchdog reports a replay that stops moving as stalled. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include "engine.h"
+
+rp_map rp_blocks;
+rp_engine rp_e;
+static __thread rp_thread *me;
+static __thread const rp_item *cur_call;
+
+/* ---- waiting ---- */
+
+/* A stopped replay leaves every thread where it is: the state there is
+ * what gets reported. Parked threads may hold allocator locks; nothing
+ * after this takes them. */
+static __attribute__((noreturn)) void park(void) {
+  if (me && !me->parked) { me->parked = 1; atomic_fetch_sub(&rp_e.running, 1); }
+  static _Atomic uint32_t never;
+  for (;;) futex_wait(&never, 0, 1000);
+}
+
+static void advance(void) {
+  uint64_t t = atomic_load_explicit(&rp_e.turn, memory_order_relaxed) + 1;
+  atomic_store(&rp_e.turn, t);
+  rp_thread *o = rp_e.owner[t & (OWN_CAP - 1)];
+  if (o) wake(o);
+  wake(&rp_e.reader);
+}
+
+static void set_stop(void) {
+  atomic_store(&rp_e.stop, 1);
+  wake(&rp_e.reader);
+}
+
+static int traced(void) {
+  char buf[4096];
+  int fd = open("/proc/self/status", 0);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *p = strstr(buf, "TracerPid:");
+  return p && atoi(p + 10) != 0;
+}
+
+/* The owner of the turn is about to make event `it`: stop there if asked. */
+static void check_stop_at(const rp_item *it) {
+  if (it->seq < rp_e.o.stop_at) return;
+  pthread_mutex_lock(&rp_e.lock);
+  rp_e.res->stopped = 1;
+  pthread_mutex_unlock(&rp_e.lock);
+  set_stop();
+  /* Under a debugger: this thread, just before the event, is the place. */
+  if (traced()) raise(SIGTRAP);
+  park();
+}
+
+/* Wait until `it` is due; park if the replay stopped meanwhile. Only a
+ * thread whose turn is a few events away spins: on few cores, spinning
+ * waiters would take the CPU from the thread whose turn it is. advance()
+ * wakes the exact owner of the next turn. */
+static void wait_turn(const rp_item *it) {
+  for (unsigned spin = 0;;) {
+    uint64_t t = atomic_load(&rp_e.turn);
+    if (t == it->rseq || atomic_load_explicit(&rp_e.stop, memory_order_relaxed)) break;
+    if (it->rseq - t <= 4 && spin < 2048) { spin++; __builtin_ia32_pause(); continue; }
+    atomic_store(&me->sleeping, 1);
+    if (atomic_load(&rp_e.turn) == it->rseq || atomic_load(&rp_e.stop)) { atomic_store(&me->sleeping, 0); break; }
+    futex_wait(&me->sleeping, 1, 20);
+  }
+  if (atomic_load(&rp_e.stop)) park();
+  check_stop_at(it);
+}
+
+/* This thread's next unconsumed item, waiting for the reader; NULL when
+ * the trace has no more for it. */
+static rp_item *item_at(uint64_t i) {
+  WAIT_UNTIL(me, i < atomic_load_explicit(&me->tail, memory_order_acquire) || atomic_load(&rp_e.reader_done));
+  if (atomic_load(&rp_e.stop)) park();
+  if (i < atomic_load_explicit(&me->tail, memory_order_acquire)) return &me->q[i & QMASK];
+  return NULL;
+}
+
+static void consume(void) {
+  atomic_store_explicit(&me->head, atomic_load_explicit(&me->head, memory_order_relaxed) + 1,
+                        memory_order_release);
+}
+
+/* ---- results ---- */
+
+static void to_event(hkt_event *ev, const rp_item *it) {
+  memset(ev, 0, sizeof *ev);
+  ev->seq = it->seq; ev->tid = it->tid; ev->kind = it->kind; ev->fn = it->fn; ev->cls = it->cls;
+  ev->ptr = it->ptr; ev->size = it->size; ev->aux = it->aux; ev->aux2 = it->aux2; ev->aux3 = it->aux3;
+}
+
+static void diverge(const rp_item *exp, const hkt_event *got) {
+  pthread_mutex_lock(&rp_e.lock);
+  rp_result *r = rp_e.res;
+  if (!r->diverged && !r->stopped) {
+    r->diverged = 1;
+    if (exp) to_event(&r->div_expected, exp); else r->div_exp_none = 1;
+    if (got) { r->div_got = *got; r->div_got.seq = exp ? exp->seq : r->last_seq + 1; }
+    else r->div_got_none = 1;
+  }
+  pthread_mutex_unlock(&rp_e.lock);
+  set_stop();
+}
+
+static void add_detection(uint64_t seq, const hkt_event *ev, uint64_t rec_ptr) {
+  pthread_mutex_lock(&rp_e.lock);
+  rp_result *r = rp_e.res;
+  if (r->ndet < RP_MAX_DET)
+    r->det[r->ndet++] = (rp_detection){.seq = seq, .ptr = rec_ptr, .kind = ev->fn, .tid = ev->tid};
+  r->ndet_total++;
+  pthread_mutex_unlock(&rp_e.lock);
+}
+
+/* ---- checking (RP_HAKMEM) ---- */
+
+/* Which fields hold addresses, per kind (bit 0 ptr, bit 1 aux). */
+static unsigned addr_fields(unsigned kind) {
+  switch (kind) {
+  case HKT_EV_REALLOC: case HKT_EV_REMOTE_PUSH: case HKT_EV_DETECTION: return 3;
+  case HKT_EV_REMOTE_DRAIN: case HKT_EV_CACHE_REFILL: return 2;
+  case HKT_EV_THREAD_START: case HKT_EV_THREAD_EXIT: case HKT_EV_CACHE_FLUSH: return 0;
+  default: return 1;
+  }
+}
+
+static int same(const rp_item *e, const hkt_event *g) {
+  if (e->kind != g->kind || e->fn != g->fn || e->tid != g->tid || e->cls != g->cls) return 0;
+  unsigned a = addr_fields(e->kind);
+  if ((a & 1 ? xl(e->ptr) : e->ptr) != g->ptr) return 0;
+  if (e->size != g->size || e->aux2 != g->aux2 || e->aux3 != g->aux3) return 0;
+  if (e->kind == HKT_EV_THREAD_START || e->kind == HKT_EV_THREAD_EXIT) return 1; /* aux: OS tid */
+  return (a & 2 ? xl(e->aux) : e->aux) == g->aux;
+}
+
+static inline void digest(const hkt_event *g) {
+  uint64_t v[6] = {(uint64_t)g->kind << 48 | (uint64_t)g->fn << 32 | g->tid, g->cls, g->ptr, g->size,
+                   g->kind == HKT_EV_THREAD_START || g->kind == HKT_EV_THREAD_EXIT ? 0 : g->aux, g->aux2};
+  uint64_t h = rp_e.digest;
+  for (int i = 0; i < 6; i++) h = (h ^ v[i]) * 0x100000001b3ull;
+  rp_e.digest = h;
+}
+static void rec_wait(void *ctx) {
+  if (!me || rp_e.o.mode != RP_HAKMEM) return;
+  rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
+  if (e) wait_turn(e);
+}
+
+static void rec_emit(void *ctx, hkt_event *ev) {
+  if (!me) return;
+  if (rp_e.o.mode != RP_HAKMEM) {
+    /* One call at a time holds the turn: the order of these is the order
+     * of the calls, so they make a trace of their own. */
+    if (ev->kind == HKT_EV_DETECTION && cur_call) add_detection(cur_call->seq, ev, cur_call->ptr);
+    if (cur_call) ev->seq = cur_call->seq;
+    if (rp_e.w) {
+      struct timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      ev->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - rp_e.t0_ns;
+      pthread_mutex_lock(&rp_e.lock);
+      int e = hkt_writer_put(rp_e.w, ev);
+      if (HKT_IS_ERR(e) && !rp_e.w_err) rp_e.w_err = e;
+      pthread_mutex_unlock(&rp_e.lock);
+    }
+    return;
+  }
+  rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
+  if (!e) {
+    /* Past the thread's last recorded event. In a trace cut by a crash
+     * this is where the recording stopped: the replay is there too. */
+    if (!rp_e.res->complete) { rp_e.res->beyond_end = 1; park(); }
+    diverge(NULL, ev);
+    park();
+  }
+  wait_turn(e);
+  if (!same(e, ev)) { diverge(e, ev); park(); }
+  ev->seq = e->seq;   /* as a recorder does: the allocator's messages quote it */
+  if (ev->kind == HKT_EV_DETECTION) add_detection(e->seq, ev, e->ptr);
+  /* Live blocks are not tracked here (a map update per call would cost a
+   * cache miss each): rp_blocks_rebuild() re-reads the trace when a report
+   * needs them. */
+  digest(ev);
+  atomic_store_explicit(&rp_e.done_seq, e->seq + 1, memory_order_relaxed);
+  consume();
+  advance();
+}
+
+static const hak_recorder recorder = {rec_wait, rec_emit, NULL};
+
+/* The next call or exit of this thread, from the driver's cursor. */
+static rp_item *next_drive(void) {
+  uint64_t d = me->drive, h = atomic_load_explicit(&me->head, memory_order_relaxed);
+  if (d < h) d = h;
+  for (;; d++) {
+    rp_item *it = item_at(d);
+    if (!it) return NULL;
+    if (it->flags & (IT_DRIVE | IT_EXIT)) { me->drive = d + 1; return it; }
+  }
+}
+
+void *rp_thread_main(void *arg) {
+  me = arg;
+  if (me->revived && rp_e.o.mode != RP_FUNCS) {   /* a late call after this thread's exit */
+    _hak_tls = &_hak_heap_dead;
+    _hak_tls_idx = me->tid;
+  }
+  for (;;) {
+    rp_item *it = next_drive();
+    if (!it) park();
+    if (rp_e.o.mode == RP_HAKMEM) {
+      /* Exit: what the allocator's thread-exit key destructor does, called
+       * here so that this thread knows when its last event is done; its
+       * THREAD_EXIT and flushes are checked by rec_emit like any other. */
+      if (it->flags & IT_EXIT) {
+        if (_hak_tls->state == HAK_HEAP_LIVE) _hak_heap_exit(_hak_tls);
+        atomic_fetch_sub(&rp_e.running, 1);
+        return NULL;
+      }
+      wait_turn(item_at(atomic_load_explicit(&me->head, memory_order_relaxed)));
+      rp_call_hak(it);
+      continue;
+    }
+    /* RP_LENIENT, RP_FUNCS: hold the turn for the whole call. */
+    wait_turn(it);
+    cur_call = it;
+    if (rp_e.o.shared_seq) *rp_e.o.shared_seq = it->seq;
+    if (it->flags & IT_EXIT) {
+      if (rp_e.o.mode == RP_LENIENT && _hak_tls->state == HAK_HEAP_LIVE) _hak_heap_exit(_hak_tls);
+      consume();
+      atomic_fetch_sub(&rp_e.running, 1);
+      advance();
+      return NULL;
+    }
+    uint64_t r = rp_e.o.mode == RP_LENIENT ? rp_call_hak(it) : rp_call_libc(it);
+    if (it->kind == HKT_EV_FREE) rp_map_kill(&rp_blocks, it->ptr);
+    else if (it->kind == HKT_EV_REALLOC && !r && !it->size && it->aux) rp_map_kill(&rp_blocks, it->aux);
+    else rp_track(it, r);
+    cur_call = NULL;
+    atomic_store_explicit(&rp_e.done_seq, it->seq + 1, memory_order_relaxed);
+    consume();
+    advance();
+  }
+}
+
+/* ---- the controller ---- */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The recorded event that is due now and has not come (for a stall, or
+ * when every thread is done and events are left). */
+static void missing(uint64_t t, int stall) {
+  rp_thread *o = rp_e.owner[t & (OWN_CAP - 1)];
+  rp_item *exp = NULL;
+  if (o)
+    for (uint64_t i = atomic_load(&o->head); i < atomic_load(&o->tail); i++)
+      if (o->q[i & QMASK].rseq == t) { exp = &o->q[i & QMASK]; break; }
+  rp_e.res->stalled = stall;
+  diverge(exp, NULL);
+}
+
+int rp_run(const rp_options *o, rp_result *res) {
+  memset(res, 0, sizeof *res);
+  memset(&rp_e, 0, sizeof rp_e);
+  rp_e.o = *o;
+  rp_e.res = res;
+  rp_e.digest = 0xcbf29ce484222325ull;
+  pthread_mutex_init(&rp_e.lock, NULL);
+  int e = hkt_reader_open(&rp_e.rd, o->path);
+  if (HKT_IS_ERR(e)) {
+    const char *m = hkt_reader_errmsg(rp_e.rd);
+    snprintf(res->read_msg, sizeof res->read_msg, "%s", m && *m ? m : hkt_strerror(e));
+    if (rp_e.rd) hkt_reader_close(rp_e.rd);
+    return e;
+  }
+  rp_e.hdr = hkt_reader_header(rp_e.rd);
+  res->rec_base = rp_e.hdr->arena_base;
+  if (o->mode != RP_FUNCS) {
+    _hak_init();
+    res->rep_base = (uint64_t)(uintptr_t)_hak_arena.ss_base;
+    rp_e.rec_lo = res->rec_base;
+    rp_e.rec_span = res->rec_base ? 2 * _hak_cfg.arena_reserve : 0;
+    rp_e.delta = (int64_t)(res->rep_base - res->rec_base);
+  }
+  size_t own = OWN_CAP * sizeof(rp_thread *), tids = MAX_TIDS * sizeof(rp_thread *);
+  rp_e.owner = mmap(NULL, own, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  rp_e.by_tid = mmap(NULL, tids, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (rp_e.owner == MAP_FAILED || rp_e.by_tid == MAP_FAILED || rp_map_init(&rp_blocks)) {
+    snprintf(res->read_msg, sizeof res->read_msg, "out of memory");
+    return HKT_ERR_NOMEM;
+  }
+  if (o->mode == RP_LENIENT && o->record_to) {
+    hkt_header h = *rp_e.hdr;
+    h.arena_base = res->rep_base;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    rp_e.t0_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    int we = hkt_writer_open(&rp_e.w, o->record_to, &h);
+    if (HKT_IS_ERR(we)) {
+      snprintf(res->read_msg, sizeof res->read_msg, "%s: cannot write: %s", o->record_to, hkt_strerror(we));
+      return we;
+    }
+  }
+  if (o->mode != RP_FUNCS) _hak_recorder_attach(&recorder);
+
+  double t0 = now_s(), last_move = t0, last_print = t0;
+  uint64_t last_turn = 0;
+  pthread_t rt;
+  if (pthread_create(&rt, NULL, rp_reader_main, NULL)) {
+    snprintf(res->read_msg, sizeof res->read_msg, "cannot start the reader thread");
+    return HKT_ERR_NOMEM;
+  }
+  int printed = 0;
+  for (;;) {
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+    uint64_t t = atomic_load(&rp_e.turn);
+    double now = now_s();
+    int done = atomic_load(&rp_e.reader_done) && (t == atomic_load(&rp_e.total) || atomic_load(&rp_e.running) == 0);
+    if (atomic_load(&rp_e.stop) || done) break;
+    if (t != last_turn) { last_turn = t; last_move = now; }
+    else if (now - last_move > o->stall_s) { missing(t, 1); break; }
+    if (o->progress && now - t0 > 1 && now - last_print > 0.25) {
+      fprintf(stderr, "\rhakmem replay: %llu events read, %llu replayed (%.1f M events/s)   ",
+              (unsigned long long)atomic_load(&rp_e.nread), (unsigned long long)t,
+              atomic_load(&rp_e.nread) / (now - t0) / 1e6);
+      last_print = now;
+      printed = 1;
+    }
+  }
+  res->seconds = now_s() - t0;
+  /* Every thread is done and recorded events are left: in a whole trace
+   * that is a divergence (they never came); in a cut one, the call that
+   * made them is not in the trace (it was cut inside it). */
+  uint64_t tt = atomic_load(&rp_e.turn), total = atomic_load(&rp_e.total);
+  if (!atomic_load(&rp_e.stop) && atomic_load(&rp_e.reader_done) && tt < total) {
+    if (res->complete) missing(tt, 0);
+    else res->unreached = total - tt;
+  }
+  /* Let threads still inside a call reach their park (bounded). */
+  for (int i = 0; i < 500 && atomic_load(&rp_e.running) > 0; i++) {
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+  }
+  if (printed) fputs("\r\033[K", stderr);
+  if (atomic_load(&rp_e.reader_done)) pthread_join(rt, NULL);
+  res->events = atomic_load(&rp_e.nread);
+  res->replayed = atomic_load(&rp_e.turn);
+  res->digest = rp_e.digest;
+  if (rp_e.w) {   /* the run ended as a clean exit of the replay; threads are parked */
+    pthread_mutex_lock(&rp_e.lock);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    hkt_event end = {.kind = HKT_EV_END, .fn = HKT_END_EXIT, .cls = HKT_NO_CLASS,
+                     .time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - rp_e.t0_ns};
+    int we = hkt_writer_put(rp_e.w, &end);
+    if (!HKT_IS_ERR(we)) we = hkt_writer_close(rp_e.w, 1);
+    rp_e.w = NULL;
+    pthread_mutex_unlock(&rp_e.lock);
+    if (HKT_IS_ERR(we) || rp_e.w_err) {
+      snprintf(res->read_msg, sizeof res->read_msg, "%s: cannot write: %s", o->record_to,
+               hkt_strerror(HKT_IS_ERR(we) ? we : rp_e.w_err));
+      return HKT_IS_ERR(we) ? we : rp_e.w_err;
+    }
+  }
+  return 0;
+}
+
+/* For a crash report: the seq of the last event replayed, -1 if none. */
+int64_t rp_last_done(void) { return (int64_t)atomic_load(&rp_e.done_seq) - 1; }
+
+/* ---- shared helpers ---- */
+
+int rp_is_call(unsigned kind) { return kind >= HKT_EV_MALLOC && kind <= HKT_EV_FREE; }

@@ -1,0 +1,119 @@
+/* engine.h — what the replay engine's files share (engine.c: turnstile,
+ * replay threads, checking, controller; feed.c: the reader thread; drive.c:
+ * re-driving calls and the address map). Internal to replay/. */
+#ifndef HAK_REPLAY_ENGINE_H
+#define HAK_REPLAY_ENGINE_H
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+#include "replay.h"
+
+#define MAX_AHEAD  (1u << 15)
+#define QMASK      (MAX_AHEAD - 1)
+#define OWN_CAP    (2u * MAX_AHEAD)
+#define MAX_TIDS   (1u << 20)
+#define BATCH      32
+
+enum { IT_DRIVE = 1, IT_EXIT = 2, IT_RINVALID = 4, IT_KEEP = 0x100 };
+
+typedef struct rp_item {
+  uint64_t rseq, seq, ptr, size, aux, aux2, aux3;
+  uint32_t tid, cls;
+  uint16_t kind, fn;
+  uint32_t flags;
+} rp_item;
+
+/* Fields on separate cache lines by who writes them: the reader (tail and
+ * its bookkeeping), the replay thread (head, drive), both (sleeping). */
+typedef struct rp_thread {
+  _Alignas(64) _Atomic uint64_t tail;   /* items published by the reader */
+  uint64_t ltail;                /* reader: items written */
+  int exiting, dirty, rfree;
+  uint16_t last_kind;            /* reader: this thread's last call event */
+  uint64_t last_ptr;
+  rp_item *q;
+  pthread_t pt;
+  uint32_t tid;
+  int revived;                   /* made after its thread's exit (late frees) */
+  _Alignas(64) _Atomic uint64_t head;   /* items consumed (checked or driven) */
+  uint64_t drive;                /* next item to look at for a call */
+  int parked;
+  _Alignas(64) _Atomic uint32_t sleeping;  /* futex: 1 while asleep */
+  struct rp_thread *next;        /* reader: dirty list; pool */
+  struct rp_thread *next_exiting;
+} rp_thread;
+
+typedef struct rp_engine {
+  _Alignas(64) _Atomic uint64_t turn;   /* written by the thread whose turn it is */
+  _Atomic uint64_t done_seq;     /* seq of the last event replayed, +1 (0: none) */
+  uint64_t digest;
+  _Alignas(64) _Atomic uint64_t nread;  /* the reader's */
+  _Alignas(64) rp_options o;
+  rp_result *res;
+  hkt_reader *rd;
+  const hkt_header *hdr;
+  rp_thread **owner;
+  rp_thread **by_tid;
+  rp_thread reader;              /* the reader's own wait slot */
+  rp_thread *pool;
+  rp_thread *exiting;            /* reader: threads told to exit, to be joined */
+  pthread_mutex_t lock;          /* results */
+  _Atomic int stop;
+  _Atomic int reader_done;
+  _Atomic uint64_t total;        /* rseq count, once the reader is done */
+  _Atomic int running;           /* replay threads neither parked nor returned */
+  uint64_t rec_lo, rec_span;
+  int64_t delta;                 /* replay arena base - recorded arena base */
+  hkt_writer *w;                 /* RP_LENIENT with record_to */
+  int w_err;
+  uint64_t t0_ns;
+} rp_engine;
+
+extern rp_engine rp_e;
+
+static inline void futex_wait(_Atomic uint32_t *a, uint32_t v, long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  syscall(SYS_futex, a, FUTEX_WAIT_PRIVATE, v, &ts, NULL, 0);
+}
+
+static inline void wake(rp_thread *t) {
+  if (atomic_load(&t->sleeping) && atomic_exchange(&t->sleeping, 0))
+    syscall(SYS_futex, &t->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* Spin briefly (the next event is often just one hand-off away), then
+ * sleep; wakers clear `sleeping`. The timeout only bounds a lost wake-up. */
+#define WAIT_UNTIL(w, cond)                                              \
+  do {                                                                   \
+    for (unsigned spin_ = 0; !(cond) && !atomic_load(&rp_e.stop); spin_++) { \
+      if (spin_ < 1024) { __builtin_ia32_pause(); continue; }            \
+      if (spin_ < 1040) { sched_yield(); continue; }                     \
+      atomic_store(&(w)->sleeping, 1);                                   \
+      if ((cond) || atomic_load(&rp_e.stop)) { atomic_store(&(w)->sleeping, 0); break; } \
+      futex_wait(&(w)->sleeping, 1, 20);                                 \
+    }                                                                    \
+  } while (0)
+
+
+/* A recorded address as it is in this replay: the allocator is
+ * deterministic relative to its arena, so only the base moves. */
+static inline uint64_t xl(uint64_t v) {
+  return v - rp_e.rec_lo < rp_e.rec_span ? v + (uint64_t)rp_e.delta : v;
+}
+
+/* engine.c */
+void *rp_thread_main(void *arg);
+/* feed.c */
+void *rp_reader_main(void *arg);
+/* drive.c */
+uint64_t rp_call_hak(const rp_item *it);
+uint64_t rp_call_libc(const rp_item *it);
+void rp_track(const rp_item *e, uint64_t got_ptr);
+
+#endif /* HAK_REPLAY_ENGINE_H */

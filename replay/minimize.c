@@ -1,0 +1,466 @@
+/* minimize.c — `hakmem minimize FILE -o OUT [--emit-c OUT.c]`: the smallest
+ * set of calls that still makes the trace's first detection.
+ *
+ * The calls are grouped into units that must stay or go together: a block's
+ * allocation, its realloc chain and its frees (a double free or an interior
+ * free joins the block it names). The unit of the detecting call is always
+ * kept; ddmin (Zeller) runs over the others. Calls after the detecting one
+ * are dropped first. Each candidate is written with the trace writer (calls
+ * and thread start/exit only: internal events are the allocator's to make)
+ * and replayed in a child, leniently: calls in recorded order, addresses
+ * mapped. It is interesting when its first detection is of the same kind
+ * and made by the same call. The result is replayed once more in a child
+ * that records what the allocator does, so OUT is a whole trace that
+ * `hakmem replay` reproduces as it is. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "../tools/cli.h"
+#include "internal.h"
+#include "replay.h"
+
+typedef struct mz_ev {
+  hkt_event ev;              /* str/bid not kept: calls and thread events have none */
+  uint32_t unit;             /* UINT32_MAX: thread start/exit */
+} mz_ev;
+
+typedef struct mz {
+  const char *path, *dir;
+  hkt_reader *rd;
+  const hkt_header *hdr;
+  mz_ev *ev;
+  uint64_t n;
+  uint32_t nunits, pinned;
+  uint64_t det_call;         /* index in ev[] of the call that made the detection */
+  unsigned det_kind;
+  uint8_t *keep;             /* per unit, for the candidate being tested */
+  uint64_t *cand_idx;        /* candidate seq -> index in ev[] */
+  uint64_t tests;
+  uint64_t total;            /* events in the trace */
+  double t0;
+  int tty;
+} mz;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- units ---- */
+
+/* recorded address -> unit of the block that had it last (open addressing) */
+typedef struct { uint64_t *k; uint32_t *v; uint64_t cap, n; } amap;
+static uint32_t *amap_slot(amap *m, uint64_t k, int add) {
+  if (add && (m->n + 1) * 2 > m->cap) {
+    amap o = *m;
+    m->cap = o.cap ? o.cap * 2 : 1024;
+    m->k = calloc(m->cap, sizeof *m->k);
+    m->v = calloc(m->cap, sizeof *m->v);
+    m->n = 0;
+    if (!m->k || !m->v) { fprintf(stderr, "hakmem minimize: out of memory\n"); exit(2); }
+    for (uint64_t i = 0; i < o.cap; i++) if (o.k[i]) *amap_slot(m, o.k[i], 1) = o.v[i];
+    free(o.k); free(o.v);
+  }
+  if (!m->cap) return NULL;
+  for (uint64_t i = (k * 0x9e3779b97f4a7c15ull >> 17) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    if (m->k[i] == k) return &m->v[i];
+    if (!m->k[i]) {
+      if (!add) return NULL;
+      m->k[i] = k; m->n++;
+      return &m->v[i];
+    }
+  }
+}
+
+/* The block start of an address inside a tiny/mid block (hakmem's
+ * geometry), or 0. */
+static uint64_t block_start(const hkt_header *h, uint64_t p, uint32_t cls) {
+  if (cls >= HAK_CLASSES || cls >= h->num_classes || !h->class_size[cls]) return 0;
+  uint64_t lg = cls < HAK_TINY_CLASSES ? HAK_SS_LG_TINY : HAK_SS_LG_MID;
+  uint64_t base = p & ~((1ull << lg) - 1), bs = h->class_size[cls];
+  if (p < base + HAK_SS_HEADER) return 0;
+  return base + HAK_SS_HEADER + (p - base - HAK_SS_HEADER) / bs * bs;
+}
+
+static void make_units(mz *z) {
+  amap m = {0};
+  for (uint64_t i = 0; i < z->n; i++) {
+    hkt_event *e = &z->ev[i].ev;
+    uint32_t *u;
+    if (!rp_is_call(e->kind)) { z->ev[i].unit = UINT32_MAX; continue; }
+    uint32_t unit = UINT32_MAX;
+    if (e->kind == HKT_EV_FREE || (e->kind == HKT_EV_REALLOC && e->aux)) {
+      uint64_t p = e->kind == HKT_EV_FREE ? e->ptr : e->aux;
+      if ((u = amap_slot(&m, p, 0))) unit = *u;
+      else {
+        uint64_t s = block_start(z->hdr, p, e->cls);
+        if (s && (u = amap_slot(&m, s, 0))) unit = *u;
+      }
+    }
+    if (unit == UINT32_MAX) unit = z->nunits++;
+    z->ev[i].unit = unit;
+    if (e->kind != HKT_EV_FREE && e->ptr) *amap_slot(&m, e->ptr, 1) = unit;
+  }
+  free(m.k);
+  free(m.v);
+}
+
+/* ---- candidates ---- */
+
+static int write_candidate(mz *z, const char *out) {
+  hkt_writer *w;
+  HKT_TRY(hkt_writer_open(&w, out, z->hdr));
+  /* Threads with no call left are left out altogether. */
+  uint32_t maxtid = 0;
+  for (uint64_t i = 0; i < z->n; i++) if (z->ev[i].ev.tid != HKT_TID_RECORDER && z->ev[i].ev.tid > maxtid) maxtid = z->ev[i].ev.tid;
+  uint8_t *used = calloc((size_t)maxtid + 1, 1);
+  if (!used) { hkt_writer_close(w, 0); return HKT_ERR_NOMEM; }
+  for (uint64_t i = 0; i < z->n; i++)
+    if (z->ev[i].unit != UINT32_MAX && z->keep[z->ev[i].unit]) used[z->ev[i].ev.tid] = 1;
+  uint64_t seq = 0;
+  int e = 0;
+  for (uint64_t i = 0; i < z->n && !HKT_IS_ERR(e); i++) {
+    mz_ev *m = &z->ev[i];
+    if (m->unit == UINT32_MAX ? !used[m->ev.tid] : !z->keep[m->unit]) continue;
+    z->cand_idx[seq++] = i;
+    e = hkt_writer_put(w, &m->ev);
+  }
+  free(used);
+  if (HKT_IS_ERR(e)) { hkt_writer_close(w, 0); return e; }
+  hkt_event end = {.kind = HKT_EV_END, .fn = HKT_END_EXIT, .cls = HKT_NO_CLASS,
+                   .time_ns = z->n ? z->ev[z->n - 1].ev.time_ns : 0};
+  HKT_TRY(hkt_writer_put(w, &end));
+  return hkt_writer_close(w, 1);
+}
+
+/* Replay the kept units: the index (in ev[]) of the call that made the
+ * first detection, if it is of the kind sought; UINT64_MAX otherwise. */
+static uint64_t probe(mz *z) {
+  char cand[4096];
+  snprintf(cand, sizeof cand, "%s/candidate.hkt.zst", z->dir);
+  int e = write_candidate(z, cand);
+  if (HKT_IS_ERR(e)) {
+    fprintf(stderr, "hakmem minimize: %s: cannot write: %s\n", cand, hkt_strerror(e));
+    exit(2);
+  }
+  rp_result r;
+  rp_child c;
+  z->tests++;
+  if (z->tty && now_s() - z->t0 > 1) {
+    uint64_t kept = 0;
+    for (uint32_t u = 0; u < z->nunits; u++) kept += z->keep[u];
+    fprintf(stderr, "\rhakmem minimize: test %" PRIu64 ", %" PRIu64 " of %u units   ", z->tests, kept, z->nunits);
+  }
+  if (rp_spawn(cand, "lenient", NULL, 10, NULL, &r, &c) || !c.finished) return UINT64_MAX;
+  if (!r.ndet || r.diverged || r.stalled || r.det[0].kind != z->det_kind) return UINT64_MAX;
+  return z->cand_idx[r.det[0].seq];
+}
+
+/* Interesting: the same detection, made by the same call. */
+static int interesting(mz *z) { return probe(z) == z->det_call; }
+
+/* ddmin over the units not pinned: `set` holds candidates, n of them. */
+static void ddmin(mz *z, uint32_t *set, uint32_t n) {
+  uint32_t gran = 2;
+  uint32_t *tmp = malloc(sizeof(uint32_t) * (n ? n : 1));
+  while (n >= 2) {
+    int reduced = 0;
+    uint32_t chunk = (n + gran - 1) / gran;
+    /* Try each complement (drop one chunk), then each chunk alone. */
+    for (int pass = 0; pass < 2 && !reduced; pass++) {
+      for (uint32_t start = 0; start < n && !reduced; start += chunk) {
+        uint32_t end = start + chunk < n ? start + chunk : n;
+        for (uint32_t i = 0; i < n; i++) z->keep[set[i]] = pass == 0 ? (i < start || i >= end) : (i >= start && i < end);
+        z->keep[z->pinned] = 1;
+        if (interesting(z)) {
+          uint32_t m = 0;
+          for (uint32_t i = 0; i < n; i++) if (z->keep[set[i]]) tmp[m++] = set[i];
+          memcpy(set, tmp, m * sizeof *set);
+          n = m;
+          gran = pass == 0 ? (gran > 2 ? gran - 1 : 2) : 2;
+          reduced = 1;
+        }
+      }
+    }
+    if (!reduced) {
+      if (gran >= n) break;
+      gran = gran * 2 < n ? gran * 2 : n;
+    }
+  }
+  memset(z->keep, 0, z->nunits);
+  for (uint32_t i = 0; i < n; i++) z->keep[set[i]] = 1;
+  z->keep[z->pinned] = 1;
+  if (n == 1) {   /* a last try: the pinned unit alone */
+    z->keep[set[0]] = 0;
+    if (!interesting(z)) z->keep[set[0]] = 1;
+  }
+  free(tmp);
+}
+
+/* ---- --emit-c ---- */
+
+static int emit_c(mz *z, const char *out) {
+  FILE *f = fopen(out, "w");
+  if (!f) return -1;
+  /* Slots: one per block lifetime (address as recorded at allocation). */
+  amap slots = {0};
+  uint32_t nslots = 0, maxtid = 0, nthreads = 0;
+  uint64_t turn = 0;
+  for (uint64_t i = 0; i < z->n; i++) if (z->ev[i].ev.tid > maxtid && z->ev[i].ev.tid != HKT_TID_RECORDER) maxtid = z->ev[i].ev.tid;
+  char **body = calloc((size_t)maxtid + 1, sizeof *body);
+  size_t *blen = calloc((size_t)maxtid + 1, sizeof *blen);
+  FILE **bf = calloc((size_t)maxtid + 1, sizeof *bf);
+  for (uint64_t i = 0; i < z->n; i++) {
+    mz_ev *m = &z->ev[i];
+    if (m->unit == UINT32_MAX || !z->keep[m->unit]) continue;
+    hkt_event *e = &m->ev;
+    if (!bf[e->tid]) { bf[e->tid] = open_memstream(&body[e->tid], &blen[e->tid]); nthreads++; }
+    FILE *b = bf[e->tid];
+    char arg[96] = "NULL";
+    uint64_t a = e->kind == HKT_EV_FREE ? e->ptr : e->kind == HKT_EV_REALLOC ? e->aux : 0;
+    if (a) {
+      uint32_t *s = amap_slot(&slots, a, 0);
+      uint64_t st = s ? a : block_start(z->hdr, a, e->cls);
+      if (!s && st) s = amap_slot(&slots, st, 0);
+      if (s) snprintf(arg, sizeof arg, "(char *)p[%u] + %" PRIu64, *s - 1, a - st);
+      else snprintf(arg, sizeof arg, "(void *)0x%" PRIx64 "ull", a);
+    }
+    fprintf(b, "  step(%" PRIu64 "); ", turn++);
+    uint32_t dst = 0;
+    if (e->kind != HKT_EV_FREE && e->ptr) {
+      uint32_t *s = amap_slot(&slots, e->ptr, 1);
+      *s = ++nslots;
+      dst = nslots;
+    }
+    char lhs[32] = "";
+    if (dst) snprintf(lhs, sizeof lhs, "p[%u] = ", dst - 1);
+    switch (e->kind) {
+    case HKT_EV_MALLOC: fprintf(b, "%smalloc(%" PRIu64 ");", lhs, e->size); break;
+    case HKT_EV_CALLOC: fprintf(b, "%scalloc(%" PRIu64 ", %" PRIu64 ");", lhs, e->aux, e->size); break;
+    case HKT_EV_REALLOC: fprintf(b, "%srealloc(%s, %" PRIu64 ");", lhs, arg, e->size); break;
+    case HKT_EV_ALIGNED:
+      if (e->fn == HKT_FN_POSIX_MEMALIGN) {
+        if (dst) fprintf(b, "if (posix_memalign(&p[%u], %" PRIu64 ", %" PRIu64 ")) p[%u] = NULL;", dst - 1, e->aux, e->size, dst - 1);
+        else fprintf(b, "{ void *q; if (!posix_memalign(&q, %" PRIu64 ", %" PRIu64 ")) free(q); }", e->aux, e->size);
+      } else {
+        fprintf(b, "%smemalign(%" PRIu64 ", %" PRIu64 ");", lhs, e->aux, e->size);
+      }
+      break;
+    case HKT_EV_FREE: fprintf(b, "free(%s);", arg); break;
+    }
+    fprintf(b, "  /* seq %" PRIu64 "%s */\n  done();\n", e->seq, i == z->det_call ? ": the detection" : "");
+  }
+  /* The configuration the bug needs (debug level, injected fault...). */
+  char env[1024] = "";
+  size_t el = 0;
+  for (const char *c = z->hdr->config ? z->hdr->config : ""; *c;) {
+    size_t len = strcspn(c, "\n");
+    if (strncmp(c, "HAKMEM_ARENA_", 13) && strncmp(c, "HAKMEM_ON_ERROR", 15) && len < 200 && el + len + 2 < sizeof env) {
+      memcpy(env + el, c, len);
+      el += len;
+      env[el++] = ' ';
+      env[el] = 0;
+    }
+    c += len + (c[len] == '\n');
+  }
+  fprintf(f, "/* Generated by `hakmem minimize` from %s: the calls that still make its\n"
+             " * first detection (%s), with the same threads in the same order.\n"
+             " * Build: cc -O0 -pthread repro.c -o repro\n"
+             " * Run:   LD_PRELOAD=libhakmem.so %s./repro\n"
+             " *        (hakmem reports the detection and aborts) */\n",
+          z->path, hkt_detect_name(z->det_kind), env);
+  fprintf(f, "#include <malloc.h>\n#include <pthread.h>\n#include <sched.h>\n#include <stdatomic.h>\n"
+             "#include <stdio.h>\n#include <stdlib.h>\n\n");
+  fprintf(f, "static void *p[%u];\nstatic atomic_ulong turn;\n\n", nslots ? nslots : 1);
+  fprintf(f, "/* A turnstile: step N waits until the N-1 steps before it are done. */\n"
+             "static void step(unsigned long n) { while (atomic_load(&turn) != n) sched_yield(); }\n"
+             "static void done(void) { atomic_fetch_add(&turn, 1); }\n\n");
+  for (uint32_t t = 0; t <= maxtid; t++) {
+    if (!bf[t]) continue;
+    fclose(bf[t]);
+    fprintf(f, "static void *thread_%u(void *arg) {\n  (void)arg;\n%s  return NULL;\n}\n\n", t, body[t]);
+    free(body[t]);
+  }
+  fprintf(f, "int main(void) {\n  pthread_t t[%u];\n  int n = 0;\n", nthreads ? nthreads : 1);
+  for (uint32_t t = 0; t <= maxtid; t++)
+    if (bf[t]) fprintf(f, "  pthread_create(&t[n++], NULL, thread_%u, NULL);\n", t);
+  fprintf(f, "  for (int i = 0; i < n; i++) pthread_join(t[i], NULL);\n"
+             "  puts(\"repro: all %" PRIu64 " calls made\");\n  return 0;\n}\n", turn);
+  free(body); free(blen); free(bf); free(slots.k); free(slots.v);
+  return fclose(f);
+}
+
+/* ---- the command ---- */
+
+static int load(mz *z) {
+  hkt_event ev;
+  uint64_t cap = 0, last_call[4096];
+  int r, have_det = 0, det_tid_done = 0;
+  uint32_t det_tid = 0;
+  memset(last_call, 0xff, sizeof last_call);
+  while ((r = hkt_reader_next(z->rd, &ev)) == 1) {
+    z->total = ev.seq + 1;
+    /* After the first detection only the call in progress can matter: an
+     * allocation's event comes after what happened inside it. */
+    if (have_det && (det_tid_done || ev.tid != det_tid || !rp_is_call(ev.kind))) continue;
+    if (have_det) det_tid_done = 1;
+    if (ev.tid < 4096 && !have_det) {
+      /* realloc of a non-block: a detection and no call event (see
+       * rp_det_from_realloc). Kept as the call it was. */
+      const hkt_event *lc = last_call[ev.tid] != UINT64_MAX ? &z->ev[last_call[ev.tid]].ev : NULL;
+      if (rp_det_from_realloc(&ev, lc ? lc->kind : 0, lc ? lc->ptr : 0)) {
+        hkt_event d = ev;
+        ev.kind = HKT_EV_REALLOC; ev.fn = HKT_FN_REALLOC; ev.ptr = 0; ev.aux = d.ptr; ev.size = 1;
+        ev.aux2 = EINVAL; ev.aux3 = 0;
+        if (z->n == cap) {
+          cap = cap ? cap * 2 : 65536;
+          mz_ev *n = realloc(z->ev, cap * sizeof *n);
+          if (!n) { fprintf(stderr, "hakmem minimize: out of memory\n"); return 2; }
+          z->ev = n;
+        }
+        z->ev[z->n].ev = ev;
+        last_call[ev.tid] = z->n++;
+        ev = d;
+      }
+    }
+    if (ev.kind == HKT_EV_DETECTION && !have_det) {
+      /* The call that made it: the last one of its thread (a free is
+       * emitted on entry, before what it detects). */
+      have_det = 1;
+      det_tid = ev.tid;
+      z->det_kind = ev.fn;
+      continue;
+    }
+    int thread_ev = ev.kind == HKT_EV_THREAD_START || ev.kind == HKT_EV_THREAD_EXIT;
+    if (!rp_is_call(ev.kind) && !thread_ev) continue;
+    if (ev.tid == HKT_TID_RECORDER) continue;
+    if (z->n == cap) {
+      cap = cap ? cap * 2 : 65536;
+      mz_ev *n = realloc(z->ev, cap * sizeof *n);
+      if (!n) { fprintf(stderr, "hakmem minimize: out of memory\n"); return 2; }
+      z->ev = n;
+    }
+    ev.str = NULL; ev.bid = NULL; ev.bid_len = 0; ev.stack_id = 0;
+    z->ev[z->n].ev = ev;
+    if (rp_is_call(ev.kind) && ev.tid < 4096) last_call[ev.tid] = z->n;
+    z->n++;
+  }
+  if (HKT_IS_ERR(r)) fprintf(stderr, "hakmem minimize: %s (using the events before it)\n", hkt_reader_errmsg(z->rd));
+  if (!have_det) {
+    cli_err("minimize", "%s: the trace has no detection to keep (nothing to minimize for)", z->path);
+    return 2;
+  }
+  return 0;
+}
+
+int cmd_minimize(int argc, char **argv) {
+  static const struct option opts[] = {
+    {"output", required_argument, NULL, 'o'}, {"emit-c", required_argument, NULL, 'c'},
+    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  const char *out = NULL, *out_c = NULL;
+  int c;
+  optind = 1;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'o': out = optarg; break;
+    case 'c': out_c = optarg; break;
+    case 'h': return 0;
+    default: return cli_bad_option("minimize", c, argv, optind);
+    }
+  }
+  if (optind != argc - 1) return cli_usage("minimize", optind < argc ? "one trace file, please" : "which trace file?");
+  if (!out) return cli_usage("minimize", "-o OUT is required");
+  mz z = {.path = argv[optind], .tty = isatty(2), .t0 = now_s()};
+  if (HKT_IS_ERR(cli_open_trace("minimize", z.path, &z.rd))) return 2;
+  z.hdr = hkt_reader_header(z.rd);
+  int rc = load(&z);
+  if (rc) { hkt_reader_close(z.rd); free(z.ev); return rc; }
+  uint64_t total_events = z.total;
+  make_units(&z);
+  z.keep = calloc(z.n + 1, 1);
+  z.cand_idx = malloc((z.n + 2) * sizeof *z.cand_idx);
+  char dir[] = "/tmp/hakmem-minimize-XXXXXX";
+  if (!z.keep || !z.cand_idx || !mkdtemp(dir)) {
+    cli_err("minimize", "cannot set up: %s", strerror(errno));
+    return 2;
+  }
+  z.dir = dir;
+  rp_env_for_hakmem(z.hdr);
+
+  /* The whole call sequence must show it first (else the bug needs
+   * something calls do not carry, and there is nothing to minimize); which
+   * call makes it is what the replay says. */
+  memset(z.keep, 1, z.nunits);
+  rc = 2;
+  z.det_call = probe(&z);
+  if (z.det_call == UINT64_MAX) {
+    cli_err("minimize", "%s: replaying its calls does not make its first detection (%s) again; cannot minimize",
+            z.path, hkt_detect_name(z.det_kind));
+    goto done;
+  }
+  z.n = z.det_call + 1;          /* calls after it cannot matter */
+  z.nunits = 0;
+  make_units(&z);
+  z.pinned = z.ev[z.det_call].unit;
+  uint32_t *set = malloc(sizeof(uint32_t) * (z.nunits ? z.nunits : 1)), n = 0;
+  for (uint32_t u = 0; u < z.nunits; u++) if (u != z.pinned) set[n++] = u;
+  /* The pinned unit alone often suffices: one test before ddmin. */
+  memset(z.keep, 0, z.nunits);
+  z.keep[z.pinned] = 1;
+  if (!interesting(&z)) ddmin(&z, set, n);
+  free(set);
+  if (z.tty) fputs("\r\033[K", stderr);
+
+  /* OUT: the kept calls replayed once more, recording what hakmem does,
+   * so that it is a whole trace that replays as it is. */
+  char cand[4200];
+  snprintf(cand, sizeof cand, "%s/candidate.hkt.zst", dir);
+  if (HKT_IS_ERR(write_candidate(&z, cand))) { cli_err("minimize", "%s: cannot write", cand); goto done; }
+  rp_result r;
+  rp_child ch;
+  if (rp_spawn(cand, "lenient", NULL, 10, out, &r, &ch) || !ch.finished || r.read_err) {
+    cli_err("minimize", "%s: cannot write the minimized trace%s%s", out, r.read_err ? ": " : "", r.read_err ? r.read_msg : "");
+    goto done;
+  }
+  uint64_t calls = 0, kept_events = 0;
+  uint32_t threads = 0;
+  for (uint64_t i = 0; i < z.n; i++) {
+    if (z.ev[i].unit != UINT32_MAX && z.keep[z.ev[i].unit]) calls++;
+  }
+  /* Check OUT the way a user will: a plain replay. */
+  rp_result v;
+  rp_child vc;
+  int ok = !rp_spawn(out, "hakmem", NULL, 10, NULL, &v, &vc) && vc.finished && !v.diverged &&
+           v.ndet && v.det[0].kind == z.det_kind;
+  kept_events = v.events;
+  threads = v.threads;
+  printf("hakmem minimize: %s: %" PRIu64 " events -> %" PRIu64 " events in %s (%" PRIu64 " calls, %u threads)\n",
+         z.path, total_events, kept_events, out, calls, threads);
+  printf("detection kept: %s, made by the call at seq %" PRIu64 " of the original; at seq %" PRIu64
+         " of the minimized trace\n", hkt_detect_name(z.det_kind), z.ev[z.det_call].ev.seq, ok ? v.det[0].seq : 0);
+  printf("%" PRIu64 " test replays in %.1f s; `hakmem replay %s` %s\n", z.tests, now_s() - z.t0, out,
+         ok ? "reproduces it" : "DOES NOT reproduce it");
+  rc = ok ? 0 : 1;
+  if (out_c) {
+    if (emit_c(&z, out_c)) { cli_err("minimize", "%s: cannot write: %s", out_c, strerror(errno)); rc = 2; }
+    else printf("C reproducer: %s\n", out_c);
+  }
+done:
+  {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/candidate.hkt.zst", dir);
+    unlink(p);
+    rmdir(dir);
+  }
+  hkt_reader_close(z.rd);
+  free(z.ev); free(z.keep); free(z.cand_idx);
+  return rc;
+}

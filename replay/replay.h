@@ -1,0 +1,106 @@
+/* replay.h — the replayer's pieces, shared by cmd_replay.c, engine.c,
+ * addrmap.c, state.c and minimize.c.
+ *
+ * One replay runs in a process of its own (the allocator reads its
+ * configuration once, at start-up): `hakmem replay` prepares the
+ * environment from the trace header and re-executes itself, in place for a
+ * single replay (so a debugger follows it), in children for --repeat,
+ * --against and minimize. rp_run() is that process's work. */
+#ifndef HAK_REPLAY_H
+#define HAK_REPLAY_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "hakmem/trace.h"
+
+/* How calls are driven and what is checked. */
+typedef enum rp_mode {
+  RP_HAKMEM,    /* hak_* calls; every emitted event compared with the recorded one */
+  RP_LENIENT,   /* hak_* calls in recorded order, addresses mapped, only detections kept (minimize) */
+  RP_FUNCS,     /* the process's own malloc family (glibc, or an LD_PRELOADed library) */
+} rp_mode;
+
+typedef struct rp_options {
+  const char *path;
+  rp_mode mode;
+  uint64_t stop_at;         /* UINT64_MAX: none */
+  double stall_s;           /* watchdog: no progress for this long = stalled */
+  int progress;             /* progress line on stderr (a terminal, > 1 s) */
+  volatile uint64_t *shared_seq; /* RP_FUNCS: seq of the call in progress, for the parent */
+  const char *record_to;    /* RP_LENIENT: write every event the allocator makes to this trace */
+} rp_options;
+
+typedef struct rp_detection { uint64_t seq, ptr; uint32_t kind, tid; } rp_detection;
+#define RP_MAX_DET 64
+
+typedef struct rp_result {
+  uint64_t events;          /* events of the trace read (every kind) */
+  uint64_t replayed;        /* of them, re-driven or checked */
+  uint64_t last_seq;        /* seq of the last event read */
+  uint32_t threads;         /* recorded thread indices seen */
+  int complete;             /* the trace has its END event */
+  unsigned end_kind;        /* enum hkt_end, when complete */
+  uint64_t end_aux;
+  int read_err;             /* <0: the trace stops at an error */
+  char read_msg[512];
+  int diverged;             /* first_divergence below is set */
+  int div_got_none;         /* the expected event never came (stall) or came too many */
+  int div_exp_none;         /* an event the trace does not have */
+  hkt_event div_expected, div_got;
+  int stalled;
+  int stopped;              /* --stop-at reached */
+  int beyond_end;           /* the allocator went on past the last event of a cut trace */
+  uint64_t unreached;       /* a cut trace's last events, made by a call the trace does not have */
+  uint32_t ndet, ndet_total;
+  rp_detection det[RP_MAX_DET];
+  double seconds;
+  uint64_t digest;          /* of the emitted events, in order */
+  uint64_t rec_base, rep_base;   /* arena bases: recorded, this replay */
+} rp_result;
+
+/* Run one replay in this process. 0, or an hkt_err when the trace cannot
+ * be opened (res->read_msg says why). Threads of the replay are left
+ * parked: the caller reports and exits. */
+int rp_run(const rp_options *o, rp_result *res);
+int64_t rp_last_done(void);
+void rp_blocks_rebuild(void);
+/* The allocator's state now: live blocks, SuperSlabs, thread caches. */
+void rp_dump_state(FILE *f, unsigned max_lines);
+
+/* ---- address map: recorded address -> replay address (addrmap.c) ----
+ * Its memory is mmap'ed: never from the allocator under test. One writer
+ * at a time (the thread holding the turnstile). */
+typedef struct rp_block {
+  uint64_t rec, rep, size, seq;
+  uint32_t tid, live;
+} rp_block;
+typedef struct rp_map { rp_block *t; uint64_t cap, n, live; } rp_map;
+int       rp_map_init(rp_map *m);
+void      rp_map_free(rp_map *m);
+rp_block *rp_map_get(rp_map *m, uint64_t rec);
+int       rp_map_put(rp_map *m, uint64_t rec, uint64_t rep, uint64_t size, uint64_t seq, uint32_t tid);
+void      rp_map_kill(rp_map *m, uint64_t rec);
+extern rp_map rp_blocks;   /* the replay's map (engine.c) */
+
+/* ---- replay processes (spawn.c) ---- */
+typedef struct rp_child {
+  int status;               /* from waitpid */
+  int finished;             /* it sent a whole result */
+  int crash_sig;            /* it caught this signal (hakmem replays report their crash) */
+  int64_t crash_after;      /* ... after replaying this seq */
+  uint64_t at_seq;          /* RP_FUNCS: the call in progress when it ended, UINT64_MAX none */
+  char err[4096];           /* the tail of its stderr */
+} rp_child;
+void rp_env_for_hakmem(const hkt_header *h);
+void rp_result_write(int fd, const rp_result *r, int crash_sig);
+int  rp_spawn(const char *path, const char *mode, const char *preload, double timeout_s,
+              const char *record_to, rp_result *res, rp_child *c);
+void rp_child_message(const rp_child *c, char *buf, size_t n);
+
+/* ---- shared helpers ---- */
+int  rp_is_call(unsigned kind);
+int  rp_det_from_realloc(const hkt_event *det, unsigned last_kind, uint64_t last_ptr);
+void rp_event_text(char *buf, size_t n, const hkt_event *e);   /* one line, for reports */
+void rp_event_json(FILE *f, const hkt_event *e);
+
+#endif /* HAK_REPLAY_H */

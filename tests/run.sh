@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# run.sh BUILD — run every test binary of BUILD from the repo root.
+#
+# Each $BUILD/tests/test_* runs under a timeout with HAKMEM_BUILD=$BUILD (and
+# HAKMEM_TEST_SAN passed through); its output goes to
+# $BUILD/test-logs/<name>.log. One line per binary, then the tail of each
+# failing log, then exactly one summary line "N passed, N failed, N skipped".
+# cmocka's own counts are added up; a binary that crashes, times out or
+# exits non-zero without reporting a failure counts as one failed test.
+#
+#   HAKMEM_TEST_TIMEOUT   seconds per binary (default 300)
+#   HAKMEM_TEST_FILTER    only binaries whose name contains this string
+set -u
+BUILD=${1:-build}
+cd "$(dirname "$0")/.." || exit 2
+export HAKMEM_BUILD=$BUILD
+[ -n "${HAKMEM_TEST_SAN:-}" ] && export HAKMEM_TEST_SAN
+timeout_s=${HAKMEM_TEST_TIMEOUT:-300}
+logs=$BUILD/test-logs
+mkdir -p "$logs"
+
+passed=0 failed=0 skipped=0
+failed_logs=()
+
+# count LOG PATTERN: sum of the numbers cmocka prints on lines matching PATTERN.
+count() {
+  sed -n -E "s/^\[ *$2 *\] ([0-9]+) test\(s\).*/\1/p" "$1" | awk '{s+=$1} END {print s+0}'
+}
+
+# run_one NAME CMD...: run one test binary (or script) and account for it.
+run_one() {
+  local name=$1; shift
+  local log=$logs/$name.log
+  local start=$SECONDS rc
+  timeout -k 10 "$timeout_s" "$@" >"$log" 2>&1
+  rc=$?
+  local p f s
+  p=$(count "$log" PASSED)
+  f=$(count "$log" FAILED)
+  s=$(count "$log" SKIPPED)
+  local note=""
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    note=" (timed out after ${timeout_s}s)"; f=$((f + 1))
+  elif [ "$rc" -gt 128 ]; then
+    note=" (killed by signal $((rc - 128)))"; f=$((f + 1))
+  elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    note=" (exit status $rc)"; f=$((f + 1))
+  fi
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+  local verdict=PASS
+  [ "$f" -gt 0 ] && { verdict=FAIL; failed_logs+=("$log"); }
+  printf '%-4s %-24s %3d passed, %d failed, %d skipped  %3ds%s\n' \
+         "$verdict" "$name" "$p" "$f" "$s" $((SECONDS - start)) "$note"
+}
+
+shopt -s nullglob
+ran=0
+for t in "$BUILD"/tests/test_*; do
+  [ -f "$t" ] && [ -x "$t" ] || continue
+  name=$(basename "$t")
+  [ -n "${HAKMEM_TEST_FILTER:-}" ] && [[ $name != *"$HAKMEM_TEST_FILTER"* ]] && continue
+  run_one "$name" "$t"
+  ran=$((ran + 1))
+done
+
+# The fuzzers count as one test; they drive real binaries, so not under a sanitizer.
+if [ -f tests/fuzz/run.sh ] && [ -z "${HAKMEM_TEST_SAN:-}" ] &&
+   { [ -z "${HAKMEM_TEST_FILTER:-}" ] || [[ fuzz == *"$HAKMEM_TEST_FILTER"* ]]; }; then
+  log=$logs/fuzz.log start=$SECONDS
+  timeout -k 10 "$timeout_s" bash tests/fuzz/run.sh "$BUILD" 20 >"$log" 2>&1
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    passed=$((passed + 1)); printf 'PASS %-24s %3ds\n' fuzz $((SECONDS - start))
+  else
+    failed=$((failed + 1)); failed_logs+=("$log")
+    printf 'FAIL %-24s %3ds (exit status %d)\n' fuzz $((SECONDS - start)) "$rc"
+  fi
+  ran=$((ran + 1))
+fi
+
+if [ "$ran" -eq 0 ]; then
+  echo "run.sh: no test binaries in $BUILD/tests (run: make BUILD=$BUILD tests)" >&2
+  failed=$((failed + 1))
+fi
+
+for log in "${failed_logs[@]}"; do
+  echo "---- tail of $log"
+  tail -n 25 "$log"
+done
+
+summary="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"
+echo "$summary"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,478 @@
+/* test_replay.c — `hakmem replay` and `hakmem minimize`, end to end.
+ *
+ * Small C programs are built in a temporary directory and recorded with
+ * `$HAKMEM_BUILD/bin/hakmem record`; the traces are then replayed and
+ * minimized the way a user would, and the results are read back through
+ * the trace reader. Recording preloads libhakmem.so into those programs,
+ * so under a sanitizer ($HAKMEM_TEST_SAN) every test here is skipped. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hakmem/trace.h"
+
+static char tmpdir[64];
+static char hakmem_bin[4096];
+
+/* ---- programs ---- */
+
+/* 4 threads x `churn` generations: mallocs of mixed sizes, reallocs, and
+ * every block freed by another thread. BUG=1: one interior free. */
+static const char *prog_mt =
+  "#include <pthread.h>\n#include <stdlib.h>\n#include <string.h>\n"
+  "#define N 4\n#define SLOTS 256\nstatic void *shared[N][SLOTS];\nstatic pthread_barrier_t bar;\n"
+  "static int rounds;\n"
+  "static void *work(void *arg) {\n"
+  "  long id = (long)arg; unsigned s = id * 7919 + 1;\n"
+  "  for (int round = 0; round < rounds; round++) {\n"
+  "    for (int i = 0; i < SLOTS; i++) {\n"
+  "      s = s * 1103515245 + 12345;\n"
+  "      size_t sz = 8 + (s >> 8) % 1500;\n"
+  "      void *p = malloc(sz); memset(p, 1, sz < 64 ? sz : 64);\n"
+  "      if (i % 5 == 0) p = realloc(p, sz * 2 + 10);\n"
+  "      if (getenv(\"BUG\") && id == 2 && round == rounds / 2 && i == 100) free((char *)p + 8);\n"
+  "      shared[id][i] = p;\n"
+  "    }\n"
+  "    pthread_barrier_wait(&bar);\n"
+  "    for (int i = 0; i < SLOTS; i++) free(shared[(id + 1) % N][i]);\n"
+  "    pthread_barrier_wait(&bar);\n"
+  "  }\n"
+  "  void *big = malloc(100000); free(big);\n"
+  "  return NULL;\n"
+  "}\n"
+  "int main(int argc, char **argv) {\n"
+  "  int churn = argc > 1 ? atoi(argv[1]) : 3; rounds = argc > 2 ? atoi(argv[2]) : 20;\n"
+  "  pthread_barrier_init(&bar, NULL, N);\n"
+  "  for (int c = 0; c < churn; c++) {\n"
+  "    pthread_t t[N];\n"
+  "    for (long i = 0; i < N; i++) pthread_create(&t[i], NULL, work, (void *)i);\n"
+  "    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);\n"
+  "  }\n"
+  "  void *x = calloc(10, 12); free(x);\n"
+  "  void *a; if (!posix_memalign(&a, 64, 100)) free(a);\n"
+  "  return 0;\n"
+  "}\n";
+
+/* One thread, a random mix of malloc and free over 4096 slots. */
+static const char *prog_st =
+  "#include <stdlib.h>\n"
+  "int main(int argc, char **argv) {\n"
+  "  long n = argc > 1 ? atol(argv[1]) : 100000; static void *slot[4096]; unsigned s = 1;\n"
+  "  for (long i = 0; i < n; i++) {\n"
+  "    s = s * 1103515245 + 12345; unsigned k = (s >> 8) % 4096;\n"
+  "    if (slot[k]) { free(slot[k]); slot[k] = 0; } else slot[k] = malloc(16 + (s >> 4) % 1000);\n"
+  "  }\n"
+  "  return 0;\n"
+  "}\n";
+
+/* argv[1]: interior (free inside a block), double (free twice), clean. */
+static const char *prog_bad =
+  "#include <stdlib.h>\n#include <string.h>\n"
+  "int main(int argc, char **argv) {\n"
+  "  void *keep[50]; for (int i = 0; i < 50; i++) keep[i] = malloc(24 + i);\n"
+  "  char *p = malloc(64);\n"
+  "  if (!strcmp(argv[1], \"interior\")) free(p + 16);\n"
+  "  else if (!strcmp(argv[1], \"double\")) { free(p); free(p); }\n"
+  "  else free(p);\n"
+  "  for (int i = 0; i < 50; i++) free(keep[i]);\n"
+  "  return 0;\n"
+  "}\n";
+
+/* ---- helpers ---- */
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return strdup("");
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  size_t got = fread(s, 1, (size_t)n, f);
+  s[got] = 0;
+  fclose(f);
+  return s;
+}
+
+typedef struct result { int status; char *out, *err; } result;
+
+/* argv[0] is run as is (a path); env: "NAME=VALUE" strings to add, NULL-ended. */
+static result runv(const char **env, const char **argv) {
+  char out[128], err[128];
+  snprintf(out, sizeof out, "%s/stdout", tmpdir);
+  snprintf(err, sizeof err, "%s/stderr", tmpdir);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, 1);
+    dup2(e, 2);
+    for (const char **v = env; v && *v; v++) putenv((char *)*v);
+    execv(argv[0], (char **)argv);
+    _exit(127);
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  result r = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)};
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+#define HAKMEM(...) runv(NULL, (const char *[]){hakmem_bin, __VA_ARGS__, NULL})
+static void result_free(result *r) { free(r->out); free(r->err); }
+
+static void skip_under_sanitizer(void) {
+  if (getenv("HAKMEM_TEST_SAN") && *getenv("HAKMEM_TEST_SAN")) skip();
+}
+
+/* Build `src` as tmpdir/name. */
+static void build(const char *name, const char *src) {
+  char c[256], bin[256];
+  snprintf(c, sizeof c, "%s/%s.c", tmpdir, name);
+  snprintf(bin, sizeof bin, "%s/%s", tmpdir, name);
+  FILE *f = fopen(c, "w");
+  assert_non_null(f);
+  fputs(src, f);
+  fclose(f);
+  result r = runv(NULL, (const char *[]){"/usr/bin/cc", "-O1", "-pthread", "-w", "-o", bin, c, NULL});
+  if (r.status) fail_msg("cc %s: %s", name, r.err);
+  result_free(&r);
+}
+
+/* Record tmpdir/name ARGS into tmpdir/trace; returns the trace path (static). */
+static const char *record(const char *trace, const char **env, const char *name, const char *a1, const char *a2) {
+  static char path[256];
+  char bin[256];
+  snprintf(path, sizeof path, "%s/%s", tmpdir, trace);
+  snprintf(bin, sizeof bin, "%s/%s", tmpdir, name);
+  result r = runv(env, (const char *[]){hakmem_bin, "record", "-o", path, "--", bin, a1, a2, NULL});
+  if (r.status) fail_msg("hakmem record %s: exit %d: %s", name, r.status, r.err);
+  result_free(&r);
+  return path;
+}
+
+/* The value of "key": in a JSON object (a number, true/false/null, or the
+ * start of an object); NULL if absent. */
+static const char *json_get(const char *json, const char *key) {
+  char k[64];
+  snprintf(k, sizeof k, "\"%s\":", key);
+  const char *p = strstr(json, k);
+  return p ? p + strlen(k) : NULL;
+}
+
+static uint64_t json_u64(const char *json, const char *key) {
+  const char *v = json_get(json, key);
+  if (!v) fail_msg("no \"%s\" in %s", key, json);
+  return strtoull(v, NULL, 10);
+}
+
+/* seq of the first event of `kind` in the trace (fn too, if fn >= 0). */
+static uint64_t find_seq(const char *path, unsigned kind, int fn, uint64_t *count) {
+  hkt_reader *rd;
+  hkt_event ev;
+  uint64_t seq = UINT64_MAX, n = 0;
+  assert_int_equal(hkt_reader_open(&rd, path), 0);
+  while (hkt_reader_next(rd, &ev) == 1) {
+    n++;
+    if (seq == UINT64_MAX && ev.kind == kind && (fn < 0 || ev.fn == fn)) seq = ev.seq;
+  }
+  hkt_reader_close(rd);
+  if (count) *count = n;
+  return seq;
+}
+
+/* ---- tests ---- */
+
+/* Cross-thread frees, thread churn and reallocs: 20 replays, every one
+ * identical to the recording and to the others. */
+static void test_determinism_4_threads(void **state) {
+  skip_under_sanitizer();
+  build("mt", prog_mt);
+  const char *t = record("mt.hkt.zst", NULL, "mt", "3", "10");
+  result r = HAKMEM("replay", t, "--repeat", "20", "--json");
+  if (r.status != 0) fail_msg("replay --repeat 20: exit %d\n%s\n%s", r.status, r.out, r.err);
+  assert_non_null(strstr(r.out, "\"identical\":true"));
+  assert_int_equal(json_u64(r.out, "runs_identical"), 20);
+  assert_non_null(strstr(r.out, "\"runs_same_as_each_other\":true"));
+  assert_int_equal(json_u64(r.out, "threads"), 13);          /* 3 x 4 workers + main */
+  result_free(&r);
+
+  /* A single replay in place, text: says identical. */
+  r = HAKMEM("replay", t);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "result: identical"));
+  result_free(&r);
+}
+
+/* An event changed in the trace: the replay reports the first divergence
+ * at exactly that seq, with what was recorded and what happened. */
+static void test_divergence_reported(void **state) {
+  skip_under_sanitizer();
+  build("mt", prog_mt);
+  const char *t = record("mt.hkt.zst", NULL, "mt", "1", "4");
+  char bad[256];
+  snprintf(bad, sizeof bad, "%s/tampered.hkt.zst", tmpdir);
+  hkt_reader *rd;
+  hkt_writer *w;
+  hkt_event ev;
+  assert_int_equal(hkt_reader_open(&rd, t), 0);
+  assert_int_equal(hkt_writer_open(&w, bad, hkt_reader_header(rd)), 0);
+  uint64_t mallocs = 0, target = UINT64_MAX;
+  while (hkt_reader_next(rd, &ev) == 1) {
+    if (ev.kind == HKT_EV_MALLOC && ++mallocs == 1500) { ev.aux2 = 12; target = ev.seq; }  /* errno */
+    assert_int_equal(hkt_writer_put(w, &ev), 0);
+  }
+  assert_int_equal(hkt_writer_close(w, 1), 0);
+  hkt_reader_close(rd);
+  assert_true(target != UINT64_MAX);
+  result r = HAKMEM("replay", bad, "--json");
+  assert_int_equal(r.status, 1);
+  assert_non_null(strstr(r.out, "\"identical\":false"));
+  const char *d = json_get(r.out, "first_divergence");
+  assert_non_null(d);
+  assert_int_equal(strtoull(json_get(d, "seq"), NULL, 10), target);
+  assert_non_null(strstr(d, "\"expected\":{"));
+  assert_non_null(strstr(d, "\"got\":{"));
+  result_free(&r);
+}
+
+/* An invalid free recorded with HAKMEM_ON_ERROR=continue is made again by
+ * the allocator at its recorded seq, every time. */
+static void test_invalid_free_reproduced(void **state) {
+  skip_under_sanitizer();
+  build("bad", prog_bad);
+  const char *env[] = {"HAKMEM_ON_ERROR=continue", NULL};
+  const char *t = record("interior.hkt.zst", env, "bad", "interior", NULL);
+  uint64_t det = find_seq(t, HKT_EV_DETECTION, HKT_DET_INTERIOR_FREE, NULL);
+  assert_true(det != UINT64_MAX);
+  for (int i = 0; i < 3; i++) {
+    result r = HAKMEM("replay", t, "--json");
+    assert_int_equal(r.status, 3);                          /* reproduced, identical otherwise */
+    assert_non_null(strstr(r.out, "\"identical\":true"));
+    const char *d = json_get(r.out, "detections");
+    assert_non_null(d);
+    assert_int_equal(json_u64(d, "seq"), det);
+    assert_non_null(strstr(d, "\"kind\":\"interior_free\""));
+    result_free(&r);
+  }
+}
+
+/* Every fault-injection class (HAKMEM_INJECT, debug level 1) is detected
+ * again at its recorded seq, in every replay, with all detections the same.
+ * The recorded program may crash (the fault corrupts its heap): the trace
+ * holds every event up to there. */
+static void test_injected_faults_reproduced(void **state) {
+  skip_under_sanitizer();
+  build("mt", prog_mt);
+  static const char *kinds[] = {"early_release", "early_decrement", "lost_drain", "skip_pin"};
+  for (unsigned k = 0; k < 4; k++) {
+    char inj[64], path[256], bin[256];
+    snprintf(inj, sizeof inj, "HAKMEM_INJECT=%s@2", kinds[k]);
+    snprintf(path, sizeof path, "%s/inj.hkt.zst", tmpdir);
+    snprintf(bin, sizeof bin, "%s/mt", tmpdir);
+    const char *env[] = {inj, "HAKMEM_DEBUG=1", "HAKMEM_ON_ERROR=continue", NULL};
+    result r = runv(env, (const char *[]){hakmem_bin, "record", "-o", path, "--", bin, "2", "10", NULL});
+    result_free(&r);
+    uint64_t ndet = 0;
+    uint64_t det = find_seq(path, HKT_EV_DETECTION, -1, NULL);
+    if (det == UINT64_MAX) fail_msg("%s: no detection recorded", kinds[k]);
+    hkt_reader *rd;
+    hkt_event ev;
+    assert_int_equal(hkt_reader_open(&rd, path), 0);
+    while (hkt_reader_next(rd, &ev) == 1) ndet += ev.kind == HKT_EV_DETECTION;
+    hkt_reader_close(rd);
+    r = HAKMEM("replay", path, "--repeat", "3", "--json");
+    if (r.status != 3) fail_msg("%s: replay exit %d\n%s\n%s", kinds[k], r.status, r.out, r.err);
+    assert_non_null(strstr(r.out, "\"identical\":true"));
+    assert_int_equal(json_u64(r.out, "runs_identical"), 3);
+    assert_non_null(strstr(r.out, "\"runs_same_as_each_other\":true"));
+    assert_int_equal(json_u64(json_get(r.out, "detections"), "seq"), det);
+    result_free(&r);
+    print_message("%s: %" PRIu64 " detections, first at seq %" PRIu64 ", reproduced 3/3\n", kinds[k], ndet, det);
+  }
+}
+
+/* --stop-at: stops just before the event, says so, shows the state. */
+static void test_stop_at(void **state) {
+  skip_under_sanitizer();
+  build("bad", prog_bad);
+  const char *env[] = {"HAKMEM_ON_ERROR=continue", NULL};
+  const char *t = record("interior.hkt.zst", env, "bad", "interior", NULL);
+  uint64_t det = find_seq(t, HKT_EV_DETECTION, HKT_DET_INTERIOR_FREE, NULL);
+  char seq[32];
+  snprintf(seq, sizeof seq, "%" PRIu64, det);
+  result r = HAKMEM("replay", t, "--stop-at", seq);
+  assert_int_equal(r.status, 0);                            /* the detection is not reached */
+  assert_non_null(strstr(r.out, "stopped before seq"));
+  assert_non_null(strstr(r.out, "live blocks: "));
+  assert_non_null(strstr(r.out, "SuperSlabs registered: "));
+  assert_null(strstr(r.out, "interior_free"));
+  result_free(&r);
+}
+
+/* Against glibc: a clean trace runs clean; a double free is glibc's abort. */
+static void test_against_system(void **state) {
+  skip_under_sanitizer();
+  build("bad", prog_bad);
+  const char *env[] = {"HAKMEM_ON_ERROR=continue", NULL};
+  const char *t = record("clean.hkt.zst", env, "bad", "clean", NULL);
+  result r = HAKMEM("replay", t, "--against", "system", "--json");
+  if (r.status != 0) fail_msg("clean against system: %d %s %s", r.status, r.out, r.err);
+  assert_non_null(strstr(r.out, "\"outcome\":\"clean\""));
+  result_free(&r);
+
+  t = record("double.hkt.zst", env, "bad", "double", NULL);
+  r = HAKMEM("replay", t, "--against", "system");
+  assert_int_equal(r.status, 3);
+  assert_non_null(strstr(r.out, "outcome: detected: SIGABRT"));
+  assert_non_null(strstr(r.out, "double free"));            /* glibc's own words */
+  result_free(&r);
+
+  r = HAKMEM("replay", t, "--against", "/nonexistent/lib.so");
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, "hakmem replay: /nonexistent/lib.so:"));
+  result_free(&r);
+}
+
+/* Bad input: one line on stderr, exit 2 or what is whole replayed. */
+static void test_bad_input(void **state) {
+  skip_under_sanitizer();
+  char junk[256];
+  snprintf(junk, sizeof junk, "%s/junk.hkt.zst", tmpdir);
+  FILE *f = fopen(junk, "w");
+  fputs("this is not a trace\n", f);
+  fclose(f);
+  result r = HAKMEM("replay", junk);
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, "hakmem replay: "));
+  result_free(&r);
+  r = HAKMEM("replay", "/nonexistent.hkt.zst");
+  assert_int_equal(r.status, 2);
+  result_free(&r);
+  r = HAKMEM("replay");
+  assert_int_equal(r.status, 2);
+  result_free(&r);
+
+  /* Cut in the middle of a frame: replays the whole frames, says where. */
+  build("st", prog_st);
+  const char *t = record("st.hkt.zst", NULL, "st", "200000", NULL);
+  char *data;
+  struct stat sb;
+  assert_int_equal(stat(t, &sb), 0);
+  data = slurp(t);
+  char cut[256];
+  snprintf(cut, sizeof cut, "%s/cut.hkt.zst", tmpdir);
+  f = fopen(cut, "w");
+  fwrite(data, 1, (size_t)sb.st_size * 2 / 3, f);
+  fclose(f);
+  free(data);
+  r = HAKMEM("replay", cut, "--json");
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "\"identical\":true"));
+  assert_true(json_u64(r.out, "events") > 1000);
+  assert_null(strstr(r.out, "\"trace_error\":null"));
+  assert_non_null(strstr(r.err, "replayed what was whole"));
+  result_free(&r);
+}
+
+/* minimize: a 100 000+ event, 4-thread trace with one bad free shrinks to
+ * fewer than 100 events that still make it; --emit-c compiles and does. */
+static void test_minimize(void **state) {
+  skip_under_sanitizer();
+  build("mt", prog_mt);
+  const char *env[] = {"HAKMEM_ON_ERROR=continue", "BUG=1", NULL};
+  const char *t = record("mtbug.hkt.zst", env, "mt", "3", "12");
+  uint64_t total;
+  find_seq(t, HKT_EV_DETECTION, -1, &total);
+  assert_true(total >= 100000);
+  char out[256], outc[256], bin[256];
+  snprintf(out, sizeof out, "%s/min.hkt.zst", tmpdir);
+  snprintf(outc, sizeof outc, "%s/repro.c", tmpdir);
+  snprintf(bin, sizeof bin, "%s/repro", tmpdir);
+  result r = HAKMEM("minimize", t, "-o", out, "--emit-c", outc);
+  if (r.status) fail_msg("minimize: %d\n%s\n%s", r.status, r.out, r.err);
+  print_message("%s", r.out);
+  result_free(&r);
+  uint64_t n;
+  uint64_t det = find_seq(out, HKT_EV_DETECTION, HKT_DET_INTERIOR_FREE, &n);
+  assert_true(det != UINT64_MAX);
+  assert_true(n < 100);
+  r = HAKMEM("replay", out);
+  assert_int_equal(r.status, 3);
+  result_free(&r);
+
+  r = runv(NULL, (const char *[]){"/usr/bin/cc", "-O0", "-pthread", "-o", bin, outc, NULL});
+  if (r.status) fail_msg("cc repro.c: %s", r.err);
+  result_free(&r);
+  char pre[4200];
+  snprintf(pre, sizeof pre, "LD_PRELOAD=%s/lib/libhakmem.so", getenv("HAKMEM_BUILD") ? getenv("HAKMEM_BUILD") : "build");
+  char *abs = realpath(pre + 11, NULL);
+  assert_non_null(abs);
+  snprintf(pre, sizeof pre, "LD_PRELOAD=%s", abs);
+  free(abs);
+  const char *renv[] = {pre, NULL};
+  r = runv(renv, (const char *[]){bin, NULL});
+  assert_int_equal(r.status, 128 + 6);                       /* hakmem's abort */
+  assert_non_null(strstr(r.err, "interior_free"));
+  result_free(&r);
+}
+
+/* Replay throughput, for the record (1 thread; 4 threads with cross-thread
+ * frees in strict order). Fails only if a replay is not identical. */
+static void test_throughput(void **state) {
+  skip_under_sanitizer();
+  build("st", prog_st);
+  build("mt", prog_mt);
+  const char *t1 = record("st1.hkt.zst", NULL, "st", "1000000", NULL);
+  result r = HAKMEM("replay", t1, "--json");
+  assert_int_equal(r.status, 0);
+  print_message("replay, 1 thread:  %" PRIu64 " events, %.2f M events/s\n", json_u64(r.out, "events"),
+                json_u64(r.out, "events_per_s") / 1e6);
+  result_free(&r);
+  const char *t4 = record("mt4.hkt.zst", NULL, "mt", "1", "40");
+  r = HAKMEM("replay", t4, "--json");
+  assert_int_equal(r.status, 0);
+  print_message("replay, 4 threads: %" PRIu64 " events, %.2f M events/s\n", json_u64(r.out, "events"),
+                json_u64(r.out, "events_per_s") / 1e6);
+  result_free(&r);
+}
+
+static int setup(void **state) {
+  const char *b = getenv("HAKMEM_BUILD");
+  snprintf(hakmem_bin, sizeof hakmem_bin, "%s/bin/hakmem", b && *b ? b : "build");
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/hakmem-test-replay-XXXXXX");
+  return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_determinism_4_threads),
+    cmocka_unit_test(test_divergence_reported),
+    cmocka_unit_test(test_invalid_free_reproduced),
+    cmocka_unit_test(test_injected_faults_reproduced),
+    cmocka_unit_test(test_stop_at),
+    cmocka_unit_test(test_against_system),
+    cmocka_unit_test(test_bad_input),
+    cmocka_unit_test(test_minimize),
+    cmocka_unit_test(test_throughput),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

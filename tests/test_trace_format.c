@@ -1,0 +1,479 @@
+/* test_trace_format.c — the trace format through the writer and the reader:
+ * a round trip of every kind and field, cuts at every frame boundary and at
+ * random bytes, random corruption, a wrong version, foreign files, append,
+ * and the zstd command line accepting what we write. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "hakmem/trace.h"
+
+static char tmpdir[64];
+static char path[128];
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t rnd(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+
+/* A value that exercises the encodings: zero, small, large, odd, extreme. */
+static uint64_t rvalue(void) {
+  switch (rnd() % 6) {
+  case 0: return 0;
+  case 1: return rnd() % 200;
+  case 2: return 0x7f0000000000ull + (rnd() % 100000) * 16;
+  case 3: return rnd();
+  case 4: return UINT64_MAX - rnd() % 3;
+  default: return 0x7f0000000000ull + rnd() % 100000;
+  }
+}
+
+#define NEV 5000
+static hkt_event evs[NEV];
+static char strs[NEV][80];
+static uint8_t bids[NEV][20];
+static const uint64_t stack1[] = { 0x401000, 0x401234, 0x7f00000012ff };
+static const uint64_t stack2[] = { 0xffffffffffffff00ull };
+
+static hkt_module mods[2] = {
+  { "/usr/bin/prog", 0x400000, 0x10000, { 1, 2, 3, 4 }, 4 },
+  { "/lib/x86_64-linux-gnu/libc.so.6", 0x7f0000000000ull, 0x200000, { 0 }, 20 },
+};
+static hkt_header hdr = {
+  .version = HKT_FORMAT_VERSION, .pid = 1234, .ppid = 1, .start_realtime_ns = 1700000000123456789ull,
+  .clock = "monotonic", .cmdline = "prog --flag arg", .config = "HAKMEM_DEBUG=1\nHAKMEM_TRACE=x\n",
+  .arena_base = 0x200000000000ull, .num_classes = 3, .class_size = { 8, 16, 32 },
+  .num_modules = 2, .modules = mods,
+};
+
+static void make_events(void) {
+  uint64_t t = 1000;
+  for (int i = 0; i < NEV; i++) {
+    hkt_event *e = &evs[i];
+    memset(e, 0, sizeof *e);
+    e->kind = (uint16_t)(1 + rnd() % (HKT_EV__COUNT - 1));
+    e->tid = (uint32_t)(rnd() % 5 == 0 ? rnd() : rnd() % 4);
+    t += rnd() % 3 == 0 ? rnd() % 100000 : 0;
+    e->time_ns = rnd() % 50 == 0 ? t - rnd() % 500 : t;  /* sometimes out of order */
+    e->fn = (uint16_t)(rnd() % 3 ? 0 : rnd());
+    e->cls = rnd() % 4 == 0 ? HKT_NO_CLASS : (uint32_t)(rnd() % 4 == 0 ? rnd() : rnd() % 30);
+    e->ptr = rvalue();
+    e->size = rvalue();
+    e->aux = rvalue();
+    e->aux2 = rvalue();
+    e->aux3 = rnd() % 4 ? 0 : rvalue();
+    e->caller = rnd() % 3 == 0 ? 0 : 0x401000 + (rnd() % 40) * 0x10;
+    e->stack_id = (uint32_t)(rnd() % 3 == 0 ? 1 + rnd() % 2 : 0);
+    if (rnd() % 20 == 0) {
+      snprintf(strs[i], sizeof strs[i], "label %d %llx", i, (unsigned long long)rnd());
+      e->str = strs[i];
+    } else if (rnd() % 40 == 0) {
+      e->str = "";   /* empty but present */
+    }
+    if (rnd() % 30 == 0) {
+      for (int k = 0; k < 20; k++) bids[i][k] = (uint8_t)rnd();
+      e->bid = bids[i];
+      e->bid_len = 1 + (uint32_t)(rnd() % 20);
+    }
+  }
+}
+
+/* Write evs[0..n) in frames of `frame` events; complete or not. */
+static void write_trace(const char *p, int n, uint32_t frame, int complete) {
+  hkt_writer *w = NULL;
+  assert_int_equal(hkt_writer_open(&w, p, &hdr), 0);
+  assert_int_equal(hkt_writer_set_frame_events(w, frame), 0);
+  assert_int_equal(hkt_writer_stack(w, 1, stack1, 3), 0);
+  assert_int_equal(hkt_writer_stack(w, 2, stack2, 1), 0);
+  for (int i = 0; i < n; i++) assert_int_equal(hkt_writer_put(w, &evs[i]), 0);
+  assert_int_equal(hkt_writer_events(w), (uint64_t)n);
+  assert_int_equal(hkt_writer_close(w, complete), 0);
+}
+
+static void check_event(const hkt_event *got, int i) {
+  const hkt_event *e = &evs[i];
+  assert_int_equal(got->seq, (uint64_t)i);
+  assert_int_equal(got->kind, e->kind);
+  assert_int_equal(got->tid, e->tid);
+  assert_int_equal(got->time_ns, e->time_ns);
+  assert_int_equal(got->fn, e->fn);
+  assert_int_equal(got->cls, e->cls);
+  assert_int_equal(got->ptr, e->ptr);
+  assert_int_equal(got->size, e->size);
+  assert_int_equal(got->aux, e->aux);
+  assert_int_equal(got->aux2, e->aux2);
+  assert_int_equal(got->aux3, e->aux3);
+  assert_int_equal(got->caller, e->caller);
+  assert_int_equal(got->stack_id, e->stack_id);
+  if (e->str) { assert_non_null(got->str); assert_string_equal(got->str, e->str); }
+  else assert_null(got->str);
+  assert_int_equal(got->bid_len, e->bid ? e->bid_len : 0);
+  if (e->bid) assert_memory_equal(got->bid, e->bid, e->bid_len);
+}
+
+/* Read a file; return events read, the final code in *rc. Checks each event
+ * it gets against evs. */
+static int read_all(const char *p, int *rc, int *complete) {
+  hkt_reader *r = NULL;
+  int e = hkt_reader_open(&r, p);
+  if (HKT_IS_ERR(e)) {
+    assert_true(strlen(hkt_reader_errmsg(r ? r : NULL)) > 0);
+    hkt_reader_close(r);
+    *rc = e;
+    *complete = 0;
+    return 0;
+  }
+  hkt_event ev;
+  int n = 0;
+  while ((e = hkt_reader_next(r, &ev)) > 0) {
+    assert_true(n < NEV);
+    check_event(&ev, n);
+    n++;
+  }
+  if (HKT_IS_ERR(e)) {
+    const char *m = hkt_reader_errmsg(r);
+    assert_non_null(strstr(m, p));      /* names the file */
+    assert_non_null(strstr(m, "offset"));
+    assert_int_equal(hkt_reader_next(r, &ev), e);   /* sticky */
+  }
+  *rc = e;
+  *complete = hkt_reader_complete(r);
+  hkt_reader_close(r);
+  return n;
+}
+
+static int setup(void **state) {
+  (void)state;
+  strcpy(tmpdir, "/tmp/hkt-format-XXXXXX");
+  if (!mkdtemp(tmpdir)) return -1;
+  snprintf(path, sizeof path, "%s/t.hkt.zst", tmpdir);
+  make_events();
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+static void test_names(void **state) {
+  (void)state;
+  for (unsigned k = 1; k < HKT_EV__COUNT; k++) {
+    const char *n = hkt_kind_name(k);
+    assert_string_not_equal(n, "unknown");
+    assert_int_equal(hkt_kind_from_name(n), (int)k);
+  }
+  assert_string_equal(hkt_kind_name(HKT_EV_MALLOC), "malloc");
+  assert_string_equal(hkt_kind_name(HKT_EV_SS_UNREGISTER), "ss_unregister");
+  assert_string_equal(hkt_kind_name(999), "unknown");
+  assert_int_equal(hkt_kind_from_name("nope"), -1);
+  assert_string_equal(hkt_detect_name(HKT_DET_DOUBLE_FREE), "double_free");
+  assert_string_equal(hkt_detect_name(HKT_DET__COUNT), "unknown");
+  assert_string_equal(hkt_fn_name(HKT_FN_POSIX_MEMALIGN), "posix_memalign");
+  assert_string_equal(hkt_end_name(HKT_END_SIGNAL), "signal");
+  for (int e = 0; e >= HKT_ERR_ZSTD; e--) assert_true(strlen(hkt_strerror(e)) > 0);
+}
+
+static void test_round_trip(void **state) {
+  (void)state;
+  write_trace(path, NEV, 333, 1);
+  hkt_reader *r = NULL;
+  assert_int_equal(hkt_reader_open(&r, path), 0);
+  const hkt_header *h = hkt_reader_header(r);
+  assert_int_equal(h->version, HKT_FORMAT_VERSION);
+  assert_int_equal(h->pid, 1234);
+  assert_int_equal(h->ppid, 1);
+  assert_int_equal(h->start_realtime_ns, hdr.start_realtime_ns);
+  assert_string_equal(h->clock, "monotonic");
+  assert_string_equal(h->cmdline, hdr.cmdline);
+  assert_string_equal(h->config, hdr.config);
+  assert_int_equal(h->arena_base, hdr.arena_base);
+  assert_int_equal(h->num_classes, 3);
+  assert_int_equal(h->class_size[2], 32);
+  assert_int_equal(h->num_modules, 2);
+  assert_string_equal(h->modules[1].path, mods[1].path);
+  assert_int_equal(h->modules[1].base, mods[1].base);
+  assert_int_equal(h->modules[0].size, mods[0].size);
+  assert_int_equal(h->modules[0].build_id_len, 4);
+  assert_memory_equal(h->modules[0].build_id, mods[0].build_id, 4);
+  hkt_event ev;
+  int n = 0, e;
+  while ((e = hkt_reader_next(r, &ev)) > 0) check_event(&ev, n++);
+  assert_int_equal(e, 0);
+  assert_int_equal(n, NEV);
+  assert_true(hkt_reader_complete(r));
+  const uint64_t *fr;
+  uint32_t nf;
+  assert_int_equal(hkt_reader_stack(r, 1, &fr, &nf), 0);
+  assert_int_equal(nf, 3);
+  assert_memory_equal(fr, stack1, sizeof stack1);
+  assert_int_equal(hkt_reader_stack(r, 2, &fr, &nf), 0);
+  assert_int_equal(fr[0], stack2[0]);
+  assert_true(HKT_IS_ERR(hkt_reader_stack(r, 3, &fr, &nf)));
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(hkt_reader_offset(r), (uint64_t)st.st_size);
+  assert_int_equal(hkt_reader_frames(r), 1 + (NEV + 332) / 333 + 1);
+  hkt_reader_close(r);
+}
+
+static void test_time_shift(void **state) {
+  (void)state;
+  hkt_header h2 = hdr;
+  h2.time_shift = 6;
+  hkt_writer *w;
+  assert_int_equal(hkt_writer_open(&w, path, &h2), 0);
+  hkt_event e = { .kind = HKT_EV_MALLOC, .time_ns = 1000, .ptr = 0x1000, .size = 8, .cls = 0 };
+  assert_int_equal(hkt_writer_put(w, &e), 0);
+  assert_int_equal(hkt_writer_close(w, 1), 0);
+  hkt_reader *r;
+  assert_int_equal(hkt_reader_open(&r, path), 0);
+  assert_int_equal(hkt_reader_header(r)->time_shift, 6);
+  assert_int_equal(hkt_reader_next(r, &e), 1);
+  assert_int_equal(e.time_ns, 1000 & ~63u);
+  hkt_reader_close(r);
+}
+
+/* zstd's own tool accepts the file and its frames. */
+static void test_zstd_cli(void **state) {
+  (void)state;
+  write_trace(path, NEV, 1000, 1);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "zstd -q -t %s && zstd -q -dc %s | head -c 4 | grep -q HKTH", path, path);
+  if (system("command -v zstd >/dev/null") != 0) skip();
+  assert_int_equal(system(cmd), 0);
+}
+
+static size_t file_load(const char *p, uint8_t **buf) {
+  FILE *f = fopen(p, "rb");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  *buf = malloc((size_t)n + 1);
+  assert_int_equal(fread(*buf, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  return (size_t)n;
+}
+
+static void file_store(const char *p, const void *b, size_t n) {
+  FILE *f = fopen(p, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(b, 1, n, f), n);
+  fclose(f);
+}
+
+/* Cut the file at every frame boundary and at random bytes: the reader
+ * returns exactly the events of the whole frames before the cut. */
+static void test_truncation(void **state) {
+  (void)state;
+  const uint32_t per = 250;
+  write_trace(path, NEV, per, 1);
+  uint8_t *buf;
+  size_t len = file_load(path, &buf);
+  size_t bounds[64];
+  int nb = 0;
+  for (size_t off = 0; off < len;) {
+    size_t fs = ZSTD_findFrameCompressedSize(buf + off, len - off);
+    assert_false(ZSTD_isError(fs));
+    off += fs;
+    bounds[nb++] = off;
+  }
+  int nframes_ev = (NEV + per - 1) / per;
+  assert_int_equal(nb, 1 + nframes_ev + 1);
+  char cut[160];
+  snprintf(cut, sizeof cut, "%s/cut.hkt.zst", tmpdir);
+  for (int b = 0; b < nb; b++) {
+    file_store(cut, buf, bounds[b]);
+    int rc, complete;
+    int n = read_all(cut, &rc, &complete);
+    int want = b == 0 ? 0 : (b - 1 < nframes_ev ? (int)((b) * per) : NEV);
+    if (want > NEV) want = NEV;
+    assert_int_equal(rc, 0);
+    assert_int_equal(n, want);
+    assert_int_equal(complete, b == nb - 1);
+  }
+  for (int i = 0; i < 300; i++) {
+    size_t at = (size_t)(rnd() % len);
+    file_store(cut, buf, at);
+    int rc, complete;
+    int n = read_all(cut, &rc, &complete);
+    int whole = 0;   /* frames entirely before the cut */
+    while (whole < nb && bounds[whole] <= at) whole++;
+    int at_boundary = at == 0 || (whole > 0 && bounds[whole - 1] == at);
+    if (whole == 0) {
+      assert_true(rc == HKT_ERR_TRUNCATED || rc == HKT_ERR_NOT_TRACE);
+      continue;
+    }
+    int want = whole - 1 < nframes_ev ? (whole - 1) * (int)per : NEV;
+    assert_int_equal(n, want);
+    assert_int_equal(rc, at_boundary ? 0 : HKT_ERR_TRUNCATED);
+    assert_false(complete);
+  }
+  free(buf);
+}
+
+/* Flip random bytes: an error (never a crash), and every event delivered
+ * before it is one that was written. */
+static void test_corruption(void **state) {
+  (void)state;
+  write_trace(path, NEV, 500, 1);
+  uint8_t *buf;
+  size_t len = file_load(path, &buf);
+  char bad[160];
+  snprintf(bad, sizeof bad, "%s/bad.hkt.zst", tmpdir);
+  int errors = 0;
+  for (int i = 0; i < 300; i++) {
+    uint8_t *copy = malloc(len);
+    memcpy(copy, buf, len);
+    int flips = 1 + (int)(rnd() % 3);
+    for (int k = 0; k < flips; k++) copy[rnd() % len] ^= (uint8_t)(1 + rnd() % 255);
+    file_store(bad, copy, len);
+    int rc, complete;
+    int n = read_all(bad, &rc, &complete);   /* checks the events it got */
+    if (HKT_IS_ERR(rc)) errors++;
+    else assert_int_equal(n, NEV);   /* a flip zstd could not see cannot change events */
+    free(copy);
+  }
+  assert_true(errors > 250);
+  free(buf);
+}
+
+/* A hand-made frame with the given content, compressed with a checksum. */
+static void write_raw_frames(const char *p, const void *c1, size_t n1, const void *c2, size_t n2) {
+  ZSTD_CCtx *z = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 1);
+  uint8_t out[4096];
+  size_t a = ZSTD_compress2(z, out, sizeof out, c1, n1);
+  assert_false(ZSTD_isError(a));
+  size_t b = 0;
+  if (c2) { b = ZSTD_compress2(z, out + a, sizeof out - a, c2, n2); assert_false(ZSTD_isError(b)); }
+  file_store(p, out, a + b);
+  ZSTD_freeCCtx(z);
+}
+
+static void test_bad_files(void **state) {
+  (void)state;
+  char p[160];
+  int rc, complete;
+  snprintf(p, sizeof p, "%s/none.hkt.zst", tmpdir);
+  assert_int_equal(read_all(p, &rc, &complete), 0);
+  assert_int_equal(rc, HKT_ERR_IO);
+  hkt_reader *r = NULL;
+  assert_int_equal(hkt_reader_open(&r, p), HKT_ERR_IO);
+  assert_non_null(strstr(hkt_reader_errmsg(NULL), p));
+  hkt_reader_close(r);
+
+  snprintf(p, sizeof p, "%s/empty", tmpdir);
+  file_store(p, "", 0);
+  read_all(p, &rc, &complete);
+  assert_int_equal(rc, HKT_ERR_NOT_TRACE);
+
+  snprintf(p, sizeof p, "%s/text", tmpdir);
+  file_store(p, "hello, this is text\n", 20);
+  read_all(p, &rc, &complete);
+  assert_int_equal(rc, HKT_ERR_NOT_TRACE);
+
+  snprintf(p, sizeof p, "%s/other.zst", tmpdir);
+  write_raw_frames(p, "just some data", 14, NULL, 0);
+  read_all(p, &rc, &complete);
+  assert_int_equal(rc, HKT_ERR_NOT_TRACE);
+
+  /* version 2 header */
+  uint8_t v2[] = { 'H', 'K', 'T', 'H', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+  write_raw_frames(p, v2, sizeof v2, NULL, 0);
+  read_all(p, &rc, &complete);
+  assert_int_equal(rc, HKT_ERR_VERSION);
+
+  /* a valid header, then an event frame that starts at the wrong seq */
+  uint8_t v1[] = { 'H', 'K', 'T', 'H', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+  uint8_t evf[] = { 'H', 'K', 'T', 'E', 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+  write_raw_frames(p, v1, sizeof v1, evf, sizeof evf);
+  read_all(p, &rc, &complete);
+  assert_int_equal(rc, HKT_ERR_SEQUENCE);
+
+  /* an end frame that counts events the trace does not have */
+  uint8_t endf[] = { 'H', 'K', 'T', 'Z', 5 };
+  write_raw_frames(p, v1, sizeof v1, endf, sizeof endf);
+  read_all(p, &rc, &complete);
+  assert_int_equal(rc, HKT_ERR_SEQUENCE);
+
+  /* a frame of unknown type */
+  uint8_t unk[] = { 'X', 'X', 'X', 'X' };
+  write_raw_frames(p, v1, sizeof v1, unk, sizeof unk);
+  read_all(p, &rc, &complete);
+  assert_int_equal(rc, HKT_ERR_CORRUPT);
+
+  /* garbage after a whole trace */
+  write_trace(path, 100, 50, 1);
+  uint8_t *buf;
+  size_t len = file_load(path, &buf);
+  buf = realloc(buf, len + 8);
+  memcpy(buf + len, "garbage!", 8);
+  file_store(p, buf, len + 8);
+  assert_int_equal(read_all(p, &rc, &complete), 100);
+  assert_true(HKT_IS_ERR(rc));
+  free(buf);
+}
+
+/* Append: a cut trace goes on where its whole frames end. */
+static void test_append(void **state) {
+  (void)state;
+  write_trace(path, 3000, 400, 0);     /* no end frame */
+  uint8_t *buf;
+  size_t len = file_load(path, &buf);
+  file_store(path, buf, len - 7);      /* and a partial last frame */
+  free(buf);
+  hkt_writer *w;
+  uint64_t next;
+  assert_int_equal(hkt_writer_append(&w, path, &next), 0);
+  assert_int_equal(next, 2800);        /* 7 whole frames of 400 */
+  for (int i = 2800; i < NEV; i++) assert_int_equal(hkt_writer_put(w, &evs[i]), 0);
+  assert_int_equal(hkt_writer_close(w, 1), 0);
+  int rc, complete;
+  assert_int_equal(read_all(path, &rc, &complete), NEV);
+  assert_int_equal(rc, 0);
+  assert_true(complete);
+  /* appending to a complete trace drops its end frame and goes on */
+  assert_int_equal(hkt_writer_append(&w, path, &next), 0);
+  assert_int_equal(next, NEV);
+  assert_int_equal(hkt_writer_close(w, 1), 0);
+  assert_int_equal(read_all(path, &rc, &complete), NEV);
+  assert_true(complete);
+}
+
+/* The writer survives a full disk with an error code, not a crash. */
+static void test_full_disk(void **state) {
+  (void)state;
+  if (access("/dev/full", W_OK)) skip();
+  hkt_writer *w;
+  int e = hkt_writer_open(&w, "/dev/full", &hdr);
+  assert_int_equal(e, HKT_ERR_IO);
+  assert_int_equal(errno, ENOSPC);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_names),
+    cmocka_unit_test(test_round_trip),
+    cmocka_unit_test(test_time_shift),
+    cmocka_unit_test(test_zstd_cli),
+    cmocka_unit_test(test_truncation),
+    cmocka_unit_test(test_corruption),
+    cmocka_unit_test(test_bad_files),
+    cmocka_unit_test(test_append),
+    cmocka_unit_test(test_full_disk),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

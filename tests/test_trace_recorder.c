@@ -1,0 +1,646 @@
+/* test_trace_recorder.c — recording real programs: their own calls are all
+ * in the trace, in order across threads; crashes (SIGSEGV, abort, SIGKILL)
+ * lose no event whose call returned and name the signal; fork and exec give
+ * one complete trace per process; `hakmem recover` finishes a spool;
+ * backtraces, module loads, a full disk.
+ *
+ * Test programs are built from C strings with `cc` into a scratch directory
+ * and run with LD_PRELOAD=$HAKMEM_BUILD/lib/libhakmem.so (skipped under
+ * sanitizers, $HAKMEM_TEST_SAN). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hakmem/trace.h"
+
+static char tmp[128];
+static char build[512];
+static char hakmem_bin[600], libso[600];
+
+/* ---- helpers ---- */
+
+static void put_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) return strdup("");
+  static char buf[1 << 16];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  return strdup(buf);
+}
+
+/* Build tmp/NAME from SRC. */
+static void build_prog(const char *name, const char *src) {
+  char c[700], exe[700], cmd[2000];
+  snprintf(c, sizeof c, "%s/%s.c", tmp, name);
+  snprintf(exe, sizeof exe, "%s/%s", tmp, name);
+  put_file(c, src);
+  snprintf(cmd, sizeof cmd, "cc -O1 -g -pthread -o %s %s -ldl", exe, c);
+  assert_int_equal(system(cmd), 0);
+}
+
+/* Run argv with extra "NAME=VALUE" environment entries (NULL-terminated),
+ * stdout and stderr into tmp/out and tmp/err; returns waitpid's status. */
+static int run(char *const argv[], const char *const env[], int fsize_limit) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (!pid) {
+    char o[700], e[700];
+    snprintf(o, sizeof o, "%s/out", tmp);
+    snprintf(e, sizeof e, "%s/err", tmp);
+    int fo = open(o, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fo, 1);
+    dup2(fe, 2);
+    for (int i = 0; env && env[i]; i++) putenv((char *)env[i]);
+    if (fsize_limit) {
+      signal(SIGXFSZ, SIG_IGN);
+      struct rlimit rl = { (rlim_t)fsize_limit, (rlim_t)fsize_limit };
+      setrlimit(RLIMIT_FSIZE, &rl);
+    }
+    execvp(argv[0], argv);
+    _exit(127);
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  return st;
+}
+
+static char *run_err(void) { char p[700]; snprintf(p, sizeof p, "%s/err", tmp); return slurp(p); }
+static char *run_out(void) { char p[700]; snprintf(p, sizeof p, "%s/out", tmp); return slurp(p); }
+
+/* All events of a trace (callers keep the array), how it read. */
+typedef struct trace {
+  hkt_event *ev;
+  size_t n;
+  int rc, complete;
+  char cmdline[256];
+  uint32_t nmods;
+  int exe_has_buildid;
+  uint64_t exe_base, exe_size;
+} trace;
+
+static void load(const char *path, trace *t, const char *exe_name) {
+  memset(t, 0, sizeof *t);
+  hkt_reader *r = NULL;
+  int e = hkt_reader_open(&r, path);
+  if (HKT_IS_ERR(e)) fprintf(stderr, "open %s: %s\n", path, hkt_reader_errmsg(r ? r : NULL));
+  assert_int_equal(e, 0);
+  const hkt_header *h = hkt_reader_header(r);
+  snprintf(t->cmdline, sizeof t->cmdline, "%s", h->cmdline);
+  t->nmods = h->num_modules;
+  for (uint32_t i = 0; exe_name && i < h->num_modules; i++) {
+    const char *p = h->modules[i].path, *s = strrchr(p, '/');
+    if (s && !strcmp(s + 1, exe_name)) {
+      t->exe_has_buildid = h->modules[i].build_id_len > 0;
+      t->exe_base = h->modules[i].base;
+      t->exe_size = h->modules[i].size;
+    }
+  }
+  size_t cap = 1024;
+  t->ev = malloc(cap * sizeof *t->ev);
+  hkt_event ev;
+  while ((e = hkt_reader_next(r, &ev)) > 0) {
+    if (t->n == cap) t->ev = realloc(t->ev, (cap *= 2) * sizeof *t->ev);
+    ev.str = NULL;
+    ev.bid = NULL;
+    t->ev[t->n++] = ev;
+  }
+  if (HKT_IS_ERR(e)) fprintf(stderr, "read %s: %s\n", path, hkt_reader_errmsg(r));
+  t->rc = e;
+  t->complete = hkt_reader_complete(r);
+  hkt_reader_close(r);
+}
+
+static const hkt_event *end_event(const trace *t) {
+  return t->n && t->ev[t->n - 1].kind == HKT_EV_END ? &t->ev[t->n - 1] : NULL;
+}
+
+static int setup(void **state) {
+  (void)state;
+  const char *b = getenv("HAKMEM_BUILD");
+  snprintf(build, sizeof build, "%s", b && *b ? b : "build");
+  snprintf(hakmem_bin, sizeof hakmem_bin, "%s/bin/hakmem", build);
+  snprintf(libso, sizeof libso, "%s/lib/libhakmem.so", build);
+  char real[PATH_MAX];
+  if (realpath(libso, real)) snprintf(libso, sizeof libso, "%s", real);
+  if (realpath(hakmem_bin, real)) snprintf(hakmem_bin, sizeof hakmem_bin, "%s", real);
+  strcpy(tmp, "/tmp/hkt-rec-XXXXXX");
+  return mkdtemp(tmp) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  char cmd[200];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+#define NEED_PRELOAD() do { if (getenv("HAKMEM_TEST_SAN") && *getenv("HAKMEM_TEST_SAN")) skip(); } while (0)
+
+/* ---- 1. a program's own calls, exactly ---- */
+
+static const char calls_src[] =
+  "#include <dlfcn.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <malloc.h>\n"
+  "struct call { int kind; unsigned long size, ptr, aux; } log_[4000];\n"
+  "int n;\n"
+  "#define LOG(k, s, p, a) log_[n++] = (struct call){k, (unsigned long)(s), (unsigned long)(p), (unsigned long)(a)}\n"
+  "int main(void) {\n"
+  "  void (*mark)(const char *) = (void (*)(const char *))dlsym(RTLD_DEFAULT, \"hak_trace_mark\");\n"
+  "  if (!mark) return 99;\n"
+  "  void *keep[64] = {0};\n"
+  "  mark(\"begin\");\n"
+  "  for (int i = 0; i < 600; i++) {\n"
+  "    int k = i % 64;\n"
+  "    if (keep[k]) { LOG(5, 0, keep[k], 0); free(keep[k]); keep[k] = 0; }\n"
+  "    size_t sz = 1 + (i * 37) % 3000;\n"
+  "    switch (i % 5) {\n"
+  "    case 0: keep[k] = malloc(sz); LOG(1, sz, keep[k], 0); break;\n"
+  "    case 1: keep[k] = calloc(3, sz); LOG(2, sz, keep[k], 3); break;\n"
+  "    case 2: { void *p = malloc(8); LOG(1, 8, p, 0); keep[k] = realloc(p, sz); LOG(3, sz, keep[k], p); break; }\n"
+  "    case 3: { void *p = 0; posix_memalign(&p, 64, sz); keep[k] = p; LOG(4, sz, p, 64); break; }\n"
+  "    case 4: keep[k] = aligned_alloc(256, 512); LOG(4, 512, keep[k], 256); break;\n"
+  "    }\n"
+  "  }\n"
+  "  for (int k = 0; k < 64; k++) if (keep[k]) { LOG(5, 0, keep[k], 0); free(keep[k]); }\n"
+  "  mark(\"end\");\n"
+  "  for (int i = 0; i < n; i++) printf(\"%d %lu %lx %lx\\n\", log_[i].kind, log_[i].size, log_[i].ptr, log_[i].aux);\n"
+  "  return 0;\n"
+  "}\n";
+
+static void test_own_calls(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("calls", calls_src);
+  char exe[700], out[700];
+  snprintf(exe, sizeof exe, "%s/calls", tmp);
+  snprintf(out, sizeof out, "%s/calls.hkt.zst", tmp);
+  char *argv[] = { hakmem_bin, "record", "-o", out, "--", exe, NULL };
+  int st = run(argv, NULL, 0);
+  char *err = run_err();
+  if (!WIFEXITED(st) || WEXITSTATUS(st)) fprintf(stderr, "record: %s\n", err);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  assert_non_null(strstr(err, "exit status 0"));
+  free(err);
+
+  /* the program's log: kind size ptr aux */
+  char *log = run_out();
+  trace t;
+  load(out, &t, "calls");
+  assert_int_equal(t.rc, 0);
+  assert_true(t.complete);
+  assert_non_null(strstr(t.cmdline, "calls"));
+  assert_true(t.exe_has_buildid);
+  const hkt_event *end = end_event(&t);
+  assert_non_null(end);
+  assert_int_equal(end->fn, HKT_END_EXIT);
+  assert_int_equal(end->aux, 0);
+
+  size_t i = 0;
+  while (i < t.n && !(t.ev[i].kind == HKT_EV_MARK)) i++;
+  assert_true(i < t.n);
+  uint32_t tid = t.ev[i].tid;
+  i++;
+  char *line = log;
+  int matched = 0;
+  for (; i < t.n; i++) {
+    const hkt_event *e = &t.ev[i];
+    if (e->kind == HKT_EV_MARK) break;
+    if (e->kind < HKT_EV_MALLOC || e->kind > HKT_EV_FREE) continue;   /* internal events */
+    assert_int_equal(e->tid, tid);
+    int kind;
+    unsigned long size, ptr, aux;
+    assert_int_equal(sscanf(line, "%d %lu %lx %lx", &kind, &size, &ptr, &aux), 4);
+    line = strchr(line, '\n') + 1;
+    assert_int_equal(e->kind, kind);
+    assert_int_equal(e->ptr, ptr);
+    if (kind != HKT_EV_FREE) assert_int_equal(e->size, size);
+    if (kind == HKT_EV_CALLOC || kind == HKT_EV_REALLOC || kind == HKT_EV_ALIGNED) assert_int_equal(e->aux, aux);
+    /* every call site is in the program itself */
+    assert_true(e->caller >= t.exe_base && e->caller < t.exe_base + t.exe_size);
+    matched++;
+  }
+  assert_true(i < t.n);   /* the end mark */
+  assert_int_equal(*line, 0);   /* no call of the program is missing */
+  assert_true(matched > 1000);
+  free(log);
+  free(t.ev);
+}
+
+/* ---- 2. threads: order and cross-thread frees ---- */
+
+static const char threads_src[] =
+  "#include <pthread.h>\n#include <stdlib.h>\n#include <stdatomic.h>\n"
+  "#define T 4\n#define N 20000\n#define Q 256\n"
+  "static _Atomic(void *) q[T][Q];\n"
+  "static void *work(void *arg) {\n"
+  "  long t = (long)arg;\n"
+  "  for (long j = 0; j < N; j++) {\n"
+  "    void *p = malloc(1 + t + 8 * (j % 100));\n"     /* size tells thread and step */
+  "    _Atomic(void *) *slot = &q[(t + 1) % T][j % Q];\n"
+  "    void *old = atomic_exchange(slot, p);\n"
+  "    if (old) free(old);\n"                           /* often another thread's block */
+  "  }\n"
+  "  return 0;\n"
+  "}\n"
+  "int main(void) {\n"
+  "  pthread_t th[T];\n"
+  "  for (long t = 0; t < T; t++) pthread_create(&th[t], 0, work, (void *)t);\n"
+  "  for (int t = 0; t < T; t++) pthread_join(th[t], 0);\n"
+  "  for (int t = 0; t < T; t++) for (int i = 0; i < Q; i++) free(atomic_load(&q[t][i]));\n"
+  "  return 0;\n"
+  "}\n";
+
+static void test_threads(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("threads", threads_src);
+  char exe[700], out[700], env_trace[800], env_pre[800];
+  snprintf(exe, sizeof exe, "%s/threads", tmp);
+  snprintf(out, sizeof out, "%s/threads.hkt.zst", tmp);
+  snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
+  snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
+  const char *env[] = { env_trace, env_pre, "HAKMEM_TRACE_ROOT=", NULL };
+  char *argv[] = { exe, NULL };
+  int st = run(argv, env, 0);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  trace t;
+  load(out, &t, NULL);
+  assert_int_equal(t.rc, 0);
+  assert_true(t.complete);
+
+  /* live set in seq order: every free is of a live block */
+  size_t cap = 1 << 20;
+  uint64_t *live = calloc(cap, sizeof *live);
+  long mallocs = 0, frees = 0;
+  long step[64];
+  int owner[64];
+  for (int i = 0; i < 64; i++) step[i] = -1, owner[i] = -1;
+  for (size_t i = 0; i < t.n; i++) {
+    const hkt_event *e = &t.ev[i];
+    assert_int_equal(e->seq, i);
+    if (e->kind == HKT_EV_MALLOC && e->ptr) {
+      size_t h = (e->ptr >> 3) & (cap - 1);
+      while (live[h]) h = (h + 1) & (cap - 1);
+      live[h] = e->ptr;
+      if (e->size >= 1 && e->size <= 4 + 8 * 99 && e->tid < 64) {
+        /* program order within each thread: the steps of one thread */
+        int th = (int)((e->size - 1) % 8);
+        long j = (long)((e->size - 1) / 8);
+        if (th < 4) {
+          if (owner[e->tid] < 0) owner[e->tid] = th;
+          if (owner[e->tid] == th) {
+            if (step[e->tid] >= 0) assert_int_equal(j, (step[e->tid] + 1) % 100);
+            step[e->tid] = j;
+            mallocs++;
+          }
+        }
+      }
+    } else if (e->kind == HKT_EV_FREE && e->ptr) {
+      size_t h = (e->ptr >> 3) & (cap - 1);
+      while (live[h] && live[h] != e->ptr) h = (h + 1) & (cap - 1);
+      assert_int_equal(live[h], e->ptr);   /* freed after its alloc */
+      /* delete with backward shift */
+      size_t j = h;
+      for (;;) {
+        live[j] = 0;
+        size_t k = j;
+        for (;;) {
+          k = (k + 1) & (cap - 1);
+          if (!live[k]) goto done;
+          size_t home = (live[k] >> 3) & (cap - 1);
+          if ((j <= k) ? (home <= j || home > k) : (home <= j && home > k)) break;
+        }
+        live[j] = live[k];
+        j = k;
+      }
+    done:
+      frees++;
+    }
+  }
+  assert_int_equal(mallocs, 4 * 20000);
+  assert_true(frees >= 4 * 20000);
+  free(live);
+  free(t.ev);
+}
+
+/* ---- 3. crashes at random points of a two-thread program ---- */
+
+static const char crash_src[] =
+  "#include <pthread.h>\n#include <signal.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n"
+  "#include <stdatomic.h>\n"
+  "static _Atomic long made[2];\n"
+  "static _Atomic int stop;\n"
+  "static void *work(void *arg) {\n"
+  "  long t = (long)arg;\n"
+  "  void *keep[32] = {0};\n"
+  "  for (long j = 0; !atomic_load(&stop); j++) {\n"
+  "    int k = j % 32;\n"
+  "    if (keep[k]) { free(keep[k]); atomic_fetch_add(&made[t], 1); }\n"
+  "    keep[k] = malloc(1 + t + 8 * (j % 100)); atomic_fetch_add(&made[t], 1);\n"
+  "  }\n"
+  "  return 0;\n"
+  "}\n"
+  "int main(int argc, char **argv) {\n"
+  "  long at = atol(argv[2]);\n"
+  "  pthread_t th;\n"
+  "  pthread_create(&th, 0, work, (void *)1);\n"
+  "  void *keep[32] = {0};\n"
+  "  for (long j = 0; j < at; j++) {\n"
+  "    int k = j % 32;\n"
+  "    if (keep[k]) { free(keep[k]); made[0]++; }\n"
+  "    keep[k] = malloc(1 + 8 * (j % 100)); made[0]++;\n"
+  "  }\n"
+  "  long m0 = made[0], m1 = made[1];\n"   /* every call counted here has returned */
+  "  char buf[64];\n"
+  "  int n = snprintf(buf, sizeof buf, \"made %ld %ld\\n\", m0, m1);\n"
+  "  write(2, buf, n);\n"
+  "  switch (argv[1][0]) {\n"
+  "  case 's': *(volatile int *)16 = 1; break;\n"
+  "  case 'a': abort();\n"
+  "  case 'k': kill(getpid(), SIGKILL); break;\n"
+  "  }\n"
+  "  atomic_store(&stop, 1);\n"
+  "  pthread_join(th, 0);\n"
+  "  return 0;\n"
+  "}\n";
+
+/* malloc and free calls of program thread `th`: its thread index is that of
+ * its first malloc (size 1 + th), then every call of that index counts. */
+static long calls_of(const trace *t, int th) {
+  uint32_t tid = UINT32_MAX;
+  long n = 0;
+  for (size_t i = 0; i < t->n; i++) {
+    const hkt_event *e = &t->ev[i];
+    if (tid == UINT32_MAX && e->kind == HKT_EV_MALLOC && e->size == (uint64_t)(1 + th)) tid = e->tid;
+    if (e->tid == tid && (e->kind == HKT_EV_MALLOC || e->kind == HKT_EV_FREE)) n++;
+  }
+  return n;
+}
+
+static void crash_case(char mode, int sig, int use_record) {
+  char exe[700], out[700], at[32], m[2] = { mode, 0 };
+  snprintf(exe, sizeof exe, "%s/crash", tmp);
+  snprintf(out, sizeof out, "%s/crash-%c.hkt.zst", tmp, mode);
+  snprintf(at, sizeof at, "%ld", 1000 + (long)(random() % 60000));
+  int st;
+  if (use_record) {
+    char *argv[] = { hakmem_bin, "record", "-o", out, "--", exe, m, at, NULL };
+    st = run(argv, NULL, 0);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 128 + sig);
+  } else {
+    /* no front end: the spool stays, `hakmem recover` finishes it */
+    char env_trace[800], env_pre[800];
+    snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
+    snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
+    const char *env[] = { env_trace, env_pre, NULL };
+    char *argv[] = { exe, m, at, NULL };
+    st = run(argv, env, 0);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), sig);
+  }
+  char *err = run_err();
+  long m0 = -1, m1 = -1;
+  char *p = strstr(err, "made ");
+  assert_non_null(p);
+  assert_int_equal(sscanf(p, "made %ld %ld", &m0, &m1), 2);
+  free(err);
+  char spool[800];
+  snprintf(spool, sizeof spool, "%s.spool", out);
+  if (!use_record && sig != SIGKILL) {
+    /* the in-process handler finished the trace */
+    assert_int_not_equal(access(spool, F_OK), 0);
+  } else if (!use_record) {
+    char *argv[] = { hakmem_bin, "recover", spool, NULL };
+    assert_int_equal(access(spool, F_OK), 0);
+    st = run(argv, NULL, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_not_equal(access(spool, F_OK), 0);
+  }
+  trace t;
+  load(out, &t, NULL);
+  assert_int_equal(t.rc, 0);
+  assert_true(t.complete);
+  const hkt_event *end = end_event(&t);
+  assert_non_null(end);
+  if (use_record || sig != SIGKILL) {
+    assert_int_equal(end->fn, HKT_END_SIGNAL);
+    assert_int_equal(end->aux, (uint64_t)sig);
+  } else {
+    assert_int_equal(end->fn, HKT_END_UNKNOWN);
+  }
+  /* every call reported before dying is there */
+  long c0 = calls_of(&t, 0), c1 = calls_of(&t, 1);
+  if (c0 < m0 || c1 < m1) fprintf(stderr, "mode %c: program made %ld %ld, trace has %ld %ld\n", mode, m0, m1, c0, c1);
+  assert_true(c0 >= m0);
+  assert_true(c1 >= m1);
+  free(t.ev);
+}
+
+static void test_crashes(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("crash", crash_src);
+  srandom((unsigned)getpid());
+  for (int i = 0; i < 2; i++) {
+    crash_case('s', SIGSEGV, 1);
+    crash_case('a', SIGABRT, 1);
+    crash_case('k', SIGKILL, 1);
+  }
+  crash_case('k', SIGKILL, 0);
+  crash_case('s', SIGSEGV, 0);
+}
+
+/* ---- 4. fork and exec ---- */
+
+static const char fork_src[] =
+  "#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n#include <sys/wait.h>\n"
+  "int main(int argc, char **argv) {\n"
+  "  for (int i = 0; i < 100; i++) { void *volatile p = malloc(100 + i); free(p); }\n"
+  "  if (argc > 1 && !strcmp(argv[1], \"exec\")) return 7;\n"   /* the exec'd image */
+  "  pid_t p = fork();\n"
+  "  if (!p) { for (int i = 0; i < 50; i++) { void *volatile q = malloc(200); free(q); } exit(5); }\n"
+  "  int st; waitpid(p, &st, 0);\n"
+  "  if (!WIFEXITED(st) || WEXITSTATUS(st) != 5) return 1;\n"
+  "  execl(argv[0], argv[0], \"exec\", (char *)0);\n"
+  "  return 2;\n"
+  "}\n";
+
+static void test_fork_exec(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("forker", fork_src);
+  char exe[700], out[700];
+  snprintf(exe, sizeof exe, "%s/forker", tmp);
+  snprintf(out, sizeof out, "%s/fork.hkt.zst", tmp);
+  char *argv[] = { hakmem_bin, "record", "-o", out, "--", exe, NULL };
+  int st = run(argv, NULL, 0);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 7);
+  /* root (ended by exec), the forked child (exit 5, with _exit: finished by
+   * `hakmem record`), the exec'd image (exit 7) */
+  char cmd[1000];
+  snprintf(cmd, sizeof cmd, "ls %s/fork*.hkt.zst | wc -l > %s/count", tmp, tmp);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/count", tmp);
+  char *count = slurp(cmd);
+  assert_int_equal(atoi(count), 3);
+  free(count);
+  snprintf(cmd, sizeof cmd, "ls %s/fork*.spool 2>/dev/null | wc -l > %s/count", tmp, tmp);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/count", tmp);
+  count = slurp(cmd);
+  assert_int_equal(atoi(count), 0);
+  free(count);
+
+  trace t;
+  load(out, &t, NULL);
+  assert_true(t.complete);
+  assert_int_equal(end_event(&t)->fn, HKT_END_EXEC);
+  free(t.ev);
+  /* the others: FILE.<pid>.hkt.zst and FILE.<pid>.1.hkt.zst */
+  snprintf(cmd, sizeof cmd, "ls %s/fork.*.hkt.zst > %s/list", tmp, tmp);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/list", tmp);
+  char *list = slurp(cmd), *save = NULL;
+  int exits5 = 0, exits7 = 0;
+  for (char *p = strtok_r(list, "\n", &save); p; p = strtok_r(NULL, "\n", &save)) {
+    load(p, &t, NULL);
+    assert_int_equal(t.rc, 0);
+    assert_true(t.complete);
+    const hkt_event *end = end_event(&t);
+    assert_non_null(end);
+    long mallocs = 0;
+    for (size_t i = 0; i < t.n; i++) mallocs += t.ev[i].kind == HKT_EV_MALLOC && t.ev[i].size == 200;
+    if (end->aux == 5) { exits5++; assert_int_equal(mallocs, 50); }
+    if (end->aux == 7) exits7++;
+    free(t.ev);
+  }
+  free(list);
+  assert_int_equal(exits5, 1);
+  assert_int_equal(exits7, 1);
+}
+
+/* ---- 5. backtraces and module loads ---- */
+
+static const char bt_src[] =
+  "#include <dlfcn.h>\n#include <stdlib.h>\n#include <unistd.h>\n"
+  "__attribute__((noinline)) void *leaf(int n) { return malloc(n); }\n"
+  "__attribute__((noinline)) void *mid(int n) { return leaf(n); }\n"
+  "int main(void) {\n"
+  "  for (int i = 0; i < 1000; i++) free(mid(24));\n"
+  "  void *h = dlopen(\"libz.so.1\", RTLD_NOW);\n"
+  "  if (!h) h = dlopen(\"libm.so.6\", RTLD_NOW);\n"
+  "  usleep(50000);\n"
+  "  for (int i = 0; i < 10; i++) { void *volatile p = malloc(5000); free(p); }\n"
+  "  return h ? 0 : 1;\n"
+  "}\n";
+
+static void test_backtrace_modules(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("bt", bt_src);
+  char exe[700], out[700];
+  snprintf(exe, sizeof exe, "%s/bt", tmp);
+  snprintf(out, sizeof out, "%s/bt.hkt.zst", tmp);
+  char *argv[] = { hakmem_bin, "record", "--backtrace", "8", "-o", out, "--", exe, NULL };
+  int st = run(argv, NULL, 0);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  hkt_reader *r;
+  assert_int_equal(hkt_reader_open(&r, out), 0);
+  hkt_event ev;
+  int with_stack = 0, modules = 0;
+  uint32_t first_id = 0;
+  int same_id = 0;
+  while (hkt_reader_next(r, &ev) > 0) {
+    if (ev.kind == HKT_EV_MODULE_LOAD && ev.str && (strstr(ev.str, "libz") || strstr(ev.str, "libm"))) {
+      modules++;
+      assert_true(ev.ptr != 0 && ev.size != 0);
+    }
+    if (ev.kind == HKT_EV_MALLOC && ev.size == 24) {
+      assert_int_not_equal(ev.stack_id, 0);
+      const uint64_t *f;
+      uint32_t n;
+      assert_int_equal(hkt_reader_stack(r, ev.stack_id, &f, &n), 0);
+      assert_true(n >= 3);   /* leaf, mid, main at least */
+      if (!first_id) first_id = ev.stack_id;
+      same_id += ev.stack_id == first_id;
+      with_stack++;
+    }
+  }
+  assert_true(hkt_reader_complete(r));
+  hkt_reader_close(r);
+  assert_int_equal(with_stack, 1000);
+  assert_true(same_id >= 999);   /* deduplicated: one stack for one call path */
+  assert_int_equal(modules, 1);
+}
+
+/* ---- 6. a full disk: reported once, the program goes on ---- */
+
+static const char disk_src[] =
+  "#include <stdio.h>\n#include <stdlib.h>\n"
+  "int main(void) {\n"
+  "  unsigned long x = 1;\n"
+  "  for (long i = 0; i < 3000000; i++) { x = x * 6364136223846793005ul + 1; void *volatile p = malloc(1 + (x >> 40) % 4000); free(p); }\n"
+  "  puts(\"finished\");\n"
+  "  return 0;\n"
+  "}\n";
+
+static void test_full_disk(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("disk", disk_src);
+  char exe[700], out[700], env_trace[800], env_pre[800];
+  snprintf(exe, sizeof exe, "%s/disk", tmp);
+  snprintf(out, sizeof out, "%s/disk.hkt.zst", tmp);
+  snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
+  snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
+  const char *env[] = { env_trace, env_pre, "HAKMEM_TRACE_SPOOL_MB=2", "HAKMEM_TRACE_ROOT=", NULL };
+  char *argv[] = { exe, NULL };
+  int st = run(argv, env, 3 << 20);   /* files stop growing at 3 MiB */
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  char *o = run_out(), *e = run_err();
+  assert_non_null(strstr(o, "finished"));
+  char *first = strstr(e, "hakmem: trace");
+  assert_non_null(first);
+  assert_null(strstr(first + 1, "hakmem: trace"));   /* once */
+  free(o);
+  free(e);
+  trace t;
+  load(out, &t, NULL);   /* what was written reads */
+  assert_false(t.complete);
+  free(t.ev);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_own_calls),
+    cmocka_unit_test(test_threads),
+    cmocka_unit_test(test_crashes),
+    cmocka_unit_test(test_fork_exec),
+    cmocka_unit_test(test_backtrace_modules),
+    cmocka_unit_test(test_full_disk),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

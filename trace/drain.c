@@ -1,0 +1,348 @@
+/* drain.c — spool to trace: merge the per-thread chunks into seq order,
+ * write the events, free the chunks; and recovery of a dead recorder.
+ *
+ * Each chunk holds one thread's records in increasing seq; the merge takes
+ * the chunk whose next record is the next seq. A seq taken but not yet
+ * published is a call in flight: while the process runs the drain waits for
+ * it; when the process is gone (final) it was a call that never returned,
+ * and is skipped after a grace period. The writer renumbers, so a skipped
+ * seq leaves no hole in the trace.
+ *
+ * A chunk is freed only when all its records are in frames already written
+ * (below written_seq), so the spool always holds every event that is not
+ * yet safely in the trace file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "spool.h"
+
+struct hkt_drain {
+  hkt_spool *s;
+  hkt_writer *w;
+  uint64_t next;            /* next spool seq to write */
+  uint32_t *cur;            /* per chunk: records consumed */
+  uint64_t *maxseq;         /* per chunk: highest seq consumed + 1 */
+  uint32_t *active;         /* chunks not FREE, found by the last scan */
+  uint32_t nactive;
+  uint8_t *stack_done;      /* stack ids already defined in the trace */
+  uint64_t gap_start_ns;
+  char str[HKT_MAX_STR + 1];
+  uint8_t bid[256];
+};
+
+HKT_INTERNAL uint32_t hkt_writer_pending(const hkt_writer *w);
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+hkt_drain *hkt_drain_new(hkt_spool *s, hkt_writer *w, uint64_t from_seq) {
+  hkt_drain *d = hkt_mem_alloc(sizeof *d);
+  if (!d) return NULL;
+  uint32_t n = s->h->nchunks;
+  d->s = s;
+  d->w = w;
+  d->next = from_seq;
+  d->cur = hkt_mem_alloc((size_t)n * sizeof *d->cur);
+  d->maxseq = hkt_mem_alloc((size_t)n * sizeof *d->maxseq);
+  d->active = hkt_mem_alloc((size_t)n * sizeof *d->active);
+  d->stack_done = hkt_mem_alloc((size_t)s->h->stack_cap / 8 + 1);
+  if (!d->cur || !d->maxseq || !d->active || !d->stack_done) { hkt_drain_free(d); return NULL; }
+  return d;
+}
+
+void hkt_drain_free(hkt_drain *d) {
+  if (!d) return;
+  hkt_mem_free(d->cur);
+  hkt_mem_free(d->maxseq);
+  hkt_mem_free(d->active);
+  hkt_mem_free(d->stack_done);
+  hkt_mem_free(d);
+}
+
+uint64_t hkt_drain_next_seq(const hkt_drain *d) { return d->next; }
+
+/* Write the stack's definition before the first event that uses it. */
+static int define_stack(hkt_drain *d, uint32_t id) {
+  hkt_spool *s = d->s;
+  if (!id || id > atomic_load_explicit(&s->h->nstacks, memory_order_acquire) || id > s->h->stack_cap) return 0;
+  if (d->stack_done[(id - 1) / 8] & (1u << ((id - 1) % 8))) return 0;
+  hkt_stack_ent *e = &s->stacks[id - 1];
+  if (e->off + e->n > s->h->sframes_cap) return 0;
+  HKT_TRY(hkt_writer_stack(d->w, id, s->sframes + e->off, e->n));
+  d->stack_done[(id - 1) / 8] |= (uint8_t)(1u << ((id - 1) % 8));
+  return 0;
+}
+
+/* Turn the record group at r (1 + r->nx records) into an event and put it. */
+static int put_record(hkt_drain *d, const hkt_rec *r) {
+  hkt_event ev = {0};
+  ev.kind = r->kind;
+  ev.fn = r->fn;
+  ev.cls = r->cls == 0xffff ? HKT_NO_CLASS : r->cls;
+  ev.tid = r->tid;
+  ev.ptr = r->ptr;
+  ev.size = r->size;
+  ev.aux = r->aux;
+  ev.aux2 = r->aux2;
+  ev.caller = r->caller;
+  ev.time_ns = hkt_spool_ns(d->s, r->stamp);
+  if (r->nx) {
+    const hkt_rec_ext *x = (const hkt_rec_ext *)(r + 1);
+    ev.aux3 = x->aux3;
+    ev.stack_id = x->stack_id;
+    if (r->tid == 0xffff) ev.tid = x->tid;
+    size_t room = 44 + (size_t)(r->nx - 1) * HKT_REC_BYTES;
+    size_t sl = x->str_len == 0xffff ? 0 : x->str_len, bl = x->bid_len;
+    if (sl > HKT_MAX_STR) sl = HKT_MAX_STR;
+    if (sl + bl > room) bl = sl < room ? room - sl : 0, sl = sl < room ? sl : room;
+    if (x->str_len != 0xffff) {
+      memcpy(d->str, x->data, sl);
+      d->str[sl] = 0;
+      ev.str = d->str;
+    }
+    if (bl) {
+      memcpy(d->bid, x->data + sl, bl);
+      ev.bid = d->bid;
+      ev.bid_len = (uint32_t)bl;
+    }
+    if (ev.stack_id) HKT_TRY(define_stack(d, ev.stack_id));
+  }
+  HKT_TRY(hkt_writer_put(d->w, &ev));
+  if (hkt_writer_pending(d->w) == 0) {   /* a frame was just written */
+    atomic_store_explicit(&d->s->h->written_events, hkt_writer_events(d->w), memory_order_relaxed);
+    atomic_store_explicit(&d->s->h->written_seq, d->next + 1, memory_order_release);
+  }
+  return 0;
+}
+
+static void scan_active(hkt_drain *d) {
+  d->nactive = 0;
+  for (uint32_t i = 0; i < d->s->h->nchunks; i++)
+    if (atomic_load_explicit(&d->s->dir[i].state, memory_order_acquire) != HKT_CHUNK_FREE)
+      d->active[d->nactive++] = i;
+}
+
+/* Free chunk i if it is sealed, read to its end, and all of it is written. */
+static void maybe_reclaim(hkt_drain *d, uint32_t i) {
+  hkt_chunk_hdr *c = &d->s->dir[i];
+  if (atomic_load_explicit(&c->state, memory_order_acquire) != HKT_CHUNK_SEALED) return;
+  if (d->cur[i] < atomic_load_explicit(&c->committed, memory_order_acquire)) return;
+  if (d->maxseq[i] > atomic_load_explicit(&d->s->h->written_seq, memory_order_acquire)) return;
+  d->cur[i] = 0;
+  d->maxseq[i] = 0;
+  atomic_store_explicit(&c->committed, 0, memory_order_relaxed);
+  atomic_store_explicit(&c->state, HKT_CHUNK_FREE, memory_order_release);
+}
+
+/* Head of chunk i: skip records already written (seq < next); returns the
+ * record or NULL if none is published yet. */
+static const hkt_rec *head(hkt_drain *d, uint32_t i) {
+  uint32_t committed = atomic_load_explicit(&d->s->dir[i].committed, memory_order_acquire);
+  if (committed > HKT_CHUNK_RECS) committed = HKT_CHUNK_RECS;
+  const hkt_rec *recs = hkt_spool_chunk(d->s, i);
+  while (d->cur[i] < committed) {
+    const hkt_rec *r = &recs[d->cur[i]];
+    if (r->seq >= d->next) return d->cur[i] + 1u + r->nx <= committed ? r : NULL;
+    d->cur[i] += 1u + r->nx;
+  }
+  return NULL;
+}
+
+int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
+  hkt_spool_hdr *h = d->s->h;
+  int64_t moved = 0;
+  scan_active(d);
+  for (;;) {
+    uint64_t end = atomic_load_explicit(&h->end_seq, memory_order_acquire);
+    if (d->next >= end) break;
+    uint32_t best = UINT32_MAX;
+    uint64_t best_seq = UINT64_MAX;
+    for (uint32_t k = 0; k < d->nactive; k++) {
+      const hkt_rec *r = head(d, d->active[k]);
+      if (r && r->seq < best_seq) { best_seq = r->seq; best = d->active[k]; }
+    }
+    if (best == UINT32_MAX || best_seq >= end) break;
+    if (best_seq != d->next) {
+      /* a seq in flight: wait while the process lives; once it is gone,
+       * skip it after the grace period */
+      if (!final) break;
+      uint64_t t = now_ns();
+      if (!d->gap_start_ns) d->gap_start_ns = t;
+      if (t - d->gap_start_ns < (uint64_t)gap_wait_ms * 1000000u) {
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+        scan_active(d);
+        continue;
+      }
+      d->next = best_seq;
+    }
+    d->gap_start_ns = 0;
+    const hkt_rec *recs = hkt_spool_chunk(d->s, best);
+    uint32_t committed = atomic_load_explicit(&d->s->dir[best].committed, memory_order_acquire);
+    if (committed > HKT_CHUNK_RECS) committed = HKT_CHUNK_RECS;
+    while (d->cur[best] < committed) {
+      const hkt_rec *r = &recs[d->cur[best]];
+      if (r->seq != d->next || d->next >= end || d->cur[best] + 1u + r->nx > committed) break;
+      int e = put_record(d, r);
+      if (HKT_IS_ERR(e)) return e;
+      d->cur[best] += 1u + r->nx;
+      d->maxseq[best] = d->next + 1;
+      d->next++;
+      moved++;
+    }
+  }
+  for (uint32_t k = 0; k < d->nactive; k++) maybe_reclaim(d, d->active[k]);
+  /* Chunks wait for the frame holding their events to be written (the
+   * recorder keeps frames below a quarter of the spool). Should every chunk
+   * wait so, write the frame now rather than let recorded threads block. */
+  scan_active(d);
+  if (d->nactive == d->s->h->nchunks && hkt_writer_pending(d->w)) {
+    int e = hkt_writer_flush(d->w);
+    if (HKT_IS_ERR(e)) return e;
+    atomic_store_explicit(&h->written_events, hkt_writer_events(d->w), memory_order_relaxed);
+    atomic_store_explicit(&h->written_seq, d->next, memory_order_release);
+    for (uint32_t k = 0; k < d->nactive; k++) maybe_reclaim(d, d->active[k]);
+  }
+  return moved;
+}
+
+int hkt_drain_finish(hkt_drain *d, uint32_t end_kind, uint32_t end_status) {
+  hkt_spool_hdr *h = d->s->h;
+  hkt_event ev = { .kind = HKT_EV_END, .cls = HKT_NO_CLASS };
+  if (atomic_load(&h->end_seq) != UINT64_MAX) {
+    end_kind = atomic_load(&h->end_kind);
+    end_status = atomic_load(&h->end_status);
+    ev.tid = atomic_load(&h->end_tid);
+  }
+  ev.fn = (uint16_t)end_kind;
+  ev.aux = end_status;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t mono = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  ev.time_ns = mono > h->start_mono_ns ? mono - h->start_mono_ns : 0;
+  int e = hkt_writer_put(d->w, &ev);
+  int c = hkt_writer_close(d->w, 1);
+  d->w = NULL;
+  return HKT_IS_ERR(e) ? e : c;
+}
+
+/* Copy the first `len` bytes of src into a new file dst. */
+static int copy_prefix(const char *src, const char *dst, uint64_t len) {
+  int in = open(src, O_RDONLY | O_CLOEXEC);
+  if (in < 0) return HKT_ERR_IO;
+  int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) { close(in); return HKT_ERR_IO; }
+  static __thread uint8_t buf[1 << 16];
+  int e = 0;
+  while (len && !e) {
+    ssize_t n = read(in, buf, len < sizeof buf ? len : sizeof buf);
+    if (n <= 0) { e = n < 0 ? HKT_ERR_IO : 0; break; }
+    for (ssize_t o = 0; o < n;) {
+      ssize_t k = write(out, buf + o, (size_t)(n - o));
+      if (k < 0) { if (errno == EINTR) continue; e = HKT_ERR_IO; break; }
+      o += k;
+    }
+    len -= (uint64_t)n;
+  }
+  close(in);
+  if (close(out) && !e) e = HKT_ERR_IO;
+  return e;
+}
+
+int hkt_recover(const char *spool_path, const char *out, uint32_t end_kind, uint32_t end_status,
+                hkt_recover_info *info, char *why, size_t why_len) {
+  hkt_recover_info dummy;
+  if (!info) info = &dummy;
+  memset(info, 0, sizeof *info);
+  hkt_spool s;
+  int e = hkt_spool_map(&s, spool_path, why, why_len);
+  if (HKT_IS_ERR(e)) return e;
+  hkt_spool_hdr *h = s.h;
+  if (atomic_load(&h->state) == HKT_SPOOL_DONE) {
+    snprintf(why, why_len, "the recorder already finished this trace (%s)", h->trace_path);
+    hkt_spool_unmap(&s);
+    return HKT_ERR_ARG;
+  }
+  const char *dst = out ? out : h->trace_path;
+  snprintf(info->trace_path, sizeof info->trace_path, "%s", dst);
+  if (h->clock_tsc && !atomic_load(&h->tsc_mult))
+    atomic_store(&h->tsc_mult, hkt_tsc_calibrate(h->tsc0, h->start_mono_ns));
+
+  /* keep the whole frames the recorder wrote; start over if there are none */
+  uint64_t written_seq = atomic_load(&h->written_seq), written_events = atomic_load(&h->written_events);
+  hkt_writer *w = NULL;
+  uint64_t next = 0, from = 0;
+  if (written_events && out && strcmp(out, h->trace_path)) {
+    hkt_reader *r = NULL;
+    if (!HKT_IS_ERR(hkt_reader_open(&r, h->trace_path))) {
+      hkt_event ev;
+      while (hkt_reader_next(r, &ev) > 0) {}
+      uint64_t keep = hkt_reader_data_end(r);
+      hkt_reader_close(r);
+      e = copy_prefix(h->trace_path, out, keep);
+      if (HKT_IS_ERR(e)) {
+        snprintf(why, why_len, "cannot copy %s to %s: %s", h->trace_path, out, strerror(errno));
+        hkt_spool_unmap(&s);
+        return e;
+      }
+    } else {
+      hkt_reader_close(r);
+    }
+  }
+  if (written_events && !HKT_IS_ERR(hkt_writer_append(&w, dst, &next)) && next == written_events) {
+    from = written_seq;
+  } else {
+    if (w) { hkt_writer_close(w, 0); w = NULL; }
+    hkt_header hdr;
+    hkt_spool_header(&s, &hdr);
+    e = hkt_writer_open(&w, dst, &hdr);
+    if (HKT_IS_ERR(e)) {
+      snprintf(why, why_len, "cannot write %s: %s", dst, e == HKT_ERR_IO ? strerror(errno) : hkt_strerror(e));
+      hkt_spool_unmap(&s);
+      return e;
+    }
+    next = 0;
+    from = 0;
+  }
+  info->events_before = next;
+  hkt_drain *d = hkt_drain_new(&s, w, from);
+  if (!d) {
+    hkt_writer_close(w, 0);
+    hkt_spool_unmap(&s);
+    snprintf(why, why_len, "out of memory");
+    return HKT_ERR_NOMEM;
+  }
+  int64_t moved = hkt_drain_step(d, 1, 0);
+  if (moved < 0) {
+    snprintf(why, why_len, "writing %s: %s", dst, moved == HKT_ERR_IO ? strerror(errno) : hkt_strerror((int)moved));
+    hkt_writer_close(w, 0);
+    hkt_drain_free(d);
+    hkt_spool_unmap(&s);
+    return (int)moved;
+  }
+  info->events_added = (uint64_t)moved;
+  if (atomic_load(&h->end_seq) != UINT64_MAX) {
+    info->end_kind = atomic_load(&h->end_kind);
+    info->end_status = atomic_load(&h->end_status);
+  } else {
+    info->end_kind = end_kind;
+    info->end_status = end_status;
+  }
+  e = hkt_drain_finish(d, end_kind, end_status);
+  hkt_drain_free(d);
+  if (HKT_IS_ERR(e)) {
+    snprintf(why, why_len, "writing %s: %s", dst, e == HKT_ERR_IO ? strerror(errno) : hkt_strerror(e));
+    hkt_spool_unmap(&s);
+    return e;
+  }
+  atomic_store(&h->state, HKT_SPOOL_DONE);
+  hkt_spool_unmap(&s);
+  unlink(spool_path);
+  return 0;
+}

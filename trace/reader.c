@@ -1,0 +1,482 @@
+/* reader.c — stream a trace: one frame in memory at a time.
+ *
+ * Frames are decompressed with zstd's streaming API into one growing
+ * buffer (capped at HKT_MAX_FRAME_BYTES); an event frame is then decoded
+ * lazily, one event per hkt_reader_next, from cursors over its streams.
+ * Memory is that buffer plus the callsite and stack tables, whatever the
+ * length of the trace. Errors are sticky: once next returns one, it keeps
+ * returning it, and errmsg names the file, the offset of the frame and the
+ * last good sequence number. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+#include "hkt_internal.h"
+
+#define IN_CAP (128u << 10)
+
+typedef struct stack_ent { uint32_t id, n; uint64_t off; } stack_ent;
+
+struct hkt_reader {
+  int fd;
+  int err;
+  int eof;
+  int complete;
+  int in_frame;             /* an event frame is being decoded */
+  char *path;
+  char msg[640];
+  ZSTD_DCtx *dctx;
+  uint8_t *in;
+  size_t in_len, in_pos;
+  uint64_t consumed;        /* compressed bytes the decoder took */
+  uint64_t whole_off;       /* end of the last whole frame */
+  uint64_t frame_off;       /* start of the frame being read */
+  uint64_t data_end, data_events;
+  uint64_t frames;
+  hkt_buf content;
+
+  /* header, with its strings and modules in `hstore` */
+  hkt_header hdr;
+  hkt_buf hstore;
+  hkt_module *mods;
+
+  /* the event frame being decoded */
+  uint64_t next_seq;
+  uint32_t left;            /* events of the frame not yet returned */
+  uint64_t prev_t;
+  uint64_t pred[HKT_PTR_SLOTS];
+  hkt_cur s[HKT_S__COUNT];
+  uint64_t *callers;
+  uint32_t ncallers, callers_cap;
+  char str[HKT_MAX_STR + 1];
+  uint8_t bid[256];
+
+  /* stacks of the whole trace */
+  stack_ent *stab;          /* open addressing by id */
+  uint32_t stab_cap, nstacks;
+  uint64_t *sframes;
+  uint64_t nsframes, sframes_cap;
+};
+
+static __thread char last_open_msg[640];
+
+static int set_err(hkt_reader *r, int err, uint64_t off, const char *fmt, ...) {
+  char what[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  if (r->next_seq)
+    snprintf(r->msg, sizeof r->msg, "%s: offset %llu (after seq %llu): %s", r->path,
+             (unsigned long long)off, (unsigned long long)(r->next_seq - 1), what);
+  else
+    snprintf(r->msg, sizeof r->msg, "%s: offset %llu (before the first event): %s", r->path,
+             (unsigned long long)off, what);
+  r->err = err;
+  return err;
+}
+
+/* Decompress the next frame into r->content. 1: a frame; 0: clean end of
+ * file; <0: error. */
+static int read_frame(hkt_reader *r) {
+  r->content.len = 0;
+  r->frame_off = r->whole_off;
+  int started = 0;
+  ZSTD_DCtx_reset(r->dctx, ZSTD_reset_session_only);
+  for (;;) {
+    if (r->in_pos == r->in_len) {
+      if (r->eof) {
+        if (!started) return 0;
+        return set_err(r, HKT_ERR_TRUNCATED, r->frame_off, "the file ends inside a frame (%llu bytes of it present)",
+                       (unsigned long long)(r->consumed - r->frame_off));
+      }
+      ssize_t n = read(r->fd, r->in, IN_CAP);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return set_err(r, HKT_ERR_IO, r->consumed, "read failed: %s", strerror(errno));
+      }
+      if (n == 0) { r->eof = 1; continue; }
+      r->in_len = (size_t)n;
+      r->in_pos = 0;
+    }
+    if (r->content.cap - r->content.len < (64u << 10)) {
+      if (r->content.cap >= HKT_MAX_FRAME_BYTES)
+        return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "frame content larger than %u bytes", HKT_MAX_FRAME_BYTES);
+      if (hkt_buf_reserve(&r->content, r->content.cap ? r->content.cap : (256u << 10)))
+        return set_err(r, HKT_ERR_NOMEM, r->frame_off, "out of memory");
+    }
+    ZSTD_inBuffer in = { r->in + r->in_pos, r->in_len - r->in_pos, 0 };
+    size_t room = r->content.cap - r->content.len;
+    if (r->content.len + room > HKT_MAX_FRAME_BYTES) room = HKT_MAX_FRAME_BYTES - r->content.len;
+    ZSTD_outBuffer out = { r->content.p + r->content.len, room, 0 };
+    size_t ret = ZSTD_decompressStream(r->dctx, &out, &in);
+    r->in_pos += in.pos;
+    r->consumed += in.pos;
+    r->content.len += out.pos;
+    if (in.pos) started = 1;
+    if (ZSTD_isError(ret)) {
+      if (r->frames == 0 && r->frame_off == 0 && ZSTD_getErrorCode(ret) == ZSTD_error_prefix_unknown)
+        return set_err(r, HKT_ERR_NOT_TRACE, 0, "not a zstd file, so not a hakmem trace");
+      if (ZSTD_getErrorCode(ret) == ZSTD_error_prefix_unknown)
+        return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "no zstd frame here (garbage after the last frame)");
+      if (ZSTD_getErrorCode(ret) == ZSTD_error_checksum_wrong)
+        return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "frame checksum mismatch");
+      return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "zstd: %s", ZSTD_getErrorName(ret));
+    }
+    if (ret == 0) {
+      r->whole_off = r->consumed;
+      if (r->content.len == 0) { r->frame_off = r->whole_off; started = 0; continue; }  /* skippable frame */
+      r->frames++;
+      return 1;
+    }
+  }
+}
+
+static const char *store_str(hkt_reader *r, hkt_cur *c, uint64_t *off) {
+  uint64_t n = hkt_get_varint(c);
+  const uint8_t *s = c->bad ? NULL : hkt_get_bytes(c, n);
+  if (!s) return NULL;
+  *off = r->hstore.len;
+  hkt_buf_put(&r->hstore, s, n);
+  hkt_buf_byte(&r->hstore, 0);
+  return "";
+}
+
+static int parse_header(hkt_reader *r) {
+  const uint8_t *p = r->content.p;
+  if (r->content.len < 4 || memcmp(p, HKT_MAGIC_HEADER, 4))
+    return set_err(r, HKT_ERR_NOT_TRACE, 0, "a zstd file, but not a hakmem trace (no header frame)");
+  hkt_cur c = { p + 4, p + r->content.len, 0 };
+  hkt_header *h = &r->hdr;
+  uint64_t v = hkt_get_varint(&c);
+  if (c.bad) return set_err(r, HKT_ERR_CORRUPT, 0, "header frame too short");
+  if (v != HKT_FORMAT_VERSION)
+    return set_err(r, HKT_ERR_VERSION, 0, "format version %llu, this build reads version %d",
+                   (unsigned long long)v, HKT_FORMAT_VERSION);
+  h->version = (uint32_t)v;
+  h->pid = (uint32_t)hkt_get_varint(&c);
+  h->ppid = (uint32_t)hkt_get_varint(&c);
+  h->start_realtime_ns = hkt_get_varint(&c);
+  v = hkt_get_varint(&c);
+  h->time_shift = v > 32 ? 32 : (uint32_t)v;
+  h->tsc_per_sec = hkt_get_varint(&c);
+  uint64_t soff[3];
+  for (int i = 0; i < 3; i++)
+    if (!store_str(r, &c, &soff[i])) return set_err(r, HKT_ERR_CORRUPT, 0, "header frame: bad string");
+  h->arena_base = hkt_get_varint(&c);
+  v = hkt_get_varint(&c);
+  if (v > 64) return set_err(r, HKT_ERR_CORRUPT, 0, "header frame: %llu size classes", (unsigned long long)v);
+  h->num_classes = (uint32_t)v;
+  for (uint32_t i = 0; i < h->num_classes; i++) h->class_size[i] = (uint32_t)hkt_get_varint(&c);
+  v = hkt_get_varint(&c);
+  if (c.bad || v > HKT_MAX_MODULES) return set_err(r, HKT_ERR_CORRUPT, 0, "header frame: bad module count");
+  h->num_modules = (uint32_t)v;
+  uint64_t *moff = hkt_mem_alloc((v + 1) * sizeof *moff);
+  r->mods = hkt_mem_alloc((v + 1) * sizeof *r->mods);
+  if (!moff || !r->mods) { hkt_mem_free(moff); return set_err(r, HKT_ERR_NOMEM, 0, "out of memory"); }
+  for (uint32_t i = 0; i < h->num_modules && !c.bad; i++) {
+    hkt_module *m = &r->mods[i];
+    if (!store_str(r, &c, &moff[i])) break;
+    m->base = hkt_get_varint(&c);
+    m->size = hkt_get_varint(&c);
+    uint64_t bl = hkt_get_varint(&c);
+    const uint8_t *b = bl <= 40 ? hkt_get_bytes(&c, bl) : NULL;
+    if (!b) { c.bad = 1; break; }
+    memcpy(m->build_id, b, bl);
+    m->build_id_len = (uint32_t)bl;
+  }
+  if (c.bad || r->hstore.failed) {
+    hkt_mem_free(moff);
+    return set_err(r, c.bad ? HKT_ERR_CORRUPT : HKT_ERR_NOMEM, 0, "header frame: %s",
+                   c.bad ? "bad module table" : "out of memory");
+  }
+  /* trailing bytes are allowed: later versions may add fields */
+  const char *base = (const char *)r->hstore.p;
+  h->clock = base + soff[0];
+  h->cmdline = base + soff[1];
+  h->config = base + soff[2];
+  for (uint32_t i = 0; i < h->num_modules; i++) r->mods[i].path = base + moff[i];
+  h->modules = r->mods;
+  hkt_mem_free(moff);
+  r->data_end = r->whole_off;
+  return 0;
+}
+
+static int stack_define(hkt_reader *r, uint32_t id, hkt_cur *c, uint32_t n) {
+  if (r->nsframes + n > HKT_MAX_STACK_FRAMES) return HKT_ERR_CORRUPT;
+  if (r->nsframes + n > r->sframes_cap) {
+    uint64_t cap = r->sframes_cap ? r->sframes_cap * 2 : 4096;
+    while (cap < r->nsframes + n) cap *= 2;
+    uint64_t *p = hkt_mem_realloc(r->sframes, cap * sizeof *p);
+    if (!p) return HKT_ERR_NOMEM;
+    r->sframes = p;
+    r->sframes_cap = cap;
+  }
+  if (2 * (r->nstacks + 1) > r->stab_cap) {   /* grow and rehash */
+    uint32_t cap = r->stab_cap ? r->stab_cap * 2 : 1024;
+    stack_ent *t = hkt_mem_alloc((size_t)cap * sizeof *t);
+    if (!t) return HKT_ERR_NOMEM;
+    for (uint32_t i = 0; i < r->stab_cap; i++) {
+      if (!r->stab[i].id) continue;
+      uint32_t h = (r->stab[i].id * 0x9e3779b1u) & (cap - 1);
+      while (t[h].id) h = (h + 1) & (cap - 1);
+      t[h] = r->stab[i];
+    }
+    hkt_mem_free(r->stab);
+    r->stab = t;
+    r->stab_cap = cap;
+  }
+  uint64_t off = r->nsframes, prev = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    prev += (uint64_t)hkt_unzz(hkt_get_varint(c));
+    r->sframes[off + i] = prev;
+  }
+  if (c->bad) return HKT_ERR_CORRUPT;
+  r->nsframes += n;
+  uint32_t h = (id * 0x9e3779b1u) & (r->stab_cap - 1);
+  while (r->stab[h].id && r->stab[h].id != id) h = (h + 1) & (r->stab_cap - 1);
+  if (!r->stab[h].id) r->nstacks++;
+  r->stab[h] = (stack_ent){ id, n, off };
+  return 0;
+}
+
+static int parse_events(hkt_reader *r) {
+  const uint8_t *p = r->content.p;
+  hkt_cur c = { p + 4, p + r->content.len, 0 };
+  uint64_t first = hkt_get_varint(&c), n = hkt_get_varint(&c);
+  r->prev_t = hkt_get_varint(&c);
+  uint64_t nst = hkt_get_varint(&c);
+  if (c.bad) return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "event frame too short");
+  if (first != r->next_seq)
+    return set_err(r, HKT_ERR_SEQUENCE, r->frame_off, "frame starts at seq %llu, expected %llu",
+                   (unsigned long long)first, (unsigned long long)r->next_seq);
+  if (n > (1u << 20) || n * 5 > r->content.len)
+    return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "frame claims %llu events", (unsigned long long)n);
+  for (uint64_t i = 0; i < nst; i++) {
+    uint64_t id = hkt_get_varint(&c), nf = hkt_get_varint(&c);
+    if (c.bad || !id || id > UINT32_MAX || nf > HKT_MAX_STACK_DEPTH)
+      return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad stack table");
+    int e = stack_define(r, (uint32_t)id, &c, (uint32_t)nf);
+    if (e) return set_err(r, e, r->frame_off, e == HKT_ERR_NOMEM ? "out of memory" : "bad stack table");
+  }
+  uint64_t nc = hkt_get_varint(&c);
+  if (c.bad || nc > n) return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad callsite table");
+  if (nc > r->callers_cap) {
+    uint64_t *t = hkt_mem_realloc(r->callers, nc * sizeof *t);
+    if (!t) return set_err(r, HKT_ERR_NOMEM, r->frame_off, "out of memory");
+    r->callers = t;
+    r->callers_cap = (uint32_t)nc;
+  }
+  uint64_t prev = 0;
+  for (uint64_t i = 0; i < nc; i++) r->callers[i] = prev += (uint64_t)hkt_unzz(hkt_get_varint(&c));
+  r->ncallers = (uint32_t)nc;
+  uint64_t len[HKT_S__COUNT], total = 0;
+  for (int i = 0; i < HKT_S__COUNT; i++) { len[i] = hkt_get_varint(&c); total += len[i]; }
+  if (c.bad || total != (uint64_t)(c.end - c.p) || total < len[0])
+    return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "stream lengths do not match the frame");
+  for (int i = 0; i < HKT_S__COUNT; i++) {
+    r->s[i] = (hkt_cur){ c.p, c.p + len[i], 0 };
+    c.p += len[i];
+  }
+  if (len[HKT_S_KIND] != n) return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "kind stream length is not the event count");
+  memset(r->pred, 0, sizeof r->pred);
+  r->left = (uint32_t)n;
+  r->in_frame = 1;
+  return 0;
+}
+
+/* End of an event frame: every stream must be used up exactly. */
+static int finish_events(hkt_reader *r) {
+  r->in_frame = 0;
+  for (int i = 0; i < HKT_S__COUNT; i++)
+    if (r->s[i].p != r->s[i].end)
+      return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "stream %d has %ld bytes left after the frame's events",
+                     i, (long)(r->s[i].end - r->s[i].p));
+  r->data_end = r->whole_off;
+  r->data_events = r->next_seq;
+  return 0;
+}
+
+static int decode_event(hkt_reader *r, hkt_event *ev) {
+  memset(ev, 0, sizeof *ev);
+  ev->seq = r->next_seq;
+  uint8_t kind = hkt_get_byte(&r->s[HKT_S_KIND]);
+  uint8_t fl = hkt_get_byte(&r->s[HKT_S_FLAGS]), f2 = 0;
+  if (fl & HKT_F_EXT) f2 = hkt_get_byte(&r->s[HKT_S_FLAGS]);
+  uint64_t tid = hkt_get_varint(&r->s[HKT_S_TID]);
+  r->prev_t += (uint64_t)hkt_unzz(hkt_get_varint(&r->s[HKT_S_TIME]));
+  uint64_t cls = hkt_get_varint(&r->s[HKT_S_CLS]);
+  if (kind == 0 || kind >= 64 || tid > UINT32_MAX || cls > UINT32_MAX || (f2 & ~7u))
+    return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad event at seq %llu", (unsigned long long)ev->seq);
+  ev->kind = kind;
+  ev->tid = (uint32_t)tid;
+  ev->time_ns = r->prev_t << r->hdr.time_shift;
+  ev->cls = cls ? (uint32_t)(cls - 1) : HKT_NO_CLASS;
+  if (fl & HKT_F_PTR) {
+    hkt_cur *s = &r->s[HKT_S_PTR];
+    uint64_t v = hkt_get_varint(s);
+    unsigned slot = ev->cls < HKT_PTR_SLOTS - 1 ? ev->cls : HKT_PTR_SLOTS - 1;
+    if (v & 1) ev->ptr = hkt_get_varint(s);
+    else ev->ptr = r->pred[slot] + ((uint64_t)hkt_unzz(v >> 1) << 3);
+    r->pred[slot] = ev->ptr;
+  }
+  if (fl & HKT_F_SIZE) ev->size = hkt_get_varint(&r->s[HKT_S_SIZE]);
+  hkt_cur *a = &r->s[HKT_S_AUX];
+  if (fl & HKT_F_AUX) ev->aux = hkt_get_varint(a);
+  if (fl & HKT_F_AUX2) ev->aux2 = hkt_get_varint(a);
+  if (fl & HKT_F_AUX3) ev->aux3 = hkt_get_varint(a);
+  if (fl & HKT_F_FN) {
+    uint64_t fn = hkt_get_varint(a);
+    if (fn > 0xffff) a->bad = 1;
+    ev->fn = (uint16_t)fn;
+  }
+  if (f2 & HKT_F2_STACK) {
+    uint64_t id = hkt_get_varint(a);
+    if (id > UINT32_MAX) a->bad = 1;
+    ev->stack_id = (uint32_t)id;
+  }
+  if (fl & HKT_F_CALLER) {
+    uint64_t i = hkt_get_varint(&r->s[HKT_S_CALLER]);
+    if (i >= r->ncallers) r->s[HKT_S_CALLER].bad = 1;
+    else ev->caller = r->callers[i];
+  }
+  hkt_cur *s = &r->s[HKT_S_STR];
+  if (f2 & HKT_F2_STR) {
+    uint64_t n = hkt_get_varint(s);
+    const uint8_t *b = n <= HKT_MAX_STR ? hkt_get_bytes(s, n) : NULL;
+    if (!b) s->bad = 1;
+    else { memcpy(r->str, b, n); r->str[n] = 0; ev->str = r->str; }
+  }
+  if (f2 & HKT_F2_BID) {
+    uint64_t n = hkt_get_varint(s);
+    const uint8_t *b = n <= 255 ? hkt_get_bytes(s, n) : NULL;
+    if (!b) s->bad = 1;
+    else { memcpy(r->bid, b, n); ev->bid = r->bid; ev->bid_len = (uint32_t)n; }
+  }
+  for (int i = 0; i < HKT_S__COUNT; i++)
+    if (r->s[i].bad)
+      return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "event at seq %llu runs past its stream %d",
+                     (unsigned long long)ev->seq, i);
+  r->next_seq++;
+  r->left--;
+  return 1;
+}
+
+int hkt_reader_next(hkt_reader *r, hkt_event *ev) {
+  if (!r || !ev) return HKT_ERR_ARG;
+  for (;;) {
+    if (r->err) return r->err;
+    if (r->in_frame) {
+      if (r->left) return decode_event(r, ev);
+      HKT_TRY(finish_events(r));
+    }
+    if (r->complete) return 0;
+    int e = read_frame(r);
+    if (e <= 0) return e;
+    const uint8_t *p = r->content.p;
+    if (r->content.len >= 4 && !memcmp(p, HKT_MAGIC_EVENTS, 4)) {
+      HKT_TRY(parse_events(r));
+    } else if (r->content.len >= 4 && !memcmp(p, HKT_MAGIC_END, 4)) {
+      hkt_cur c = { p + 4, p + r->content.len, 0 };
+      uint64_t total = hkt_get_varint(&c);
+      if (c.bad) return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "end frame too short");
+      if (total != r->next_seq)
+        return set_err(r, HKT_ERR_SEQUENCE, r->frame_off, "end frame counts %llu events, the trace has %llu",
+                       (unsigned long long)total, (unsigned long long)r->next_seq);
+      uint64_t end_off = r->frame_off;
+      e = read_frame(r);   /* nothing may follow the end frame */
+      if (e < 0) return e;
+      if (e > 0) return set_err(r, HKT_ERR_CORRUPT, end_off, "data after the end frame");
+      r->complete = 1;
+      return 0;
+    } else {
+      return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "frame of unknown type");
+    }
+  }
+}
+
+int hkt_reader_open(hkt_reader **out, const char *path) {
+  if (!out || !path) return HKT_ERR_ARG;
+  *out = NULL;
+  last_open_msg[0] = 0;
+  hkt_reader *r = hkt_mem_alloc(sizeof *r);
+  size_t plen = strlen(path);
+  if (r) r->path = hkt_mem_alloc(plen + 1);
+  if (!r || !r->path) {
+    hkt_mem_free(r);
+    snprintf(last_open_msg, sizeof last_open_msg, "%s: out of memory", path);
+    return HKT_ERR_NOMEM;
+  }
+  memcpy(r->path, path, plen + 1);
+  *out = r;
+  int e = 0;
+  r->fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (r->fd < 0) {
+    int saved = errno;
+    snprintf(r->msg, sizeof r->msg, "%s: %s", path, strerror(saved));
+    e = r->err = HKT_ERR_IO;
+    errno = saved;
+  } else {
+    r->dctx = hkt_zstd_dctx();
+    r->in = hkt_mem_alloc(IN_CAP);
+    if (!r->dctx || !r->in) e = set_err(r, HKT_ERR_NOMEM, 0, "out of memory");
+    else {
+      ZSTD_DCtx_setParameter(r->dctx, ZSTD_d_windowLogMax, 26);
+      e = read_frame(r);
+      if (e == 0) e = set_err(r, HKT_ERR_NOT_TRACE, 0, "empty file, not a hakmem trace");
+      else if (e > 0) e = parse_header(r);
+      if (e == HKT_ERR_TRUNCATED)
+        snprintf(r->msg, sizeof r->msg, "%s: offset 0: the file ends inside the header frame", path);
+    }
+  }
+  if (HKT_IS_ERR(e)) {
+    int saved = errno;
+    snprintf(last_open_msg, sizeof last_open_msg, "%s", r->msg);
+    errno = saved;
+    return e;
+  }
+  return 0;
+}
+
+const hkt_header *hkt_reader_header(const hkt_reader *r) { return r ? &r->hdr : NULL; }
+const char *hkt_reader_errmsg(const hkt_reader *r) {
+  if (!r) return last_open_msg;
+  return r->err ? r->msg : "";
+}
+uint64_t hkt_reader_offset(const hkt_reader *r) { return r ? r->whole_off : 0; }
+uint64_t hkt_reader_frames(const hkt_reader *r) { return r ? r->frames : 0; }
+int hkt_reader_complete(const hkt_reader *r) { return r ? r->complete : 0; }
+uint64_t hkt_reader_data_end(const hkt_reader *r) { return r->data_end; }
+uint64_t hkt_reader_data_events(const hkt_reader *r) { return r->data_events; }
+
+int hkt_reader_stack(const hkt_reader *r, uint32_t id, const uint64_t **frames, uint32_t *n) {
+  if (!r || !id || !frames || !n || !r->stab_cap) return HKT_ERR_ARG;
+  uint32_t h = (id * 0x9e3779b1u) & (r->stab_cap - 1);
+  while (r->stab[h].id) {
+    if (r->stab[h].id == id) {
+      *frames = r->sframes + r->stab[h].off;
+      *n = r->stab[h].n;
+      return 0;
+    }
+    h = (h + 1) & (r->stab_cap - 1);
+  }
+  return HKT_ERR_ARG;
+}
+
+void hkt_reader_close(hkt_reader *r) {
+  if (!r) return;
+  if (r->fd >= 0) close(r->fd);
+  ZSTD_freeDCtx(r->dctx);
+  hkt_mem_free(r->in);
+  hkt_buf_release(&r->content);
+  hkt_buf_release(&r->hstore);
+  hkt_mem_free(r->mods);
+  hkt_mem_free(r->callers);
+  hkt_mem_free(r->stab);
+  hkt_mem_free(r->sframes);
+  hkt_mem_free(r->path);
+  hkt_mem_free(r);
+}

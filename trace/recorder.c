@@ -1,0 +1,575 @@
+/* recorder.c — the in-process recorder: HAKMEM_TRACE=FILE.
+ *
+ * Hot path (emit): a seq from one global atomic counter, a TSC stamp, one
+ * 64-byte record into this thread's chunk of the spool (a MAP_SHARED file,
+ * spool.h), published with a release store. No lock, no syscall. A writer
+ * thread merges the chunks into seq order and writes the trace (drain.c):
+ * compression never runs on a recorded thread.
+ *
+ * Life cycle:
+ *  - start: _hak_recorder_autostart, inside the first malloc: claim the
+ *    trace file, create the spool, attach. Raw syscalls only.
+ *  - constructor: the parts that need libc: configuration into the spool
+ *    header, exit and crash handlers, fork handler, the writer thread.
+ *  - end: exit (on_exit gives the status), a crash signal, or exec. The end
+ *    takes a seq like an event; the writer drains everything before it,
+ *    writes END and the end frame, and removes the spool. After a SIGKILL
+ *    the spool stays: `hakmem record` or `hakmem recover` finish it.
+ *  - fork: the child records into its own file (naming below) with its own
+ *    spool and writer thread.
+ *
+ * Trace file names: the first process writes FILE. Any other process (a
+ * forked child, or an exec'd image, which finds FILE taken) writes
+ * FILE.<pid>.hkt.zst (".hkt.zst" stays last if FILE ends with it), then
+ * FILE.<pid>.<n>.hkt.zst if that is taken too. An exec'd image finishes
+ * the trace of the image it replaced (END exec) from that one's spool.
+ * HAKMEM_TRACE_ROOT=<pid> names the first process ("hakmem record" sets it;
+ * otherwise the first process sets it for its descendants). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <cpuid.h>
+#include <x86intrin.h>
+#include "hakmem.h"
+#include "hook.h"
+#include "config.h"
+#include "recorder.h"
+
+#define MAX_PRED 8
+
+static struct {
+  hkt_spool sp;
+  _Atomic int active;         /* attached and recording */
+  _Atomic int ending;         /* an end was requested */
+  int started;                /* autostart ran in this process */
+  int trace_fd;
+  pid_t pid;
+  unsigned backtrace;
+  _Atomic uint32_t hint;      /* where chunk claims start looking */
+  _Atomic int writer_up;
+  pthread_t writer;
+  pid_t writer_tid;
+  pthread_key_t key;
+  int key_ok;
+  _Atomic int dropped_reported;
+  char trace_path[1024];
+  char spool_path[1040];
+  int npred;
+  char pred[MAX_PRED][1040];  /* spools of images this one replaced (exec) */
+  struct sigaction old[32];
+} R = { .trace_fd = -1 };
+
+static __thread struct rec_tls {
+  hkt_rec *cur;
+  hkt_chunk_hdr *ch;
+  uint32_t left, used, tid;
+} T __attribute__((tls_model("initial-exec")));
+
+static const int crash_signals[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL };
+
+/* ---- small helpers that do not allocate ---- */
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+  char buf[1300];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (n > (int)sizeof buf - 2) n = (int)sizeof buf - 2;
+  buf[n++] = '\n';
+  ssize_t k = write(2, buf, (size_t)n);
+  (void)k;
+}
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int have_invariant_tsc(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0x80000007, &a, &b, &c, &d)) return 0;
+  return (d >> 8) & 1;
+}
+
+static uint64_t env_u64(const char *name, uint64_t def, uint64_t max) {
+  const char *s = getenv(name);
+  if (!s || !*s) return def;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (*end || v > max) {
+    say("hakmem: %s=%s: not a number up to %llu; using %llu", name, s, (unsigned long long)max,
+        (unsigned long long)def);
+    return def;
+  }
+  return v;
+}
+
+static void futex_wake(_Atomic uint32_t *w) {
+  atomic_fetch_add_explicit(w, 1, memory_order_release);
+  syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static void futex_wait(_Atomic uint32_t *w, uint32_t seen, long ns) {
+  struct timespec ts = { ns / 1000000000, ns % 1000000000 };
+  syscall(SYS_futex, w, FUTEX_WAIT, seen, &ts, NULL, 0);
+}
+
+/* FILE with ".<pid>" (and ".<n>") inserted before a final ".hkt.zst". */
+static int name_for(char *out, size_t cap, const char *base, int pid, int n) {
+  size_t bl = strlen(base), sl = strlen(".hkt.zst");
+  int has = bl > sl && !strcmp(base + bl - sl, ".hkt.zst");
+  int stem = (int)(has ? bl - sl : bl);
+  int k = n ? snprintf(out, cap, "%.*s.%d.%d%s", stem, base, pid, n, has ? ".hkt.zst" : "")
+            : snprintf(out, cap, "%.*s.%d%s", stem, base, pid, has ? ".hkt.zst" : "");
+  return k > 0 && (size_t)k < cap - 8 ? 0 : -1;
+}
+
+static void note_pred(const char *trace) {
+  if (R.npred >= MAX_PRED) return;
+  char sp[1040];
+  snprintf(sp, sizeof sp, "%s.spool", trace);
+  if (access(sp, F_OK)) return;
+  memcpy(R.pred[R.npred++], sp, sizeof sp);
+}
+
+/* Claim the trace file name (see the top of this file). */
+static int claim_trace(const char *base, int forked) {
+  char path[1024];
+  const char *root = getenv("HAKMEM_TRACE_ROOT");
+  if (root && !*root) root = NULL;
+  int fd = -1;
+  if (!forked && !root) {
+    fd = open(base, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) snprintf(R.trace_path, sizeof R.trace_path, "%s", base);
+    else say("hakmem: HAKMEM_TRACE=%s: %s; not recording", base, strerror(errno));
+    return fd;
+  }
+  if (!forked && atoi(root) == R.pid) {
+    fd = open(base, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) { snprintf(R.trace_path, sizeof R.trace_path, "%s", base); return fd; }
+    if (errno != EEXIST) { say("hakmem: HAKMEM_TRACE=%s: %s; not recording", base, strerror(errno)); return -1; }
+    note_pred(base);
+  }
+  for (int n = 0; n < 1000; n++) {
+    if (name_for(path, sizeof path, base, R.pid, n)) break;
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) { snprintf(R.trace_path, sizeof R.trace_path, "%s", path); return fd; }
+    if (errno != EEXIST) break;
+    if (!forked) note_pred(path);
+  }
+  say("hakmem: HAKMEM_TRACE=%s: cannot create a trace file for pid %d: %s; not recording", base, (int)R.pid,
+      strerror(errno));
+  return -1;
+}
+
+static void read_cmdline(char *dst, size_t cap) {
+  int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = read(fd, dst, cap - 1);
+  close(fd);
+  if (n <= 0) return;
+  while (n > 0 && dst[n - 1] == 0) n--;
+  for (ssize_t i = 0; i < n; i++) if (!dst[i]) dst[i] = ' ';
+  dst[n] = 0;
+}
+
+/* ---- the hot path ---- */
+
+static void tls_dtor(void *arg);
+
+/* Seal this thread's chunk and claim a free one. Returns 0 when recording
+ * cannot go on for this event. */
+static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, uint32_t tid) {
+  hkt_spool *s = &R.sp;
+  if (!atomic_load_explicit(&R.active, memory_order_acquire) || need > HKT_CHUNK_RECS) return 0;
+  if (t->ch) atomic_store_explicit(&t->ch->state, HKT_CHUNK_SEALED, memory_order_release);
+  t->ch = NULL;
+  t->left = 0;
+  uint32_t n = s->h->nchunks;
+  uint64_t t0 = 0;
+  for (;;) {
+    uint32_t start = atomic_fetch_add_explicit(&R.hint, 1, memory_order_relaxed);
+    for (uint32_t k = 0; k < n; k++) {
+      uint32_t i = (start + k) % n;
+      hkt_chunk_hdr *c = &s->dir[i];
+      uint32_t st = HKT_CHUNK_FREE;
+      if (atomic_load_explicit(&c->state, memory_order_relaxed) == HKT_CHUNK_FREE &&
+          atomic_compare_exchange_strong_explicit(&c->state, &st, HKT_CHUNK_OWNED, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+        c->os_tid = (uint32_t)syscall(SYS_gettid);
+        t->ch = c;
+        t->cur = hkt_spool_chunk(s, i);
+        t->left = HKT_CHUNK_RECS;
+        t->used = 0;
+        t->tid = tid;
+        if (R.key_ok) pthread_setspecific(R.key, (void *)1);
+        return 1;
+      }
+    }
+    /* the spool is full: the writer is behind. Wait for it (never drop). */
+    futex_wake(&s->h->wake);
+    if (!t0) t0 = mono_ns();
+    if (!atomic_load(&R.writer_up) && mono_ns() - t0 > 2000000000ull) break;
+    struct timespec ts = { 0, 200000 };
+    nanosleep(&ts, NULL);
+    if (!atomic_load_explicit(&R.active, memory_order_acquire)) return 0;
+  }
+  if (!atomic_exchange(&R.dropped_reported, 1))
+    say("hakmem: trace %s: the spool is full and no writer drains it; events are being dropped", R.trace_path);
+  return 0;
+}
+
+static inline unsigned ext_records(const hkt_event *ev, size_t *sl, size_t *bl) {
+  *sl = ev->str ? strnlen(ev->str, HKT_MAX_STR) : 0;
+  *bl = ev->bid ? (ev->bid_len > 40 ? 40 : ev->bid_len) : 0;
+  size_t data = *sl + *bl;
+  return 1 + (unsigned)(data > 44 ? (data - 44 + HKT_REC_BYTES - 1) / HKT_REC_BYTES : 0);
+}
+
+static void rec_emit(void *ctx, hkt_event *ev) {
+  (void)ctx;
+  struct rec_tls *t = &T;
+  size_t sl = 0, bl = 0;
+  unsigned nx = 0;
+  if (hkt_unlikely(R.backtrace) && ev->kind >= HKT_EV_MALLOC && ev->kind <= HKT_EV_FREE && !ev->stack_id)
+    ev->stack_id = hkt_stack_capture(&R.sp, R.backtrace, 2);
+  if (hkt_unlikely(ev->aux3 | ev->stack_id | (ev->tid >= 0xffff) | (ev->str != NULL) | (ev->bid != NULL)))
+    nx = ext_records(ev, &sl, &bl);
+  if (hkt_unlikely(t->left < 1 + nx) && !refill(t, 1 + nx, ev->tid)) {
+    atomic_fetch_add_explicit(&R.sp.h->dropped, 1, memory_order_relaxed);
+    return;
+  }
+  hkt_rec *r = t->cur;
+  r->seq = atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_relaxed);
+  r->stamp = __rdtsc();
+  r->ptr = ev->ptr;
+  r->size = ev->size;
+  r->aux = ev->aux;
+  r->aux2 = ev->aux2;
+  r->caller = ev->caller;
+  r->kind = (uint8_t)ev->kind;
+  r->nx = (uint8_t)nx;
+  r->fn = ev->fn;
+  r->cls = ev->cls > 0xffff ? 0xffff : (uint16_t)ev->cls;
+  r->tid = ev->tid >= 0xffff ? 0xffff : (uint16_t)ev->tid;
+  if (hkt_unlikely(nx)) {
+    hkt_rec_ext *x = (hkt_rec_ext *)(r + 1);
+    x->aux3 = ev->aux3;
+    x->stack_id = ev->stack_id;
+    x->tid = ev->tid;
+    x->str_len = ev->str ? (uint16_t)sl : 0xffff;
+    x->bid_len = (uint8_t)bl;
+    x->flags = 0;
+    uint8_t *d = x->data;   /* runs on into the following records */
+    if (sl) memcpy(d, ev->str, sl);
+    if (bl) memcpy(d + sl, ev->bid, bl);
+  }
+  ev->seq = r->seq;
+  t->cur += 1 + nx;
+  t->left -= 1 + nx;
+  t->used += 1 + nx;
+  atomic_store_explicit(&t->ch->committed, t->used, memory_order_release);
+}
+
+static const hak_recorder recorder = { NULL, rec_emit, NULL };
+
+/* A thread ends: its chunk is complete. */
+static void tls_dtor(void *arg) {
+  (void)arg;
+  if (T.ch) atomic_store_explicit(&T.ch->state, HKT_CHUNK_SEALED, memory_order_release);
+  T.ch = NULL;
+  T.left = 0;
+}
+
+/* ---- start ---- */
+
+static int start(const char *base, int forked) {
+  R.pid = (pid_t)syscall(SYS_getpid);
+  R.npred = 0;
+  R.trace_fd = claim_trace(base, forked);
+  if (R.trace_fd < 0) return -1;
+  snprintf(R.spool_path, sizeof R.spool_path, "%s.spool", R.trace_path);
+  R.backtrace = (unsigned)env_u64("HAKMEM_BACKTRACE", 0, HKT_MAX_STACK_DEPTH);
+  uint64_t mb = env_u64("HAKMEM_TRACE_SPOOL_MB", 64, 1u << 16);
+  int e = hkt_spool_create(&R.sp, R.spool_path, mb << 20, R.backtrace ? 1u << 16 : 0);
+  if (e) {
+    say("hakmem: trace spool %s: %s; not recording", R.spool_path, strerror(-e));
+    close(R.trace_fd);
+    unlink(R.trace_path);
+    R.trace_fd = -1;
+    return -1;
+  }
+  hkt_spool_hdr *h = R.sp.h;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  h->start_realtime_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  h->pid = (uint32_t)R.pid;
+  h->ppid = (uint32_t)getppid();
+  h->clock_tsc = (uint32_t)have_invariant_tsc();
+  h->start_mono_ns = mono_ns();
+  h->tsc0 = h->clock_tsc ? __rdtsc() : h->start_mono_ns;
+  h->time_shift = (uint32_t)env_u64("HAKMEM_TRACE_TIME_SHIFT", 0, 32);
+  h->backtrace = R.backtrace;
+  snprintf(h->trace_path, sizeof h->trace_path, "%s", R.trace_path);
+  read_cmdline((char *)R.sp.base + HKT_SPOOL_CMDLINE_OFF, HKT_SPOOL_CMDLINE_MAX);
+  T = (struct rec_tls){0};
+  atomic_store(&R.ending, 0);
+  atomic_store(&R.writer_up, 0);
+  atomic_store_explicit(&R.active, 1, memory_order_release);
+  _hak_recorder_attach(&recorder);
+  return 0;
+}
+
+void _hak_recorder_autostart(void) {
+  if (R.started) return;
+  R.started = 1;
+  const char *p = getenv("HAKMEM_TRACE");
+  if (!p || !*p) return;
+  start(p, 0);
+}
+
+/* ---- the writer thread ---- */
+
+static void report_io(const char *what, int err) {
+  static _Atomic int reported;
+  if (!atomic_exchange(&reported, 1))
+    say("hakmem: trace %s: %s: %s; the program goes on, its trace stops here", R.trace_path, what, strerror(err));
+}
+
+/* MODULE_LOAD for every module loaded since the last look. */
+static void check_modules(hkt_modlist *known, uint64_t *adds) {
+  uint64_t a = hkt_modules_adds();
+  if (a == *adds) return;
+  *adds = a;
+  hkt_modlist fresh = {0};
+  if (hkt_modules_scan(&fresh, known)) { hkt_modlist_free(&fresh); return; }
+  for (uint32_t i = 0; i < fresh.n; i++) {
+    hkt_module *m = &fresh.mods[i];
+    hkt_event ev = { .kind = HKT_EV_MODULE_LOAD, .tid = HKT_TID_RECORDER, .cls = HKT_NO_CLASS,
+                     .ptr = m->base, .size = m->size, .str = m->path,
+                     .bid = m->build_id_len ? m->build_id : NULL, .bid_len = m->build_id_len };
+    rec_emit(NULL, &ev);
+  }
+  hkt_modules_scan(known, known);
+  hkt_modlist_free(&fresh);
+}
+
+static void *writer_main(void *arg) {
+  (void)arg;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  R.writer_tid = (pid_t)syscall(SYS_gettid);
+  hkt_spool *s = &R.sp;
+  hkt_spool_hdr *h = s->h;
+  if (h->clock_tsc) atomic_store(&h->tsc_mult, hkt_tsc_calibrate(h->tsc0, h->start_mono_ns));
+
+  /* images this one replaced by exec: finish their traces */
+  for (int i = 0; i < R.npred; i++) {
+    hkt_spool old;
+    char why[256];
+    if (hkt_spool_map(&old, R.pred[i], why, sizeof why)) continue;
+    int mine = old.h->pid == (uint32_t)R.pid && atomic_load(&old.h->state) != HKT_SPOOL_DONE;
+    hkt_spool_unmap(&old);
+    if (mine && hkt_recover(R.pred[i], NULL, HKT_END_EXEC, 0, NULL, why, sizeof why))
+      say("hakmem: finishing %s: %s", R.pred[i], why);
+  }
+
+  hkt_modlist mods = {0};
+  hkt_modules_scan(&mods, NULL);
+  uint64_t adds = hkt_modules_adds();
+  hkt_header hdr;
+  hkt_spool_header(s, &hdr);
+  hdr.num_modules = mods.n;
+  hdr.modules = mods.mods;
+  hkt_writer *w = NULL;
+  int e = hkt_writer_fdopen(&w, R.trace_fd, R.trace_path, &hdr);
+  R.trace_fd = -1;
+  /* a frame of at most a quarter of the spool, so that chunks come back */
+  uint32_t frame = h->nchunks * HKT_CHUNK_RECS / 4;
+  if (w && frame < HKT_DEFAULT_FRAME_EVENTS) hkt_writer_set_frame_events(w, frame);
+  int level = (int)env_u64("HAKMEM_TRACE_ZLEVEL", 100, 22);
+  if (w && level != 100) hkt_writer_set_level(w, level);
+  if (HKT_IS_ERR(e)) {
+    report_io("cannot write the header", errno);
+    hkt_writer_open(&w, "/dev/null", &hdr);   /* drain on, so the program never blocks */
+  }
+  hkt_drain *d = w ? hkt_drain_new(s, w, 0) : NULL;
+  if (!d) {
+    say("hakmem: trace %s: out of memory in the writer; not recording", R.trace_path);
+    atomic_store(&R.active, 0);
+    _hak_recorder_attach(NULL);
+    return NULL;
+  }
+  for (;;) {
+    uint32_t seen = atomic_load_explicit(&h->wake, memory_order_acquire);
+    int finishing = atomic_load(&h->state) == HKT_SPOOL_FINISHING;
+    if (!finishing) check_modules(&mods, &adds);
+    int64_t moved = hkt_drain_step(d, finishing, finishing ? 500 : 0);
+    if (moved < 0) {
+      /* a full disk (or any write error): say so once, go on into nothing */
+      report_io("write failed", hkt_writer_errno(w));
+      hkt_writer_close(w, 0);
+      hkt_writer *sink = NULL;
+      if (HKT_IS_ERR(hkt_writer_open(&sink, "/dev/null", &hdr))) break;
+      w = sink;
+      if (frame < HKT_DEFAULT_FRAME_EVENTS) hkt_writer_set_frame_events(w, frame);
+      uint64_t next = hkt_drain_next_seq(d);
+      hkt_drain_free(d);
+      d = hkt_drain_new(s, w, next);
+      if (!d) break;
+      continue;
+    }
+    if (finishing) {
+      e = hkt_drain_finish(d, HKT_END_UNKNOWN, 0);
+      if (HKT_IS_ERR(e)) report_io("write failed", errno);
+      hkt_drain_free(d);
+      atomic_store(&h->state, HKT_SPOOL_DONE);
+      unlink(R.spool_path);
+      futex_wake(&h->wake);
+      break;
+    }
+    if (!moved) futex_wait(&h->wake, seen, 2000000);
+  }
+  hkt_modlist_free(&mods);
+  return NULL;
+}
+
+static void start_writer(void) {
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&R.writer, &a, writer_main, NULL) == 0) atomic_store(&R.writer_up, 1);
+  else say("hakmem: trace %s: cannot start the writer thread; `hakmem recover %s` can finish it",
+           R.trace_path, R.spool_path);
+  pthread_attr_destroy(&a);
+}
+
+/* ---- the end ---- */
+
+/* Take the end's seq, let the writer drain up to it, wait for the trace to
+ * be complete (at most timeout_ms). Returns 1 if it is. */
+static int finish(uint32_t kind, uint32_t status, unsigned timeout_ms) {
+  if (!atomic_load(&R.active)) return 0;
+  hkt_spool_hdr *h = R.sp.h;
+  if (!atomic_exchange(&R.ending, 1)) {
+    atomic_store(&h->end_kind, kind);
+    atomic_store(&h->end_status, status);
+    atomic_store(&h->end_tid, T.tid);
+    uint64_t seq = atomic_fetch_add(&h->next_seq, 1);
+    atomic_store_explicit(&h->end_seq, seq, memory_order_release);
+    atomic_store(&h->state, HKT_SPOOL_FINISHING);
+  }
+  if (!atomic_load(&R.writer_up) || (pid_t)syscall(SYS_gettid) == R.writer_tid) return 0;
+  uint64_t until = mono_ns() + (uint64_t)timeout_ms * 1000000u;
+  while (atomic_load(&h->state) != HKT_SPOOL_DONE) {
+    uint32_t seen = atomic_load(&h->wake);
+    futex_wake(&h->wake);
+    uint64_t now = mono_ns();
+    if (now >= until) return 0;
+    futex_wait(&h->wake, seen + 1, 10000000);
+  }
+  atomic_store(&R.active, 0);
+  _hak_recorder_attach(NULL);
+  return 1;
+}
+
+/* Registered from the constructor, before __libc_start_main registers the
+ * destructors' runner: so it runs after every destructor, with the status. */
+static void on_exit_status(int status, void *arg) {
+  (void)arg;
+  finish(HKT_END_EXIT, (uint32_t)status & 0xff, 30000);
+}
+
+static void on_crash(int sig, siginfo_t *si, void *uc) {
+  (void)uc;
+  int saved = errno;
+  finish(HKT_END_SIGNAL, (uint32_t)sig, 5000);
+  for (size_t i = 0; i < sizeof crash_signals / sizeof *crash_signals; i++)
+    sigaction(crash_signals[i], &R.old[crash_signals[i]], NULL);
+  errno = saved;
+  /* a fault re-executes and now takes the old action; a sent signal is
+   * raised again */
+  if (si->si_code <= 0 || sig == SIGABRT) raise(sig);
+}
+
+static void fill_config(void);
+
+/* ---- fork ---- */
+
+static void fork_child(void) {
+  if (!atomic_load(&R.active)) return;
+  /* the parent's spool and writer thread are the parent's */
+  hkt_spool_unmap(&R.sp);
+  atomic_store(&R.active, 0);
+  _hak_recorder_attach(NULL);
+  if (R.trace_fd >= 0) close(R.trace_fd);
+  R.trace_fd = -1;
+  const char *p = getenv("HAKMEM_TRACE");
+  if (!p || start(p, 1)) return;
+  fill_config();
+  start_writer();
+}
+
+/* ---- the constructor: what needs libc ---- */
+
+static void fill_config(void) {
+  hkt_spool_hdr *h = R.sp.h;
+  static hak_stats st;
+  hak_stats_get(&st);
+  h->arena_base = st.arena_base;
+  h->num_classes = st.num_classes > 64 ? 64 : st.num_classes;
+  for (uint32_t i = 0; i < h->num_classes && i < HAK_NUM_CLASSES; i++) h->class_size[i] = st.cls[i].block_size;
+  _hak_config_describe((char *)R.sp.base + HKT_SPOOL_CONFIG_OFF, HKT_SPOOL_CONFIG_MAX);
+}
+
+__attribute__((constructor)) static void rec_ctor(void) {
+  if (!R.started) _hak_recorder_autostart();
+  if (!atomic_load(&R.active)) return;
+  fill_config();
+  if (!getenv("HAKMEM_TRACE_ROOT")) {
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)R.pid);
+    setenv("HAKMEM_TRACE_ROOT", pid, 1);
+  }
+  R.key_ok = pthread_key_create(&R.key, tls_dtor) == 0;
+  on_exit(on_exit_status, NULL);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_crash;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < sizeof crash_signals / sizeof *crash_signals; i++)
+    sigaction(crash_signals[i], &sa, &R.old[crash_signals[i]]);
+  pthread_atfork(NULL, NULL, fork_child);
+  start_writer();
+}
+
+/* ---- public API (hakmem.h) ---- */
+
+HAK_API void hak_trace_mark(const char *label) {
+  if (!atomic_load_explicit(&R.active, memory_order_acquire)) return;
+  char buf[65];
+  size_t n = label ? strnlen(label, 64) : 0;
+  memcpy(buf, label ? label : "", n);
+  buf[n] = 0;
+  hkt_event ev = { .kind = HKT_EV_MARK, .tid = T.ch ? T.tid : 0, .cls = HKT_NO_CLASS, .str = buf,
+                   .caller = (uint64_t)(uintptr_t)__builtin_return_address(0) };
+  rec_emit(NULL, &ev);
+}
+
+HAK_API int hak_trace_active(void) {
+  return atomic_load_explicit(&R.active, memory_order_acquire);
+}

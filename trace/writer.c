@@ -1,0 +1,388 @@
+/* writer.c — encode events into zstd frames (docs/trace-format.md).
+ *
+ * Events of a frame are split into byte streams by field (kinds, flags,
+ * threads, times, ...) and the streams are compressed together as one zstd
+ * frame with a content checksum. Each frame is self-contained: predictors
+ * and the callsite table start afresh, so a file cut after any whole frame
+ * reads to there, and recovery can append frames to it. Memory comes from
+ * hkt_mem: the writer runs inside recorded processes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <zstd.h>
+#include "hkt_internal.h"
+
+struct hkt_writer {
+  int fd;
+  int err;                  /* sticky: first error */
+  int err_errno;
+  int level;
+  uint32_t frame_events;
+  uint32_t time_shift;
+  uint64_t next_seq;        /* events put so far */
+  uint64_t bytes;           /* compressed bytes written */
+  ZSTD_CCtx *cctx;
+
+  /* the frame being built */
+  uint32_t n;
+  uint64_t first_seq, t0, prev_t;
+  hkt_buf s[HKT_S__COUNT];
+  hkt_buf stacks;
+  uint32_t nstacks;
+  uint64_t pred[HKT_PTR_SLOTS];
+  /* callsite interning: open addressing, cleared per frame */
+  uint64_t *ckey;           /* caller + 1 (0 = empty) */
+  uint32_t *cidx;
+  uint32_t ccap;            /* power of two, > 2 * frame_events */
+  uint64_t *callers;        /* table in order of first use */
+  uint32_t ncallers;
+
+  hkt_buf frame;            /* assembled content */
+  uint8_t *out;
+  size_t out_cap;
+};
+
+static int fail(hkt_writer *w, int err) {
+  if (!w->err) { w->err = err; w->err_errno = errno; }
+  return w->err;
+}
+
+static int write_all(hkt_writer *w, const uint8_t *p, size_t n) {
+  while (n) {
+    ssize_t k = write(w->fd, p, n);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return fail(w, HKT_ERR_IO);
+    }
+    p += k;
+    n -= (size_t)k;
+    w->bytes += (uint64_t)k;
+  }
+  return 0;
+}
+
+/* Compress `content` as one frame (streaming API, checksum on) and write it. */
+static int write_frame(hkt_writer *w, const uint8_t *content, size_t len) {
+  if (w->err) return w->err;
+  ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
+  ZSTD_CCtx_setPledgedSrcSize(w->cctx, len);
+  ZSTD_inBuffer in = { content, len, 0 };
+  for (;;) {
+    ZSTD_outBuffer out = { w->out, w->out_cap, 0 };
+    size_t left = ZSTD_compressStream2(w->cctx, &out, &in, ZSTD_e_end);
+    if (ZSTD_isError(left)) return fail(w, HKT_ERR_ZSTD);
+    HKT_TRY(write_all(w, w->out, out.pos));
+    if (left == 0) return 0;
+  }
+}
+
+void hkt_header_encode(hkt_buf *b, const hkt_header *h) {
+  hkt_buf_put(b, HKT_MAGIC_HEADER, 4);
+  hkt_buf_varint(b, HKT_FORMAT_VERSION);
+  hkt_buf_varint(b, h->pid);
+  hkt_buf_varint(b, h->ppid);
+  hkt_buf_varint(b, h->start_realtime_ns);
+  hkt_buf_varint(b, h->time_shift);
+  hkt_buf_varint(b, h->tsc_per_sec);
+  const char *s[3] = { h->clock, h->cmdline, h->config };
+  for (int i = 0; i < 3; i++) {
+    size_t n = s[i] ? strlen(s[i]) : 0;
+    if (i != 2 && n > HKT_MAX_STR) n = HKT_MAX_STR;
+    hkt_buf_str(b, s[i] ? s[i] : "", n);
+  }
+  hkt_buf_varint(b, h->arena_base);
+  uint32_t nc = h->num_classes > 64 ? 64 : h->num_classes;
+  hkt_buf_varint(b, nc);
+  for (uint32_t i = 0; i < nc; i++) hkt_buf_varint(b, h->class_size[i]);
+  uint32_t nm = h->modules ? h->num_modules : 0;
+  if (nm > HKT_MAX_MODULES) nm = HKT_MAX_MODULES;
+  hkt_buf_varint(b, nm);
+  for (uint32_t i = 0; i < nm; i++) {
+    const hkt_module *m = &h->modules[i];
+    size_t n = m->path ? strlen(m->path) : 0;
+    hkt_buf_str(b, m->path ? m->path : "", n > HKT_MAX_STR ? HKT_MAX_STR : n);
+    hkt_buf_varint(b, m->base);
+    hkt_buf_varint(b, m->size);
+    uint32_t bl = m->build_id_len > 40 ? 40 : m->build_id_len;
+    hkt_buf_varint(b, bl);
+    hkt_buf_put(b, m->build_id, bl);
+  }
+}
+
+static void frame_reset(hkt_writer *w) {
+  for (int i = 0; i < HKT_S__COUNT; i++) w->s[i].len = 0;
+  w->stacks.len = 0;
+  w->nstacks = 0;
+  if (w->ncallers) memset(w->ckey, 0, (size_t)w->ccap * sizeof *w->ckey);
+  w->ncallers = 0;
+  memset(w->pred, 0, sizeof w->pred);
+  w->n = 0;
+}
+
+static int alloc_tables(hkt_writer *w) {
+  uint32_t cap = 1024;
+  while (cap < 2 * w->frame_events + 2) cap *= 2;
+  hkt_mem_free(w->ckey);
+  hkt_mem_free(w->cidx);
+  hkt_mem_free(w->callers);
+  w->ccap = cap;
+  w->ckey = hkt_mem_alloc((size_t)cap * sizeof *w->ckey);
+  w->cidx = hkt_mem_alloc((size_t)cap * sizeof *w->cidx);
+  w->callers = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->callers);
+  return w->ckey && w->cidx && w->callers ? 0 : HKT_ERR_NOMEM;
+}
+
+static int writer_new(hkt_writer **out, int fd) {
+  *out = NULL;
+  hkt_writer *w = hkt_mem_alloc(sizeof *w);
+  if (!w) return HKT_ERR_NOMEM;
+  w->fd = fd;
+  w->level = HKT_DEFAULT_LEVEL;
+  w->frame_events = HKT_DEFAULT_FRAME_EVENTS;
+  w->cctx = hkt_zstd_cctx();
+  w->out_cap = ZSTD_CStreamOutSize();
+  w->out = hkt_mem_alloc(w->out_cap);
+  if (!w->cctx || !w->out || alloc_tables(w)) {
+    ZSTD_freeCCtx(w->cctx);
+    hkt_mem_free(w->out);
+    hkt_mem_free(w);
+    return HKT_ERR_NOMEM;
+  }
+  ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
+  ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, w->level);
+  *out = w;
+  return 0;
+}
+
+static void writer_free(hkt_writer *w) {
+  for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_release(&w->s[i]);
+  hkt_buf_release(&w->stacks);
+  hkt_buf_release(&w->frame);
+  hkt_mem_free(w->ckey);
+  hkt_mem_free(w->cidx);
+  hkt_mem_free(w->callers);
+  hkt_mem_free(w->out);
+  ZSTD_freeCCtx(w->cctx);
+  hkt_mem_free(w);
+}
+
+int hkt_writer_fdopen(hkt_writer **out, int fd, const char *path, const hkt_header *h) {
+  (void)path;
+  if (!out || fd < 0 || !h) return HKT_ERR_ARG;
+  HKT_TRY(writer_new(out, fd));
+  hkt_writer *w = *out;
+  w->time_shift = h->time_shift > 32 ? 32 : h->time_shift;
+  hkt_buf_reserve(&w->frame, 4096);
+  hkt_header_encode(&w->frame, h);
+  int e = w->frame.failed ? HKT_ERR_NOMEM : write_frame(w, w->frame.p, w->frame.len);
+  w->frame.len = 0;
+  if (HKT_IS_ERR(e)) {
+    int saved = errno;
+    close(fd);
+    writer_free(w);
+    *out = NULL;
+    errno = saved;
+    return e;
+  }
+  return 0;
+}
+
+int hkt_writer_open(hkt_writer **out, const char *path, const hkt_header *h) {
+  if (!out || !path || !h) return HKT_ERR_ARG;
+  *out = NULL;
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return HKT_ERR_IO;
+  return hkt_writer_fdopen(out, fd, path, h);
+}
+
+int hkt_writer_set_frame_events(hkt_writer *w, uint32_t n) {
+  if (!w || w->n || n > (1u << 20)) return HKT_ERR_ARG;
+  w->frame_events = n ? n : HKT_DEFAULT_FRAME_EVENTS;
+  return alloc_tables(w);
+}
+
+int hkt_writer_set_level(hkt_writer *w, int level) {
+  if (!w || level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()) return HKT_ERR_ARG;
+  w->level = level;
+  ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level);
+  return 0;
+}
+
+static uint32_t intern_caller(hkt_writer *w, uint64_t caller) {
+  uint64_t key = caller + 1;   /* caller ~0 maps to 0: rare enough to share a slot's probe */
+  if (!key) key = 1;
+  uint32_t h = (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & (w->ccap - 1);
+  while (w->ckey[h]) {
+    if (w->ckey[h] == key && w->callers[w->cidx[h]] == caller) return w->cidx[h];
+    h = (h + 1) & (w->ccap - 1);
+  }
+  w->ckey[h] = key;
+  w->cidx[h] = w->ncallers;
+  w->callers[w->ncallers] = caller;
+  return w->ncallers++;
+}
+
+/* Assemble the frame content: counts, tables, stream lengths, streams. */
+static int flush_frame(hkt_writer *w) {
+  if (w->err) return w->err;
+  if (!w->n && !w->nstacks) return 0;
+  hkt_buf *f = &w->frame;
+  f->len = 0;
+  hkt_buf_put(f, HKT_MAGIC_EVENTS, 4);
+  hkt_buf_varint(f, w->n ? w->first_seq : w->next_seq);
+  hkt_buf_varint(f, w->n);
+  hkt_buf_varint(f, w->n ? w->t0 : 0);
+  hkt_buf_varint(f, w->nstacks);
+  hkt_buf_put(f, w->stacks.p, w->stacks.len);
+  hkt_buf_varint(f, w->ncallers);
+  uint64_t prev = 0;
+  for (uint32_t i = 0; i < w->ncallers; i++) {
+    hkt_buf_varint(f, hkt_zz((int64_t)(w->callers[i] - prev)));
+    prev = w->callers[i];
+  }
+  for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_varint(f, w->s[i].len);
+  for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_put(f, w->s[i].p, w->s[i].len);
+  int failed = f->failed || w->stacks.failed;
+  for (int i = 0; i < HKT_S__COUNT; i++) failed |= w->s[i].failed;
+  if (failed) return fail(w, HKT_ERR_NOMEM);
+  int e = write_frame(w, f->p, f->len);
+  frame_reset(w);
+  return e;
+}
+
+int hkt_writer_put(hkt_writer *w, const hkt_event *ev) {
+  if (!w || !ev) return HKT_ERR_ARG;
+  if (w->err) return w->err;
+  uint64_t t = ev->time_ns >> w->time_shift;
+  if (!w->n) { w->first_seq = w->next_seq; w->t0 = t; w->prev_t = t; }
+
+  uint8_t fl = 0, f2 = 0;
+  if (ev->ptr) fl |= HKT_F_PTR;
+  if (ev->size) fl |= HKT_F_SIZE;
+  if (ev->aux) fl |= HKT_F_AUX;
+  if (ev->aux2) fl |= HKT_F_AUX2;
+  if (ev->aux3) fl |= HKT_F_AUX3;
+  if (ev->fn) fl |= HKT_F_FN;
+  if (ev->caller) fl |= HKT_F_CALLER;
+  if (ev->stack_id) f2 |= HKT_F2_STACK;
+  if (ev->str) f2 |= HKT_F2_STR;
+  if (ev->bid && ev->bid_len) f2 |= HKT_F2_BID;
+  if (f2) fl |= HKT_F_EXT;
+
+  hkt_buf_byte(&w->s[HKT_S_KIND], (uint8_t)ev->kind);
+  hkt_buf_byte(&w->s[HKT_S_FLAGS], fl);
+  if (f2) hkt_buf_byte(&w->s[HKT_S_FLAGS], f2);
+  hkt_buf_varint(&w->s[HKT_S_TID], ev->tid);
+  hkt_buf_varint(&w->s[HKT_S_TIME], hkt_zz((int64_t)(t - w->prev_t)));
+  w->prev_t = t;
+  uint64_t cls_enc = ev->cls == HKT_NO_CLASS ? 0 : (uint64_t)ev->cls + 1;
+  hkt_buf_varint(&w->s[HKT_S_CLS], cls_enc);
+  if (fl & HKT_F_PTR) {
+    /* delta to the last pointer of the same class; a free usually reuses
+     * or neighbours it. Multiples of 8 drop their zero bits; anything else
+     * is escaped (odd value 1) and written whole. */
+    unsigned slot = ev->cls < HKT_PTR_SLOTS - 1 ? ev->cls : HKT_PTR_SLOTS - 1;
+    int64_t d = (int64_t)(ev->ptr - w->pred[slot]);
+    if ((d & 7) == 0) hkt_buf_varint(&w->s[HKT_S_PTR], hkt_zz(d >> 3) << 1);
+    else { hkt_buf_varint(&w->s[HKT_S_PTR], 1); hkt_buf_varint(&w->s[HKT_S_PTR], ev->ptr); }
+    w->pred[slot] = ev->ptr;
+  }
+  if (fl & HKT_F_SIZE) hkt_buf_varint(&w->s[HKT_S_SIZE], ev->size);
+  hkt_buf *a = &w->s[HKT_S_AUX];
+  if (fl & HKT_F_AUX) hkt_buf_varint(a, ev->aux);
+  if (fl & HKT_F_AUX2) hkt_buf_varint(a, ev->aux2);
+  if (fl & HKT_F_AUX3) hkt_buf_varint(a, ev->aux3);
+  if (fl & HKT_F_FN) hkt_buf_varint(a, ev->fn);
+  if (f2 & HKT_F2_STACK) hkt_buf_varint(a, ev->stack_id);
+  if (fl & HKT_F_CALLER) hkt_buf_varint(&w->s[HKT_S_CALLER], intern_caller(w, ev->caller));
+  if (f2 & HKT_F2_STR) {
+    size_t n = strnlen(ev->str, HKT_MAX_STR);
+    hkt_buf_str(&w->s[HKT_S_STR], ev->str, n);
+  }
+  if (f2 & HKT_F2_BID) {
+    uint32_t n = ev->bid_len > 255 ? 255 : ev->bid_len;
+    hkt_buf_varint(&w->s[HKT_S_STR], n);
+    hkt_buf_put(&w->s[HKT_S_STR], ev->bid, n);
+  }
+  w->n++;
+  w->next_seq++;
+  size_t bytes = w->stacks.len;
+  for (int i = 0; i < HKT_S__COUNT; i++) bytes += w->s[i].len;
+  if (w->n >= w->frame_events || bytes >= HKT_DEFAULT_FRAME_BYTES) return flush_frame(w);
+  return 0;
+}
+
+int hkt_writer_stack(hkt_writer *w, uint32_t id, const uint64_t *frames, uint32_t n) {
+  if (!w || !id || (n && !frames)) return HKT_ERR_ARG;
+  if (w->err) return w->err;
+  if (n > HKT_MAX_STACK_DEPTH) n = HKT_MAX_STACK_DEPTH;
+  hkt_buf_varint(&w->stacks, id);
+  hkt_buf_varint(&w->stacks, n);
+  uint64_t prev = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    hkt_buf_varint(&w->stacks, hkt_zz((int64_t)(frames[i] - prev)));
+    prev = frames[i];
+  }
+  w->nstacks++;
+  return w->stacks.failed ? fail(w, HKT_ERR_NOMEM) : 0;
+}
+
+int hkt_writer_flush(hkt_writer *w) {
+  if (!w) return HKT_ERR_ARG;
+  return flush_frame(w);
+}
+
+int hkt_writer_close(hkt_writer *w, int complete) {
+  if (!w) return HKT_ERR_ARG;
+  int e = flush_frame(w);
+  if (!HKT_IS_ERR(e) && complete) {
+    hkt_buf *f = &w->frame;
+    f->len = 0;
+    hkt_buf_put(f, HKT_MAGIC_END, 4);
+    hkt_buf_varint(f, w->next_seq);
+    e = f->failed ? fail(w, HKT_ERR_NOMEM) : write_frame(w, f->p, f->len);
+  }
+  int saved = errno;
+  if (close(w->fd) && !HKT_IS_ERR(e) && errno != EINTR) e = HKT_ERR_IO;
+  else errno = saved;
+  writer_free(w);
+  return HKT_IS_ERR(e) ? e : 0;
+}
+
+uint64_t hkt_writer_bytes(const hkt_writer *w) { return w ? w->bytes : 0; }
+uint64_t hkt_writer_events(const hkt_writer *w) { return w ? w->next_seq : 0; }
+
+/* Internal: errno of the writer's first I/O error. */
+int hkt_writer_errno(const hkt_writer *w) { return w ? w->err_errno : 0; }
+
+int hkt_writer_append(hkt_writer **out, const char *path, uint64_t *next_seq) {
+  if (!out || !path) return HKT_ERR_ARG;
+  *out = NULL;
+  hkt_reader *r = NULL;
+  int e = hkt_reader_open(&r, path);
+  if (HKT_IS_ERR(e)) { hkt_reader_close(r); return e; }
+  hkt_event ev;
+  while ((e = hkt_reader_next(r, &ev)) > 0) {}
+  /* a cut or damaged tail is dropped: keep what reads */
+  uint64_t keep = hkt_reader_data_end(r), events = hkt_reader_data_events(r);
+  uint32_t shift = hkt_reader_header(r)->time_shift;
+  hkt_reader_close(r);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return HKT_ERR_IO;
+  if (ftruncate(fd, (off_t)keep) || lseek(fd, (off_t)keep, SEEK_SET) < 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return HKT_ERR_IO;
+  }
+  e = writer_new(out, fd);
+  if (HKT_IS_ERR(e)) { close(fd); return e; }
+  (*out)->time_shift = shift;
+  (*out)->next_seq = events;
+  (*out)->bytes = keep;
+  if (next_seq) *next_seq = events;
+  return 0;
+}
+
+/* Internal: events put since the last frame was written. */
+uint32_t hkt_writer_pending(const hkt_writer *w) { return w ? w->n : 0; }
