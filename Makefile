@@ -49,6 +49,10 @@ TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRC))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 LTTNG_SO := $(if $(LTTNG_SRC),$(BUILD)/lib/libhakmem-lttng.so)
+# The allocator with its recording hooks compiled out: make bench's baseline
+# for what one predictable branch per call costs.
+NOHOOK_SO := $(BUILD)/lib/libhakmem-nohook.so
+NOHOOK_OBJ := $(patsubst %.c,$(BUILD)/obj-nohook/%.o,$(CORE_SRC) $(SHIM_SRC))
 
 .PHONY: all lib tools tests examples benches check demo bench deps install \
         asan ubsan tsan fuzz clean
@@ -64,6 +68,12 @@ $(BUILD)/obj/%.o: %.c
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB_SO): $(CORE_OBJ) $(SHIM_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-soname,libhakmem.so $(LDSAN) -o $@ $^ $(LDLIBS_CORE)
+$(BUILD)/obj-nohook/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DHAK_NO_HOOKS -c $< -o $@
+$(NOHOOK_SO): $(NOHOOK_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,-soname,libhakmem.so $(LDSAN) -o $@ $^ $(LDLIBS_CORE)
 $(LIB_A): $(CORE_OBJ) $(SHIM_OBJ)
@@ -83,9 +93,9 @@ $(BUILD)/tests/%: tests/%.c $(CORE_A) $(TOOL_OBJ) $(wildcard tests/*.h)
 $(BUILD)/examples/%: examples/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fno-omit-frame-pointer -pthread -Iinclude -o $@ $< $(LDSAN)
-$(BUILD)/bench/%: bench/%.c
+$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -g -pthread -Iinclude -o $@ $< -lm
+	$(CC) -O2 -g -Wall -Wextra -pthread -Iinclude -o $@ $< -lm
 $(LTTNG_SO): $(LTTNG_SRC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itrace/lttng -shared -o $@ $^ -llttng-ust -ldl
@@ -105,7 +115,7 @@ demo: deps
 	bash examples/demo.sh $(BUILD)
 
 bench: deps
-	$(MAKE) all benches
+	$(MAKE) lib tools benches $(NOHOOK_SO)
 	bash bench/run.sh $(BUILD)
 
 fuzz: deps

@@ -42,8 +42,8 @@ void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
   _hak_init();
   size_t req = size;
   if (HAK_DBG_ON()) size = _hak_dbg_pad(size);   /* room for a canary */
-  if (align <= 16 || (align <= HAK_PAGE && size <= HAK_MID_MAX)) {
-    size_t s = size < align ? align : size;
+  size_t s = size < align ? align : size;
+  if (s <= HAK_MID_MAX && align <= HAK_PAGE) {
     unsigned c = _hak_size_class(s);
     uint32_t bs = _hak_cls_size[c];
     /* A block is aligned to the largest power of two dividing its size
@@ -53,7 +53,7 @@ void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
       size_t p2 = (size_t)1 << (64 - __builtin_clzl(s - 1));
       c = _hak_size_class(p2);
     }
-    if (s <= HAK_MID_MAX && c < HAK_CLASSES) {
+    if (c < HAK_CLASSES) {
       hak_heap *h = _hak_tls;
       void *p;
       if (h->state == HAK_HEAP_LIVE && h->cache[c].count) p = h->cache[c].slot[--h->cache[c].count];

@@ -37,10 +37,18 @@ __attribute__((visibility("default"))) void _hak_recorder_attach(const hak_recor
  * and free fast paths test this one word and leave everything else to the
  * slow paths. Kept by hook.c and init.c. */
 extern int _hak_instr;
+#ifdef HAK_NO_HOOKS   /* the benchmark's baseline: what the hooks cost */
+#define HAK_INSTR_ON() 0
+#else
 #define HAK_INSTR_ON() __builtin_expect(_hak_instr != 0, 0)
+#endif
 
 /* Decoded as `if (unlikely(_hak_rec)) ...` at every event site. */
+#ifdef HAK_NO_HOOKS
+#define HAK_REC_ON() 0
+#else
 #define HAK_REC_ON() __builtin_expect(_hak_rec != NULL, 0)
+#endif
 
 static inline void _hak_rec_wait(void) {
   if (HAK_REC_ON() && _hak_rec->wait) _hak_rec->wait(_hak_rec->ctx);

@@ -1,11 +1,12 @@
 /* inject.c — HAKMEM_INJECT: the seed project's allocator bugs, on purpose.
  *
- *   HAKMEM_INJECT=kind[:class][@after]
+ *   HAKMEM_INJECT=kind[:class][@after][/thread]
  *
- * The fault fires in each thread at its (after+1)-th event of the kind's
- * site in that size class (any class when none is given), once per thread.
- * Counting a thread's own events makes the point the same on every run and
- * on replay, however threads interleave. Each firing says so on stderr.
+ * The fault fires in each thread (or only in the one with that thread
+ * index) at its (after+1)-th event of the kind's site in that size class
+ * (any class when none is given), once per thread. Counting a thread's own
+ * events makes the point the same on every run and on replay, however
+ * threads interleave. Each firing says so on stderr.
  *
  *   early_release    site: a cache refill. The SuperSlab the refill just
  *                    took blocks from is unregistered and given back to the
@@ -36,6 +37,7 @@
 int _hak_inject_kind;
 static unsigned inj_cls = HKT_NO_CLASS;     /* any */
 static uint64_t inj_after;
+static uint32_t inj_tid = HAK_NO_OWNER;     /* any */
 static __thread uint64_t inj_count __attribute__((tls_model("initial-exec")));
 static __thread int inj_fired __attribute__((tls_model("initial-exec")));
 
@@ -52,6 +54,8 @@ void _hak_inject_parse(const char *spec) {
   size_t n = strlen(spec);
   if (n >= sizeof buf) { _hak_msg("HAKMEM_INJECT=%s: too long; ignored", spec); return; }
   memcpy(buf, spec, n + 1);
+  char *slash = strchr(buf, '/');
+  if (slash) *slash++ = '\0';
   char *at = strchr(buf, '@'), *colon = strchr(buf, ':');
   if (at) *at++ = '\0';
   if (colon && (!at || colon < at)) *colon++ = '\0'; else colon = NULL;
@@ -74,16 +78,24 @@ void _hak_inject_parse(const char *spec) {
     after = _hak_parse_u64(at, &ok);
     if (!ok) { _hak_msg("HAKMEM_INJECT=%s: '@%s' is not a count; ignored", spec, at); return; }
   }
+  uint32_t tid = HAK_NO_OWNER;
+  if (slash) {
+    uint64_t v = _hak_parse_u64(slash, &ok);
+    if (!ok || v >= HAK_NO_OWNER - 1) { _hak_msg("HAKMEM_INJECT=%s: '/%s' is not a thread index; ignored", spec, slash); return; }
+    tid = (uint32_t)v;
+  }
   inj_cls = cls;
   inj_after = after;
+  inj_tid = tid;
   _hak_inject_kind = kind;
 }
 
 size_t _hak_inject_describe(char *buf, size_t n) {
-  int r;
-  if (!_hak_inject_kind) r = _hak_fmt(buf, n, "none");
-  else if (inj_cls == HKT_NO_CLASS) r = _hak_fmt(buf, n, "%s@%llu", kind_names[_hak_inject_kind], (unsigned long long)inj_after);
-  else r = _hak_fmt(buf, n, "%s:%u@%llu", kind_names[_hak_inject_kind], inj_cls, (unsigned long long)inj_after);
+  if (!_hak_inject_kind) return (size_t)_hak_fmt(buf, n, "none");
+  char cls[16] = "", tid[16] = "";
+  if (inj_cls != HKT_NO_CLASS) _hak_fmt(cls, sizeof cls, ":%u", inj_cls);
+  if (inj_tid != HAK_NO_OWNER) _hak_fmt(tid, sizeof tid, "/%u", inj_tid);
+  int r = _hak_fmt(buf, n, "%s%s@%llu%s", kind_names[_hak_inject_kind], cls, (unsigned long long)inj_after, tid);
   return r < 0 ? 0 : ((size_t)r < n ? (size_t)r : n - 1);
 }
 
@@ -91,6 +103,7 @@ size_t _hak_inject_describe(char *buf, size_t n) {
 static int due(int kind, unsigned cls) {
   if (_hak_inject_kind != kind || inj_fired) return 0;
   if (inj_cls != HKT_NO_CLASS && cls != inj_cls) return 0;
+  if (inj_tid != HAK_NO_OWNER && _hak_tls_idx != inj_tid) return 0;
   if (inj_count++ < inj_after) return 0;
   inj_fired = 1;
   return 1;

@@ -282,6 +282,8 @@ int hka_report_perfetto(const hka_state *s, hka_out *o);
 const char *hka_bytes(uint64_t b, char *buf, size_t n);   /* "1.5 MiB" */
 const char *hka_secs(uint64_t ns, char *buf, size_t n);   /* "1.234 s" */
 const char *hka_hold_name(uint32_t kind);
+/* Leading frames of a stack that are inside hakmem itself (to skip). */
+uint32_t hka_stack_skip(hka_symbolizer *z, const uint64_t *frames, uint32_t n);
 /* A SuperSlab with a problem: detections, or released with blocks held. */
 int hka_ss_bad(const hka_ss *ss);
 /* Cross-thread pairs as [key, frees] sorted by key = alloc tid << 32 | free tid. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "analyze.h"
@@ -69,6 +70,12 @@ int cmd_analyze(int argc, char **argv) {
     return cli_usage(CMD, msg);
   }
 
+  struct stat in_st, out_st;
+  if (out_path && stat(path, &in_st) == 0 && stat(out_path, &out_st) == 0 &&
+      in_st.st_dev == out_st.st_dev && in_st.st_ino == out_st.st_ino) {
+    cli_err(CMD, "%s: is the trace itself; not overwriting it", out_path);
+    return CLI_EXIT_USAGE;
+  }
   hkt_reader *r;
   if (cli_open_trace(CMD, path, &r)) return CLI_EXIT_USAGE;
   hka_state *s = malloc(sizeof *s);

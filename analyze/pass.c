@@ -1,7 +1,8 @@
 /* pass.c — the read loop: events from the reader into the model, a few at
- * a time so that the block slots they touch are prefetched together (the
- * block table is far bigger than the cache; one miss per event would
- * dominate), and a progress line on a terminal. */
+ * read ahead of the one applied, so that the block slot each will touch is
+ * prefetched RING events early (the block table is far bigger than the
+ * cache; a miss per event would dominate), and a progress line on a
+ * terminal. */
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -9,7 +10,7 @@
 
 #include "analyze.h"
 
-#define BATCH 16
+#define RING 32                     /* events read ahead: the prefetch distance */
 
 _Static_assert(sizeof(hka_block) == 64, "a block record is one cache line");
 
@@ -33,27 +34,39 @@ static inline uint64_t block_of(const hkt_event *ev) {
 }
 
 int hka_pass(hka_state *s, hkt_reader *r, int progress, int *err) {
-  hkt_event ev[BATCH];
+  hkt_event ring[RING];
   uint64_t file_size = 0;
   struct stat st;
   if (progress && stat(s->path, &st) == 0) file_size = (uint64_t)st.st_size;
   double t0 = progress ? now_s() : 0, last = t0;
-  int rc = 1;
+  unsigned head = 0, n = 0;         /* events read, not yet applied: ring[head..head+n) */
+  int rc;
   *err = 0;
-  while (rc == 1) {
-    int n = 0;
-    /* an event with a string (module load, marker) ends the batch: its
-     * string only lives until the next read */
-    while (n < BATCH && (rc = hkt_reader_next(r, &ev[n])) == 1) {
-      uint64_t p = block_of(&ev[n]);
+  for (;;) {
+    /* read ahead, prefetching; an event with a string (module load,
+     * marker) is applied before the next read: its string only lives
+     * until then */
+    int flush = 0;
+    while (n < RING) {
+      hkt_event *ev = &ring[(head + n) % RING];
+      rc = hkt_reader_next(r, ev);
+      if (rc != 1) break;
+      uint64_t p = block_of(ev);
       if (p) hka_blocks_prefetch(&s->blocks, p);
-      if (ev[n++].str) break;
+      n++;
+      if (ev->str) { flush = 1; break; }
     }
-    for (int i = 0; i < n; i++) {
-      *err = hka_event(s, &ev[i]);
-      if (HKT_IS_ERR(*err)) return rc;
+    if (rc != 1) flush = 1;
+    /* apply the oldest, or all of them */
+    unsigned todo = flush ? n : 1;
+    for (unsigned i = 0; i < todo; i++) {
+      *err = hka_event(s, &ring[head]);
+      head = (head + 1) % RING;
+      n--;
+      if (HKT_IS_ERR(*err)) return rc == 1 ? 0 : rc;
     }
-    if (progress && (s->events & ~(uint64_t)0xfffff) != ((s->events - (uint64_t)n) & ~(uint64_t)0xfffff)) {
+    if (rc != 1) break;
+    if (progress && !(s->events & 0xfffff)) {
       double t = now_s();
       if (t - last > 0.25) {
         last = t;

@@ -29,7 +29,7 @@ static void stack(jw *j, const hka_out *o, uint32_t id) {
     return;
   }
   jw_open(j, "stack", '[');
-  for (uint32_t i = 0; i < n; i++) callsite(j, NULL, o->sym, frames[i]);
+  for (uint32_t i = hka_stack_skip(o->sym, frames, n); i < n; i++) callsite(j, NULL, o->sym, frames[i]);
   jw_close(j, ']');
 }
 

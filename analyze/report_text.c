@@ -272,8 +272,8 @@ static void leaks(tx *t, const hka_state *s) {
     const uint64_t *fr = NULL;
     uint32_t n = 0;
     if (l->stack_id && t->r && !HKT_IS_ERR(hkt_reader_stack(t->r, l->stack_id, &fr, &n)))
-      for (uint32_t k = 0; k < n && k < MAX_STACK_FRAMES; k++)
-        line(t, "%21s#%u %s", "", k, site(t, fr[k], a, sizeof a));
+      for (uint32_t k = hka_stack_skip(t->sym, fr, n), i = 0; k < n && i < MAX_STACK_FRAMES; k++, i++)
+        line(t, "%21s#%u %s", "", i, site(t, fr[k], a, sizeof a));
   }
   if (s->nleaks > MAX_LEAK_ROWS) line(t, "... %" PRIu32 " more callsites", s->nleaks - MAX_LEAK_ROWS);
 }
@@ -321,10 +321,11 @@ static void cross_thread(tx *t, const hka_state *s) {
 }
 
 /* One row of bars scaled to the highest value; each column covers one or
- * more buckets (their maximum). */
+ * more buckets (their maximum). which: 0 live bytes, 1 SuperSlabs, 2 + c
+ * SuperSlabs of class c. */
 static void spark(tx *t, const char *label, const hka_state *s, int which) {
   static const char ramp[] = " .:-=+*#%@";
-  int cols = t->width - 14;
+  int cols = t->width - 16;             /* label, " |", "|" */
   if (cols < 10 || !s->tl.n) return;
   if ((uint32_t)cols > s->tl.n) cols = (int)s->tl.n;
   uint64_t v[HKA_TL_MAX] = {0}, max = 0;
@@ -332,7 +333,8 @@ static void spark(tx *t, const char *label, const hka_state *s, int which) {
     uint32_t lo = (uint32_t)((uint64_t)c * s->tl.n / (uint64_t)cols);
     uint32_t hi = (uint32_t)((uint64_t)(c + 1) * s->tl.n / (uint64_t)cols);
     for (uint32_t i = lo; i < hi; i++) {
-      uint64_t x = which ? s->tl.b[i].ss_max : s->tl.b[i].max_live_bytes;
+      uint64_t x = which == 0 ? s->tl.b[i].max_live_bytes
+                 : which == 1 ? s->tl.b[i].ss_max : s->tl.b[i].ss_live[which - 2];
       if (x > v[c]) v[c] = x;
     }
     if (v[c] > max) max = v[c];
@@ -349,6 +351,15 @@ static void timeline(tx *t, const hka_state *s) {
   heading(t, "Over time");
   spark(t, "live bytes", s, 0);
   spark(t, "superslabs", s, 1);
+  int rows = 0;
+  for (int c = 0; c < HKA_CLASSES && rows < 12; c++) {
+    if (!s->cls[c].ss_reg) continue;
+    char label[32];
+    if (c == HKA_LARGE) snprintf(label, sizeof label, "  no class");
+    else snprintf(label, sizeof label, "  C%d (%u)", c, (unsigned)s->cls[c].ss_peak);
+    spark(t, label, s, 2 + c);
+    rows++;
+  }
   line(t, "%-12s  seq %" PRIu64 "..%" PRIu64 ", %s; max %s live, %" PRIu64 " superslabs", "", s->events ? s->first_seq : 0,
        s->last_seq, hka_secs(s->last_time, a, sizeof a), hka_bytes(s->peak_bytes, b, sizeof b), s->ss_peak);
 }

@@ -31,6 +31,16 @@ const char *hka_hold_name(uint32_t kind) {
   }
 }
 
+uint32_t hka_stack_skip(hka_symbolizer *z, const uint64_t *frames, uint32_t n) {
+  uint32_t k = 0;
+  for (; k + 1 < n; k++) {
+    hka_sym sym;
+    hka_sym_lookup(z, frames[k], &sym);
+    if (!sym.module || strncmp(sym.module, "libhakmem", 9)) break;
+  }
+  return k;
+}
+
 int hka_ss_bad(const hka_ss *ss) {
   return ss->detections || ss->invariant_seq != HKA_NONE ||
          (ss->unreg_seq != HKA_NONE && (ss->live_at_unreg || ss->reported_live));

@@ -26,7 +26,8 @@ while [ $# -gt 0 ]; do
 done
 want() { case ",$ONLY," in *",$1,"*) return 0 ;; esac; return 1; }
 
-BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "bench/run.sh: $1: no such build directory" >&2; exit 2; }
+BUILD_ARG=$BUILD
+BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "bench/run.sh: $BUILD_ARG: no such build directory" >&2; exit 2; }
 BIN=$BUILD/bench
 HAKMEM_SO=$BUILD/lib/libhakmem.so
 HAKMEM_BIN=$BUILD/bin/hakmem
@@ -79,7 +80,9 @@ run_case() {
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
   local out=$TMP/run.out err=$TMP/run.err rc status=ok
-  timeout -k 5 $TIMEOUT env "${envs[@]}" "$@" >"$out" 2>"$err"
+  # (in a subshell whose stderr is dropped: bash's own "Segmentation
+  # fault" line for a crashed run would break the table)
+  (timeout -k 5 $TIMEOUT env "${envs[@]}" "$@" >"$out" 2>"$err") 2>/dev/null
   rc=$?
   local line
   line=$(grep -m1 '^bench=' "$out")
@@ -213,8 +216,8 @@ section_hook() {
   echo "== hook cost: no recorder attached vs hook sites compiled out =="
   local nohook=${HAKMEM_NOHOOK_SO:-$BUILD/lib/libhakmem-nohook.so}
   if [ ! -f "$HAKMEM_SO" ] || [ ! -f "$nohook" ]; then
-    echo "  skipped: needs $HAKMEM_SO and a hook-less build ($nohook); the hakmem column"
-    echo "  above is hakmem with hooks in place and no recorder, i.e. what users run."
+    echo "  skipped: no hook-less build to compare with ($nohook)."
+    echo "  The hakmem column above is hooks in place, no recorder: what users run."
     return
   fi
   local w rep c
@@ -448,7 +451,11 @@ trace_events() {
   "$HAKMEM_BIN" stats "$1" --json 2>/dev/null |
     python3 -c 'import json,sys; print(int(json.load(sys.stdin)["events"]))' 2>/dev/null || echo "-"
 }
-json_field() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1', '-'))" 2>/dev/null || echo "-"; }
+json_field() {
+  python3 -c "import json, sys
+v = json.load(sys.stdin).get('$1')
+print('-' if v is None else v if isinstance(v, str) else json.dumps(v))" 2>/dev/null || echo "-"
+}
 ru_field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" "$2"; }
 
 section_replay() {

@@ -240,7 +240,7 @@ static int replay_repeat(const report_opts *ro, int n, double timeout) {
     fprintf(stdout, "%" PRIu64 " events, %u threads, %.2f M events/s (first run)\n", first.events, first.threads,
             eps(&first) / 1e6);
     if (first.ndet_total) {
-      fprintf(stdout, "detections (every run): %u\n", first.ndet_total);
+      fprintf(stdout, "detections (first run): %u\n", first.ndet_total);
       for (uint32_t i = 0; i < first.ndet; i++)
         fprintf(stdout, "  seq %" PRIu64 "  %s  ptr 0x%" PRIx64 "  thread %u\n", first.det[i].seq,
                 hkt_detect_name(first.det[i].kind), first.det[i].ptr, first.det[i].tid);

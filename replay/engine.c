@@ -53,7 +53,7 @@ static __attribute__((noreturn)) void park(void) {
 static void advance(void) {
   uint64_t t = atomic_load_explicit(&rp_e.turn, memory_order_relaxed) + 1;
   atomic_store(&rp_e.turn, t);
-  rp_thread *o = rp_e.owner[t & (OWN_CAP - 1)];
+  rp_thread *o = atomic_load_explicit(&rp_e.owner[t & (OWN_CAP - 1)], memory_order_relaxed);
   if (o) wake(o);
   wake(&rp_e.reader);
 }
@@ -223,6 +223,8 @@ static void rec_emit(void *ctx, hkt_event *ev) {
 
 static const hak_recorder recorder = {rec_wait, rec_emit, NULL};
 
+/* ---- replay threads ---- */
+
 /* The next call or exit of this thread, from the driver's cursor. */
 static rp_item *next_drive(void) {
   uint64_t d = me->drive, h = atomic_load_explicit(&me->head, memory_order_relaxed);
@@ -289,7 +291,7 @@ static double now_s(void) {
 /* The recorded event that is due now and has not come (for a stall, or
  * when every thread is done and events are left). */
 static void missing(uint64_t t, int stall) {
-  rp_thread *o = rp_e.owner[t & (OWN_CAP - 1)];
+  rp_thread *o = atomic_load_explicit(&rp_e.owner[t & (OWN_CAP - 1)], memory_order_relaxed);
   rp_item *exp = NULL;
   if (o)
     for (uint64_t i = atomic_load(&o->head); i < atomic_load(&o->tail); i++)

@@ -58,7 +58,7 @@ typedef struct rp_engine {
   rp_result *res;
   hkt_reader *rd;
   const hkt_header *hdr;
-  rp_thread **owner;
+  _Atomic(rp_thread *) *owner;   /* rseq -> the thread that makes it (a ring) */
   rp_thread **by_tid;
   rp_thread reader;              /* the reader's own wait slot */
   rp_thread *pool;

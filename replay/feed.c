@@ -169,7 +169,7 @@ void *rp_reader_main(void *arg) {
     *it = (rp_item){.rseq = rseq, .seq = ev.seq, .ptr = ev.ptr, .size = ev.size, .aux = ev.aux,
                     .aux2 = ev.aux2, .aux3 = ev.aux3, .tid = ev.tid, .cls = ev.cls,
                     .kind = ev.kind, .fn = ev.fn, .flags = flags & 0xff};
-    rp_e.owner[rseq & (OWN_CAP - 1)] = t;
+    atomic_store_explicit(&rp_e.owner[rseq & (OWN_CAP - 1)], t, memory_order_relaxed);
     t->ltail++;
     if (flags & IT_EXIT) { t->exiting = 1; t->next_exiting = rp_e.exiting; rp_e.exiting = t; }
     if (!t->dirty) { t->dirty = 1; t->next = dirty; dirty = t; }
@@ -189,8 +189,10 @@ void *rp_reader_main(void *arg) {
   }
   atomic_store(&rp_e.total, rseq);
   atomic_store(&rp_e.reader_done, 1);
-  for (uint32_t i = 0; i < OWN_CAP; i++)   /* every thread waiting for more items */
-    if (rp_e.owner[i]) wake(rp_e.owner[i]);
+  for (uint32_t i = 0; i < OWN_CAP; i++) {   /* every thread waiting for more items */
+    rp_thread *o = atomic_load_explicit(&rp_e.owner[i], memory_order_relaxed);
+    if (o) wake(o);
+  }
   return NULL;
 }
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -25,7 +26,7 @@
 #include "../analyze/analyze.h"
 
 static char tmpdir[64];
-static char repo[PATH_MAX];
+static char repo[1024];           /* the repo root: the cwd at start */
 static const char *build;
 
 #define KiB 1024ull
@@ -588,6 +589,13 @@ static void test_truncated_and_unreadable(void **state) {
   assert_int_equal(run_analyze(tmp("bad.err"), 1, u1), 2);
   const char *u2[] = {"analyze", tmp("cut.hkt.zst"), "--format", "pdf"};
   assert_int_equal(run_analyze(tmp("bad.err"), 4, u2), 2);
+  /* never over the trace itself */
+  struct stat before, after;
+  assert_int_equal(stat(tmp("cut.hkt.zst"), &before), 0);
+  const char *u3[] = {"analyze", tmp("cut.hkt.zst"), "-o", tmp("cut.hkt.zst")};
+  assert_int_equal(run_analyze(tmp("bad.err"), 4, u3), 2);
+  assert_int_equal(stat(tmp("cut.hkt.zst"), &after), 0);
+  assert_int_equal(before.st_size, after.st_size);
 }
 
 /* A long trace: the timeline stays within its buckets and agrees with the
@@ -647,8 +655,9 @@ static void test_long_trace_bounds(void **state) {
 }
 
 /* A real program that leaks 5 x 24 bytes from leak_small and 3 x 200 from
- * leak_big, recorded with `hakmem record`: the leaks are exact by function
- * and line. */
+ * leak_big, recorded with `hakmem record --backtrace`: the leaks are exact
+ * by function and line, and their stacks start at the caller (hakmem's own
+ * frames skipped) and go on to main. */
 static const char LEAKPROG[] =
     "#include <stdlib.h>\n"
     "static void *keep[64];\n"
@@ -677,7 +686,7 @@ static void test_leaks_of_a_program(void **state) {
   fputs(LEAKPROG, f);
   fclose(f);
   assert_int_equal(sh("cc -g -O0 -o '%s' '%s'", tmp("leakprog"), tmp("leakprog.c")), 0);
-  int rc = sh("cd '%s' && '%s' record -o leak.hkt.zst -- ./leakprog >record.log 2>&1", tmpdir, hakmem);
+  int rc = sh("cd '%s' && '%s' record --backtrace 8 -o leak.hkt.zst -- ./leakprog >record.log 2>&1", tmpdir, hakmem);
   if (access(tmp("leak.hkt.zst"), F_OK) != 0) {
     printf("skip: `hakmem record` did not write a trace (exit %d): not built yet?\n", rc);
     sh("head -3 '%s'", tmp("record.log"));
@@ -693,8 +702,33 @@ static void test_leaks_of_a_program(void **state) {
                          "assert (s[\"blocks\"],s[\"bytes\"],s[\"callsite\"][\"line\"])==(5,120,4), s\n"
                          "assert (b[\"blocks\"],b[\"bytes\"],b[\"callsite\"][\"line\"])==(3,600,8), b\n"
                          "assert s[\"callsite\"][\"file\"].endswith(\"leakprog.c\"), s\n"
-                         "assert s[\"callsite\"][\"module\"]==\"leakprog\", s\n",
+                         "assert s[\"callsite\"][\"module\"]==\"leakprog\", s\n"
+                         "st=[(f[\"function\"],f[\"line\"]) for f in s[\"stack\"]]\n"
+                         "assert st[:2]==[(\"leak_small\",4),(\"main\",11)], st\n"
+                         "st=[(f[\"function\"],f[\"line\"]) for f in b[\"stack\"]]\n"
+                         "assert st[:2]==[(\"leak_big\",8),(\"main\",12)], st\n",
                          tmp("leak.json")), 0);
+
+  /* without debug information: function names from the symbol table, no
+   * line; stripped: module+offset */
+  assert_int_equal(sh("cc -O0 -o '%s' '%s' && cp '%s' '%s' && strip '%s'", tmp("leaknodbg"), tmp("leakprog.c"),
+                      tmp("leaknodbg"), tmp("leakstrip"), tmp("leakstrip")), 0);
+  const char *names[] = {"leaknodbg", "leakstrip"};
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(sh("cd '%s' && '%s' record -o nd.hkt.zst -- ./%s >record.log 2>&1", tmpdir, hakmem, names[i]), 0);
+    assert_int_equal(sh("'%s' analyze '%s' --format json -o '%s'", hakmem, tmp("nd.hkt.zst"), tmp("nd.json")), 0);
+    char script[1024];
+    snprintf(script, sizeof script,
+             "import json,sys\n"
+             "d=json.load(open(sys.argv[1]))\n"
+             "L=[l for l in d[\"leaks\"] if l[\"callsite\"][\"module\"]==\"%s\"]\n"
+             "assert sorted((l[\"blocks\"],l[\"bytes\"]) for l in L)==[(3,600),(5,120)], L\n"
+             "for l in L: assert l[\"callsite\"][\"line\"] is None and l[\"callsite\"][\"offset\"], l\n"
+             "f=sorted(l[\"callsite\"][\"function\"] or \"\" for l in L)\n"
+             "assert f==(%s), f\n",
+             names[i], i ? "[\"\",\"\"]" : "[\"leak_big\",\"leak_small\"]");
+    assert_int_equal(py_ok(script, tmp("nd.json")), 0);
+  }
 }
 
 /* Fault injection on a real program: the correlation names the SuperSlab
@@ -758,6 +792,57 @@ static void test_fault_injection(void **state) {
   }
 }
 
+/* Memory bounded by the live set, not the trace length: traces of N and 10N
+ * events with the same live blocks analyze in the same peak RSS. Prints the
+ * throughput (make bench: HAKMEM_ANALYZE_BENCH_EVENTS=10000000, and
+ * HAKMEM_ANALYZE_BENCH_ONLY=1 to run only this). */
+static int analyze_rusage(const char *hakmem, const char *trace, struct rusage *ru, double *wall) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl(hakmem, hakmem, "analyze", trace, "-o", "/dev/null", (char *)NULL);
+    _exit(127);
+  }
+  int st;
+  if (wait4(pid, &st, 0, ru) != pid) return -1;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  *wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void test_bench_memory(void **state) {
+  (void)state;
+  char hakmem[PATH_MAX], core[PATH_MAX];
+  snprintf(hakmem, sizeof hakmem, "%s/%s/bin/hakmem", repo, build);
+  snprintf(core, sizeof core, "%s/%s/lib/libhakmem_core.a", repo, build);
+  if (getenv("HAKMEM_TEST_SAN")) { skip(); return; }     /* sanitizer memory is not the analysis' */
+  if (access(hakmem, X_OK) != 0 || access(core, R_OK) != 0) { printf("skip: %s not built\n", hakmem); skip(); return; }
+  assert_int_equal(sh("cc -O2 -I'%s/include' -o '%s' '%s/tests/analyze_progs/bench_trace.c' '%s' -lzstd -lpthread -ldl",
+                      repo, tmp("bench_trace"), repo, core), 0);
+  uint64_t n = 1000000, live = 50000;
+  if (getenv("HAKMEM_ANALYZE_BENCH_EVENTS")) n = strtoull(getenv("HAKMEM_ANALYZE_BENCH_EVENTS"), NULL, 0);
+  long rss[2];
+  for (int k = 0; k < 2; k++) {
+    uint64_t events = k ? 10 * n : n;
+    const char *trace = tmp(k ? "bench10.hkt.zst" : "bench1.hkt.zst");
+    assert_int_equal(sh("'%s' %llu %llu '%s' >/dev/null", tmp("bench_trace"), (unsigned long long)events,
+                        (unsigned long long)live, trace), 0);
+    struct rusage ru;
+    double wall = 0;
+    assert_int_equal(analyze_rusage(hakmem, trace, &ru, &wall), 0);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    rss[k] = ru.ru_maxrss;
+    printf("analyze %3dx: %llu events, %llu live: %.2f s cpu (%.1f M events/s), %.2f s wall, peak RSS %.1f MiB\n",
+           k ? 10 : 1, (unsigned long long)events, (unsigned long long)live, cpu, (double)events / cpu / 1e6, wall,
+           (double)ru.ru_maxrss / 1024.0);
+    unlink(trace);
+  }
+  assert_true(rss[1] <= rss[0] + rss[0] / 4 + 4096);
+}
+
 static int setup(void **state) {
   (void)state;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/hkt-analyze-XXXXXX");
@@ -784,6 +869,8 @@ int main(void) {
     cmocka_unit_test(test_html_renders),
     cmocka_unit_test(test_leaks_of_a_program),
     cmocka_unit_test(test_fault_injection),
+    cmocka_unit_test(test_bench_memory),
   };
+  if (getenv("HAKMEM_ANALYZE_BENCH_ONLY")) cmocka_set_test_filter("test_bench_memory");
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -120,6 +120,17 @@ static void test_other_class_does_not_fire(void **state) {
   assert_null(strstr(c->err, "fired"));
 }
 
+/* ...nor one for another thread (the workload allocates in thread 0)... */
+static void test_thread_filter(void **state) {
+  case_out *c = run_inject("early_release:3@5/1", 1, 0);
+  assert_true(case_exited_ok(c));
+  assert_null(strstr(c->err, "fired"));
+  c = run_inject("early_release:3@5/0", 1, 0);
+  assert_non_null(strstr(c->err, "early_release fired in thread 0"));
+  assert_int_equal(c->mark[1], 1);          /* described exactly as given */
+  assert_true(case_aborted(c));
+}
+
 /* ...and a count past the workload's events does not fire either. */
 static void test_count_past_the_end(void **state) {
   case_out *c = run_inject("early_release:3@100000", 1, 0);
@@ -128,7 +139,7 @@ static void test_count_past_the_end(void **state) {
 }
 
 static void test_bad_spec_is_reported_and_ignored(void **state) {
-  const char *bad[] = {"early_relase", "early_release:99", "lost_drain@x", "skip_pin:3@"};
+  const char *bad[] = {"early_relase", "early_release:99", "lost_drain@x", "skip_pin:3@", "early_release:3@1/x"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     case_out *c = run_inject(bad[i], 1, 0);
     char want[80];
@@ -200,6 +211,7 @@ int main(void) {
     cmocka_unit_test(test_lost_drain),
     cmocka_unit_test(test_skip_pin),
     cmocka_unit_test(test_other_class_does_not_fire),
+    cmocka_unit_test(test_thread_filter),
     cmocka_unit_test(test_count_past_the_end),
     cmocka_unit_test(test_bad_spec_is_reported_and_ignored),
     cmocka_unit_test(test_replay_reproduces),

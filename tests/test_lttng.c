@@ -540,6 +540,9 @@ static void test_same_workload_both_ways(void **state) {
     char *out = slurp(tmp_path("out"));
     if (rc) fprintf(stderr, "%s: %s%s", cmds[i][1], out, slurp(tmp_path("err")));
     assert_int_equal(rc, 0);
+    if (i == 0 && strstr(out, "starts in a running process"))
+      fprintf(stderr, "the LTTng trace misses the events made before libhakmem-lttng.so was "
+              "loaded: libhakmem must keep them and export _hak_recorder_handover()\n");
     if (i == 0) assert_null(strstr(out, "starts in a running process"));
     if (i == 1) assert_non_null(strstr(out, "identical"));
     free(out);

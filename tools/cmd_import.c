@@ -9,7 +9,6 @@
 #include "hakmem/trace.h"
 #include "lttng_session.h"
 
-#define HKL_DEFAULT_WINDOW (1u << 20)   /* keep in sync with lttng_import.c */
 
 static void hkl_import_usage(FILE *f) {
   fprintf(f, "usage: hakmem import CTF_DIR [-o FILE] [--pid PID] [--window N]\n"

@@ -26,7 +26,6 @@
 #include "hakmem/trace.h"
 #include "lttng_session.h"
 
-#define HKL_DEFAULT_WINDOW (1u << 20)
 
 /* ---- what each hakmem:* event holds (mirror of hakmem_tp.h) -------------- */
 
@@ -119,6 +118,7 @@ typedef struct hkl_class {
   const bt_event_class *ec;
   int kind;
   int seq32;                /* compact layout: seq holds its low 32 bits */
+  int cls8;                 /* compact layout: cls in 8 bits, 255 = none */
   uint32_t n;
   uint8_t slot[HKL_MAX_MEMBERS];
   char name[64];
@@ -144,6 +144,7 @@ typedef struct hkl_importer {
   char part[4200];
   int err;                  /* first error (negative hkt_err), stops the graph */
   int gap;                  /* a seq is missing: writing stopped before it */
+  int gap_window;           /* ... declared when the reorder window filled up */
   hkl_class classes[64], class_scratch;     /* scratch: when the cache is full */
   uint32_t nclasses;
   hkl_sclass sclasses[16], sclass_scratch;
@@ -242,6 +243,7 @@ static hkl_class *hkl_class_of(hkl_importer *im, const bt_event_class *ec) {
         bt_field_class_structure_borrow_member_by_index_const(fc, i));
     c->slot[i] = km ? hkl_event_slot(km, f) : c->kind < KIND_OTHER ? hkl_header_slot(c->kind, f) : SL_NONE;
     if (c->slot[i] == SL_SEQ && bt_field_class_integer_get_field_value_range(mfc) < 64) c->seq32 = 1;
+    if (c->slot[i] == SL_CLS && bt_field_class_integer_get_field_value_range(mfc) == 8) c->cls8 = 1;
   }
   return c;
 }
@@ -369,6 +371,7 @@ static void hkl_event(hkl_importer *im, const hkt_event *ev) {
         return;
       }
       hkl_gap(im, im->heap[0].ev.seq);
+      im->gap_window = 1;
       return;
     }
     size_t cap = im->capheap ? im->capheap * 2 : 4096;
@@ -511,7 +514,10 @@ static void hkl_event_msg(hkl_importer *im, const bt_message *msg) {
     case SL_SEQ: ev.seq = c->seq32 ? hkl_extend(im->seq_ref, hkl_u64(f)) : hkl_u64(f); break;
     case SL_KIND: ev.kind = (uint16_t)hkl_u64(f); break;
     case SL_TID: ev.tid = (uint32_t)hkl_u64(f); break;
-    case SL_CLS: ev.cls = (uint32_t)hkl_u64(f); break;
+    case SL_CLS:
+      ev.cls = (uint32_t)hkl_u64(f);
+      if (c->cls8 && ev.cls == 0xff) ev.cls = HKT_NO_CLASS;
+      break;
     case SL_PTR: ev.ptr = hkl_u64(f); break;
     case SL_SIZE: ev.size = hkl_u64(f); break;
     case SL_FN: ev.fn = (uint16_t)hkl_u64(f); break;
@@ -795,10 +801,16 @@ int hkl_import(const char *ctf_dir, const char *out, const hkl_import_opts *o,
   }
   if (rc) unlink(im.part);
   if (!rc && im.gap) {
-    fprintf(stderr, "hakmem %s: %s: %llu events lost (LTTng reported %llu discarded); %s holds the "
-            "%llu events before seq %llu and is marked incomplete\n", o->cmd, ctf_dir,
-            (unsigned long long)res->missing, (unsigned long long)res->discarded, out,
-            (unsigned long long)res->events, (unsigned long long)im.next);
+    if (im.gap_window && !res->discarded)
+      fprintf(stderr, "hakmem %s: %s: seq %llu did not come within the reorder window (%zu "
+              "events): lost, or raise --window; %s holds the %llu events before it and is "
+              "marked incomplete\n", o->cmd, ctf_dir, (unsigned long long)im.next, im.window, out,
+              (unsigned long long)res->events);
+    else
+      fprintf(stderr, "hakmem %s: %s: %llu events lost (LTTng reported %llu discarded); %s holds "
+              "the %llu events before seq %llu and is marked incomplete\n", o->cmd, ctf_dir,
+              (unsigned long long)res->missing, (unsigned long long)res->discarded, out,
+              (unsigned long long)res->events, (unsigned long long)im.next);
     rc = HKT_ERR_SEQUENCE;
   } else if (!rc && res->discarded) {
     fprintf(stderr, "hakmem %s: %s: LTTng reported %llu events discarded (none of them hakmem's "

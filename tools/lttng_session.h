@@ -52,10 +52,12 @@ int hkl_session_finish(hkl_session *s);  /* snapshot if asked, stop, destroy */
 
 /* ---- CTF import --------------------------------------------------------- */
 
+#define HKL_DEFAULT_WINDOW (1u << 20)  /* reorder window, events */
+
 typedef struct hkl_import_opts {
   const char *cmd;          /* "import" or "record": prefix of error lines */
   int pid;                  /* the process to import; 0: the first one traced */
-  uint64_t window;          /* reorder window in events; 0: default (1 Mi) */
+  uint64_t window;          /* reorder window in events; 0: HKL_DEFAULT_WINDOW */
   int end_how;              /* enum hkt_end to add when the trace has no END; 0 none */
   uint64_t end_status;      /* exit status or signal for end_how */
   int quiet;                /* no summary line */

@@ -128,27 +128,35 @@ static void scan_active(hkt_drain *d) {
       d->active[d->nactive++] = i;
 }
 
+/* The record at position `at` of chunk i if it is published (spool.h:
+ * seq1 stored last, above the chunk's claim_seq). */
+static inline const hkt_rec *published(hkt_drain *d, uint32_t i, uint32_t at) {
+  if (at >= HKT_CHUNK_RECS) return NULL;
+  uint64_t claim = atomic_load_explicit(&d->s->dir[i].claim_seq, memory_order_acquire);
+  const hkt_rec *r = hkt_spool_chunk(d->s, i) + at;
+  uint64_t seq1 = __atomic_load_n(&r->seq1, __ATOMIC_ACQUIRE);
+  if (claim == UINT64_MAX || seq1 <= claim) return NULL;
+  return at + 1u + r->nx <= HKT_CHUNK_RECS ? r : NULL;
+}
+
 /* Free chunk i if it is sealed, read to its end, and all of it is written. */
 static void maybe_reclaim(hkt_drain *d, uint32_t i) {
   hkt_chunk_hdr *c = &d->s->dir[i];
   if (atomic_load_explicit(&c->state, memory_order_acquire) != HKT_CHUNK_SEALED) return;
-  if (d->cur[i] < atomic_load_explicit(&c->committed, memory_order_acquire)) return;
+  if (published(d, i, d->cur[i])) return;
   if (d->maxseq[i] > atomic_load_explicit(&d->s->h->written_seq, memory_order_acquire)) return;
+  atomic_store_explicit(&c->claim_seq, UINT64_MAX, memory_order_relaxed);
   d->cur[i] = 0;
   d->maxseq[i] = 0;
-  atomic_store_explicit(&c->committed, 0, memory_order_relaxed);
   atomic_store_explicit(&c->state, HKT_CHUNK_FREE, memory_order_release);
 }
 
 /* Head of chunk i: skip records already written (seq < next); returns the
  * record or NULL if none is published yet. */
 static const hkt_rec *head(hkt_drain *d, uint32_t i) {
-  uint32_t committed = atomic_load_explicit(&d->s->dir[i].committed, memory_order_acquire);
-  if (committed > HKT_CHUNK_RECS) committed = HKT_CHUNK_RECS;
-  const hkt_rec *recs = hkt_spool_chunk(d->s, i);
-  while (d->cur[i] < committed) {
-    const hkt_rec *r = &recs[d->cur[i]];
-    if (r->seq >= d->next) return d->cur[i] + 1u + r->nx <= committed ? r : NULL;
+  const hkt_rec *r;
+  while ((r = published(d, i, d->cur[i]))) {
+    if (r->seq1 - 1 >= d->next) return r;
     d->cur[i] += 1u + r->nx;
   }
   return NULL;
@@ -165,7 +173,7 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
     uint64_t best_seq = UINT64_MAX;
     for (uint32_t k = 0; k < d->nactive; k++) {
       const hkt_rec *r = head(d, d->active[k]);
-      if (r && r->seq < best_seq) { best_seq = r->seq; best = d->active[k]; }
+      if (r && r->seq1 - 1 < best_seq) { best_seq = r->seq1 - 1; best = d->active[k]; }
     }
     if (best == UINT32_MAX || best_seq >= end) break;
     if (best_seq != d->next) {
@@ -183,12 +191,9 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
       d->next = best_seq;
     }
     d->gap_start_ns = 0;
-    const hkt_rec *recs = hkt_spool_chunk(d->s, best);
-    uint32_t committed = atomic_load_explicit(&d->s->dir[best].committed, memory_order_acquire);
-    if (committed > HKT_CHUNK_RECS) committed = HKT_CHUNK_RECS;
-    while (d->cur[best] < committed) {
-      const hkt_rec *r = &recs[d->cur[best]];
-      if (r->seq != d->next || d->next >= end || d->cur[best] + 1u + r->nx > committed) break;
+    const hkt_rec *r;
+    while ((r = published(d, best, d->cur[best]))) {
+      if (r->seq1 - 1 != d->next || d->next >= end) break;
       int e = put_record(d, r);
       if (HKT_IS_ERR(e)) return e;
       d->cur[best] += 1u + r->nx;
@@ -343,6 +348,9 @@ int hkt_recover(const char *spool_path, const char *out, uint32_t end_kind, uint
   }
   atomic_store(&h->state, HKT_SPOOL_DONE);
   hkt_spool_unmap(&s);
+  char real[1100];   /* FILE.spool may link to the spool in tmpfs */
+  ssize_t n = readlink(spool_path, real, sizeof real - 1);
+  if (n > 0) { real[n] = 0; unlink(real); }
   unlink(spool_path);
   return 0;
 }

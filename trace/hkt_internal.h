@@ -45,6 +45,28 @@ enum {
 
 #define HKT_PTR_SLOTS 65    /* ptr predictors: one per class < 64, one for the rest */
 
+/* Allocation calls: their blocks can be named again by a FREE (back-reference). */
+static inline int hkt_is_alloc(unsigned kind) {
+  return kind == HKT_EV_MALLOC || kind == HKT_EV_CALLOC || kind == HKT_EV_REALLOC || kind == HKT_EV_ALIGNED;
+}
+
+/* The class a writer and a reader both expect an event to have: the
+ * allocation's class for a FREE that names it, the smallest class that fits
+ * for MALLOC/REALLOC/ALIGNED (header class table), none otherwise. */
+static inline uint32_t hkt_predict_cls(unsigned kind, uint64_t size, const uint32_t *class_size, uint32_t ncls) {
+  if (kind != HKT_EV_MALLOC && kind != HKT_EV_REALLOC && kind != HKT_EV_ALIGNED) return HKT_NO_CLASS;
+  uint32_t lo = 0, hi = ncls;
+  while (lo < hi) {   /* first class with block size >= size (sizes increase) */
+    uint32_t mid = (lo + hi) / 2;
+    if (class_size[mid] < size) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < ncls ? lo : HKT_NO_CLASS;
+}
+static inline uint64_t hkt_cls_encode(uint32_t cls, uint32_t predicted) {
+  return cls == predicted ? 0 : cls == HKT_NO_CLASS ? 1 : (uint64_t)cls + 2;
+}
+
 /* Limits every reader enforces, so that memory stays bounded on any input. */
 #define HKT_MAX_FRAME_BYTES  (64u << 20)   /* decompressed content of one frame */
 #define HKT_MAX_STR          4096u

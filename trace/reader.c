@@ -51,6 +51,9 @@ struct hkt_reader {
   hkt_cur s[HKT_S__COUNT];
   uint64_t *callers;
   uint32_t ncallers, callers_cap;
+  uint64_t *aptr;           /* allocations of this frame (FREE back-references) */
+  uint32_t *acls;
+  uint32_t nalloc, alloc_cap;
   char str[HKT_MAX_STR + 1];
   uint8_t bid[256];
 
@@ -282,6 +285,15 @@ static int parse_events(hkt_reader *r) {
     c.p += len[i];
   }
   if (len[HKT_S_KIND] != n) return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "kind stream length is not the event count");
+  if (n > r->alloc_cap) {
+    uint64_t *ap = hkt_mem_realloc(r->aptr, n * sizeof *ap);
+    if (ap) r->aptr = ap;
+    uint32_t *ac = ap ? hkt_mem_realloc(r->acls, n * sizeof *ac) : NULL;
+    if (ac) r->acls = ac;
+    if (!ap || !ac) return set_err(r, HKT_ERR_NOMEM, r->frame_off, "out of memory");
+    r->alloc_cap = (uint32_t)n;
+  }
+  r->nalloc = 0;
   memset(r->pred, 0, sizeof r->pred);
   r->left = (uint32_t)n;
   r->in_frame = 1;
@@ -308,22 +320,44 @@ static int decode_event(hkt_reader *r, hkt_event *ev) {
   if (fl & HKT_F_EXT) f2 = hkt_get_byte(&r->s[HKT_S_FLAGS]);
   uint64_t tid = hkt_get_varint(&r->s[HKT_S_TID]);
   r->prev_t += (uint64_t)hkt_unzz(hkt_get_varint(&r->s[HKT_S_TIME]));
-  uint64_t cls = hkt_get_varint(&r->s[HKT_S_CLS]);
-  if (kind == 0 || kind >= 64 || tid > UINT32_MAX || cls > UINT32_MAX || (f2 & ~7u))
+  if (kind == 0 || kind >= 64 || tid > UINT32_MAX || (f2 & ~7u))
     return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad event at seq %llu", (unsigned long long)ev->seq);
   ev->kind = kind;
   ev->tid = (uint32_t)tid;
   ev->time_ns = r->prev_t << r->hdr.time_shift;
-  ev->cls = cls ? (uint32_t)(cls - 1) : HKT_NO_CLASS;
+  /* pointer first (a back-reference brings its class), then size, then the
+   * class against its prediction, then a delta-coded pointer */
+  uint64_t u = 0, abs = 0;
+  hkt_cur *ps = &r->s[HKT_S_PTR];
   if (fl & HKT_F_PTR) {
-    hkt_cur *s = &r->s[HKT_S_PTR];
-    uint64_t v = hkt_get_varint(s);
-    unsigned slot = ev->cls < HKT_PTR_SLOTS - 1 ? ev->cls : HKT_PTR_SLOTS - 1;
-    if (v & 1) ev->ptr = hkt_get_varint(s);
-    else ev->ptr = r->pred[slot] + ((uint64_t)hkt_unzz(v >> 1) << 3);
-    r->pred[slot] = ev->ptr;
+    u = hkt_get_varint(ps);
+    if (u == 1) abs = hkt_get_varint(ps);
+    else if ((u & 3) == 1) ps->bad = 1;   /* reserved */
   }
   if (fl & HKT_F_SIZE) ev->size = hkt_get_varint(&r->s[HKT_S_SIZE]);
+  uint32_t predicted = hkt_predict_cls(kind, ev->size, r->hdr.class_size, r->hdr.num_classes);
+  int backref = (fl & HKT_F_PTR) && (u & 3) == 3;
+  if (backref) {
+    uint64_t d = u >> 2;
+    if (kind != HKT_EV_FREE || d >= r->nalloc) ps->bad = 1;
+    else {
+      ev->ptr = r->aptr[r->nalloc - 1 - d];
+      predicted = r->acls[r->nalloc - 1 - d];
+    }
+  }
+  uint64_t c = hkt_get_varint(&r->s[HKT_S_CLS]);
+  if (c > (uint64_t)UINT32_MAX + 2) r->s[HKT_S_CLS].bad = 1;
+  ev->cls = c == 0 ? predicted : c == 1 ? HKT_NO_CLASS : (uint32_t)(c - 2);
+  if (fl & HKT_F_PTR) {
+    unsigned slot = ev->cls < HKT_PTR_SLOTS - 1 ? ev->cls : HKT_PTR_SLOTS - 1;
+    if (u == 1) ev->ptr = abs;
+    else if (!backref) ev->ptr = r->pred[slot] + ((uint64_t)hkt_unzz(u >> 1) << 3);
+    r->pred[slot] = ev->ptr;
+    if (hkt_is_alloc(kind) && r->nalloc < r->alloc_cap) {
+      r->aptr[r->nalloc] = ev->ptr;
+      r->acls[r->nalloc++] = ev->cls;
+    }
+  }
   hkt_cur *a = &r->s[HKT_S_AUX];
   if (fl & HKT_F_AUX) ev->aux = hkt_get_varint(a);
   if (fl & HKT_F_AUX2) ev->aux2 = hkt_get_varint(a);
@@ -475,6 +509,8 @@ void hkt_reader_close(hkt_reader *r) {
   hkt_buf_release(&r->hstore);
   hkt_mem_free(r->mods);
   hkt_mem_free(r->callers);
+  hkt_mem_free(r->aptr);
+  hkt_mem_free(r->acls);
   hkt_mem_free(r->stab);
   hkt_mem_free(r->sframes);
   hkt_mem_free(r->path);

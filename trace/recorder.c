@@ -61,7 +61,8 @@ static struct {
   int key_ok;
   _Atomic int dropped_reported;
   char trace_path[1024];
-  char spool_path[1040];
+  char spool_path[1040];      /* FILE.spool: the spool, or a link to it */
+  char spool_real[1040];      /* where the spool is (tmpfs when there is one) */
   int npred;
   char pred[MAX_PRED][1040];  /* spools of images this one replaced (exec) */
   struct sigaction old[32];
@@ -70,7 +71,7 @@ static struct {
 static __thread struct rec_tls {
   hkt_rec *cur;
   hkt_chunk_hdr *ch;
-  uint32_t left, used, tid;
+  uint32_t left, tid;
 } T __attribute__((tls_model("initial-exec")));
 
 static const int crash_signals[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL };
@@ -209,10 +210,11 @@ static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, ui
           atomic_compare_exchange_strong_explicit(&c->state, &st, HKT_CHUNK_OWNED, memory_order_acquire,
                                                   memory_order_relaxed)) {
         c->os_tid = (uint32_t)syscall(SYS_gettid);
+        /* every seq from now on is above this: older records do not count */
+        atomic_store_explicit(&c->claim_seq, atomic_load(&s->h->next_seq), memory_order_release);
         t->ch = c;
         t->cur = hkt_spool_chunk(s, i);
         t->left = HKT_CHUNK_RECS;
-        t->used = 0;
         t->tid = tid;
         if (R.key_ok) pthread_setspecific(R.key, (void *)1);
         return 1;
@@ -252,7 +254,8 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     return;
   }
   hkt_rec *r = t->cur;
-  r->seq = atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_relaxed);
+  __builtin_prefetch(r + 4, 1);   /* the line a few events ahead: its miss overlaps this one */
+  uint64_t seq = atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_relaxed);
   r->stamp = __rdtsc();
   r->ptr = ev->ptr;
   r->size = ev->size;
@@ -276,11 +279,10 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     if (sl) memcpy(d, ev->str, sl);
     if (bl) memcpy(d + sl, ev->bid, bl);
   }
-  ev->seq = r->seq;
+  __atomic_store_n(&r->seq1, seq + 1, __ATOMIC_RELEASE);   /* publishes it */
+  ev->seq = seq;
   t->cur += 1 + nx;
   t->left -= 1 + nx;
-  t->used += 1 + nx;
-  atomic_store_explicit(&t->ch->committed, t->used, memory_order_release);
 }
 
 static const hak_recorder recorder = { NULL, rec_emit, NULL };
@@ -302,10 +304,23 @@ static int start(const char *base, int forked) {
   if (R.trace_fd < 0) return -1;
   snprintf(R.spool_path, sizeof R.spool_path, "%s.spool", R.trace_path);
   R.backtrace = (unsigned)env_u64("HAKMEM_BACKTRACE", 0, HKT_MAX_STACK_DEPTH);
-  uint64_t mb = env_u64("HAKMEM_TRACE_SPOOL_MB", 64, 1u << 16);
-  int e = hkt_spool_create(&R.sp, R.spool_path, mb << 20, R.backtrace ? 1u << 16 : 0);
+  uint64_t mb = env_u64("HAKMEM_TRACE_SPOOL_MB", 32, 1u << 16);
+  /* The spool lives in tmpfs when there is one (no disk writeback while
+   * threads write it; it outlives the process all the same), and FILE.spool
+   * links to it. HAKMEM_TRACE_SPOOL_DIR= (empty) keeps it next to FILE. */
+  const char *dir = getenv("HAKMEM_TRACE_SPOOL_DIR");
+  if (!dir) dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "";
+  unlink(R.spool_path);
+  snprintf(R.spool_real, sizeof R.spool_real, "%s", R.spool_path);
+  if (*dir) {
+    snprintf(R.spool_real, sizeof R.spool_real, "%s/hakmem-%d-%llx.spool", dir, (int)R.pid,
+             (unsigned long long)(__rdtsc() & 0xffffffffffull));
+    if (symlink(R.spool_real, R.spool_path)) snprintf(R.spool_real, sizeof R.spool_real, "%s", R.spool_path);
+  }
+  int e = hkt_spool_create(&R.sp, R.spool_real, mb << 20, R.backtrace ? 1u << 16 : 0);
   if (e) {
-    say("hakmem: trace spool %s: %s; not recording", R.spool_path, strerror(-e));
+    say("hakmem: trace spool %s: %s; not recording", R.spool_real, strerror(-e));
+    if (strcmp(R.spool_real, R.spool_path)) unlink(R.spool_path);
     close(R.trace_fd);
     unlink(R.trace_path);
     R.trace_fd = -1;
@@ -438,6 +453,7 @@ static void *writer_main(void *arg) {
       hkt_drain_free(d);
       atomic_store(&h->state, HKT_SPOOL_DONE);
       unlink(R.spool_path);
+      unlink(R.spool_real);
       futex_wake(&h->wake);
       break;
     }

@@ -53,9 +53,9 @@ typedef struct hkt_spool_hdr {
   uint32_t num_classes, backtrace;
   uint32_t class_size[64];
   char trace_path[1024];
-  /* live state */
-  _Atomic uint64_t next_seq;          /* the global sequence counter */
-  _Atomic uint64_t written_seq;       /* spool seqs below this are in whole frames of the trace */
+  /* live state; the counter every recorded thread bumps has its own line */
+  _Alignas(64) _Atomic uint64_t next_seq;   /* the global sequence counter */
+  _Alignas(64) _Atomic uint64_t written_seq;       /* spool seqs below this are in whole frames of the trace */
   _Atomic uint64_t written_events;    /* ... and that many events the trace holds */
   _Atomic uint64_t end_seq;           /* seq taken by the end (UINT64_MAX: none yet) */
   _Atomic uint32_t end_kind, end_status, end_tid;
@@ -68,16 +68,18 @@ typedef struct hkt_spool_hdr {
 
 typedef struct hkt_chunk_hdr {
   _Atomic uint32_t state;
-  _Atomic uint32_t committed;         /* records published (release) */
   uint32_t os_tid;                    /* owner thread, to find chunks of dead threads */
-  uint32_t pad0;
+  _Atomic uint64_t claim_seq;         /* next_seq when claimed; UINT64_MAX while free */
   uint64_t pad[6];
 } hkt_chunk_hdr;
 
 /* A raw record. Extension records (nx of them) follow when the event has
- * aux3, a stack, a thread index >= 0xffff, a string or a build-id. */
+ * aux3, a stack, a thread index >= 0xffff, a string or a build-id.
+ * seq1 = seq + 1 is stored last (release): a record is there when seq1 >
+ * its chunk's claim_seq; anything else is left from an earlier use of the
+ * chunk, or zero, or a record whose thread died writing it. */
 typedef struct hkt_rec {
-  uint64_t seq, stamp;
+  uint64_t seq1, stamp;
   uint64_t ptr, size, aux, aux2, caller;
   uint8_t kind, nx;
   uint16_t fn, cls, tid;              /* tid 0xffff: see the extension */

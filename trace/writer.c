@@ -19,6 +19,8 @@ struct hkt_writer {
   int level;
   uint32_t frame_events;
   uint32_t time_shift;
+  uint32_t ncls;
+  uint32_t class_size[64];  /* from the header: class prediction */
   uint64_t next_seq;        /* events put so far */
   uint64_t bytes;           /* compressed bytes written */
   ZSTD_CCtx *cctx;
@@ -36,6 +38,11 @@ struct hkt_writer {
   uint32_t ccap;            /* power of two, > 2 * frame_events */
   uint64_t *callers;        /* table in order of first use */
   uint32_t ncallers;
+  /* allocations of this frame, for FREE back-references: ptr -> ordinal,
+   * entries of older frames told apart by their generation */
+  struct alloc_ent { uint64_t ptr; uint32_t ord, gen; } *atab;
+  uint32_t *acls;           /* class of each allocation ordinal */
+  uint32_t nalloc, gen;
 
   hkt_buf frame;            /* assembled content */
   uint8_t *out;
@@ -115,6 +122,8 @@ static void frame_reset(hkt_writer *w) {
   w->nstacks = 0;
   if (w->ncallers) memset(w->ckey, 0, (size_t)w->ccap * sizeof *w->ckey);
   w->ncallers = 0;
+  w->nalloc = 0;
+  w->gen++;
   memset(w->pred, 0, sizeof w->pred);
   w->n = 0;
 }
@@ -125,11 +134,16 @@ static int alloc_tables(hkt_writer *w) {
   hkt_mem_free(w->ckey);
   hkt_mem_free(w->cidx);
   hkt_mem_free(w->callers);
+  hkt_mem_free(w->atab);
+  hkt_mem_free(w->acls);
   w->ccap = cap;
+  w->atab = hkt_mem_alloc((size_t)cap * sizeof *w->atab);
+  w->acls = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->acls);
+  w->gen = 1;
   w->ckey = hkt_mem_alloc((size_t)cap * sizeof *w->ckey);
   w->cidx = hkt_mem_alloc((size_t)cap * sizeof *w->cidx);
   w->callers = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->callers);
-  return w->ckey && w->cidx && w->callers ? 0 : HKT_ERR_NOMEM;
+  return w->ckey && w->cidx && w->callers && w->atab && w->acls ? 0 : HKT_ERR_NOMEM;
 }
 
 static int writer_new(hkt_writer **out, int fd) {
@@ -161,6 +175,8 @@ static void writer_free(hkt_writer *w) {
   hkt_mem_free(w->ckey);
   hkt_mem_free(w->cidx);
   hkt_mem_free(w->callers);
+  hkt_mem_free(w->atab);
+  hkt_mem_free(w->acls);
   hkt_mem_free(w->out);
   ZSTD_freeCCtx(w->cctx);
   hkt_mem_free(w);
@@ -172,6 +188,8 @@ int hkt_writer_fdopen(hkt_writer **out, int fd, const char *path, const hkt_head
   HKT_TRY(writer_new(out, fd));
   hkt_writer *w = *out;
   w->time_shift = h->time_shift > 32 ? 32 : h->time_shift;
+  w->ncls = h->num_classes > 64 ? 64 : h->num_classes;
+  memcpy(w->class_size, h->class_size, sizeof w->class_size);
   hkt_buf_reserve(&w->frame, 4096);
   hkt_header_encode(&w->frame, h);
   int e = w->frame.failed ? HKT_ERR_NOMEM : write_frame(w, w->frame.p, w->frame.len);
@@ -275,18 +293,39 @@ int hkt_writer_put(hkt_writer *w, const hkt_event *ev) {
   hkt_buf_varint(&w->s[HKT_S_TID], ev->tid);
   hkt_buf_varint(&w->s[HKT_S_TIME], hkt_zz((int64_t)(t - w->prev_t)));
   w->prev_t = t;
-  uint64_t cls_enc = ev->cls == HKT_NO_CLASS ? 0 : (uint64_t)ev->cls + 1;
-  hkt_buf_varint(&w->s[HKT_S_CLS], cls_enc);
+  uint32_t predicted = hkt_predict_cls(ev->kind, ev->size, w->class_size, w->ncls);
   if (fl & HKT_F_PTR) {
-    /* delta to the last pointer of the same class; a free usually reuses
-     * or neighbours it. Multiples of 8 drop their zero bits; anything else
-     * is escaped (odd value 1) and written whole. */
+    /* A FREE of a block allocated earlier in this frame names it by
+     * allocation distance (u = d << 2 | 3), and its class comes with it.
+     * Other pointers: the delta to the last pointer of the same class (a
+     * block freed is usually the next one handed out): multiples of 8 drop
+     * their zero bits (u even); anything else is escaped (u = 1, then the
+     * pointer whole). */
+    hkt_buf *ps = &w->s[HKT_S_PTR];
+    struct alloc_ent *a = NULL;
+    uint32_t h = (uint32_t)((ev->ptr * 0x9e3779b97f4a7c15ull) >> 32) & (w->ccap - 1);
+    if (ev->kind == HKT_EV_FREE || hkt_is_alloc(ev->kind)) {
+      while (w->atab[h].gen == w->gen && w->atab[h].ptr != ev->ptr) h = (h + 1) & (w->ccap - 1);
+      if (w->atab[h].gen == w->gen) a = &w->atab[h];
+    }
+    if (ev->kind == HKT_EV_FREE && a) {
+      hkt_buf_varint(ps, ((uint64_t)(w->nalloc - 1 - a->ord) << 2) | 3);
+      predicted = w->acls[a->ord];
+    } else {
+      unsigned slot = ev->cls < HKT_PTR_SLOTS - 1 ? ev->cls : HKT_PTR_SLOTS - 1;
+      int64_t d = (int64_t)(ev->ptr - w->pred[slot]);
+      if ((d & 7) == 0) hkt_buf_varint(ps, hkt_zz(d >> 3) << 1);
+      else { hkt_buf_varint(ps, 1); hkt_buf_varint(ps, ev->ptr); }
+    }
     unsigned slot = ev->cls < HKT_PTR_SLOTS - 1 ? ev->cls : HKT_PTR_SLOTS - 1;
-    int64_t d = (int64_t)(ev->ptr - w->pred[slot]);
-    if ((d & 7) == 0) hkt_buf_varint(&w->s[HKT_S_PTR], hkt_zz(d >> 3) << 1);
-    else { hkt_buf_varint(&w->s[HKT_S_PTR], 1); hkt_buf_varint(&w->s[HKT_S_PTR], ev->ptr); }
     w->pred[slot] = ev->ptr;
+    if (hkt_is_alloc(ev->kind)) {
+      if (!a) { a = &w->atab[h]; a->ptr = ev->ptr; a->gen = w->gen; }
+      a->ord = w->nalloc;
+      w->acls[w->nalloc++] = ev->cls;
+    }
   }
+  hkt_buf_varint(&w->s[HKT_S_CLS], hkt_cls_encode(ev->cls, predicted));
   if (fl & HKT_F_SIZE) hkt_buf_varint(&w->s[HKT_S_SIZE], ev->size);
   hkt_buf *a = &w->s[HKT_S_AUX];
   if (fl & HKT_F_AUX) hkt_buf_varint(a, ev->aux);
@@ -365,7 +404,10 @@ int hkt_writer_append(hkt_writer **out, const char *path, uint64_t *next_seq) {
   while ((e = hkt_reader_next(r, &ev)) > 0) {}
   /* a cut or damaged tail is dropped: keep what reads */
   uint64_t keep = hkt_reader_data_end(r), events = hkt_reader_data_events(r);
-  uint32_t shift = hkt_reader_header(r)->time_shift;
+  const hkt_header *hh = hkt_reader_header(r);
+  uint32_t shift = hh->time_shift, ncls = hh->num_classes;
+  uint32_t csz[64];
+  memcpy(csz, hh->class_size, sizeof csz);
   hkt_reader_close(r);
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0) return HKT_ERR_IO;
@@ -378,6 +420,8 @@ int hkt_writer_append(hkt_writer **out, const char *path, uint64_t *next_seq) {
   e = writer_new(out, fd);
   if (HKT_IS_ERR(e)) { close(fd); return e; }
   (*out)->time_shift = shift;
+  (*out)->ncls = ncls;
+  memcpy((*out)->class_size, csz, sizeof csz);
   (*out)->next_seq = events;
   (*out)->bytes = keep;
   if (next_seq) *next_seq = events;

@@ -50,10 +50,11 @@ static _Atomic uint64_t hkl_seq;
 static __thread int hkl_in_emit __attribute__((tls_model("initial-exec")));
 
 /* The compact layouts of hakmem_tp.h hold an event when the slots they
- * leave out are 0 and tid, cls fit 16 bits. */
+ * leave out are 0, tid < 255 and cls < 255 or none (255 in 8 bits). */
 #define HKL_U32_MAX 0xffffffffull
 static inline int hkl_small(const hkt_event *ev) {
-  return ev->tid <= 0xffff && ev->cls <= 0xffff && !ev->aux3 && !ev->str && !ev->bid_len;
+  return ev->tid < 0xff && (ev->cls < 0xff || ev->cls == HKT_NO_CLASS) && !ev->aux3 && !ev->str &&
+         !ev->bid_len;
 }
 
 static void hkl_emit(void *ctx, hkt_event *ev) {

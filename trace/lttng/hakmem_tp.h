@@ -90,18 +90,19 @@ LTTNG_UST_TRACEPOINT_EVENT(hakmem, header_module,
     LTTNG_UST_TP_FIELDS(HKL_COMMON __VA_ARGS__))
 
 /* The hot kinds have a compact layout, used by hakmem_lttng.c when the
- * event fits it (slots outside it are 0, tid and cls fit 16 bits): seq as
- * its low 32 bits (the importer extends it, the trace being in near seq
- * order), fields ordered by size so that nothing is padded. An event that
- * does not fit goes out whole as hakmem:event. */
-#define HKL_SMALL_TAIL \
-  lttng_ust_field_integer(uint32_t, seq, (uint32_t)ev->seq) \
-  lttng_ust_field_integer(uint16_t, tid, (uint16_t)ev->tid) \
-  lttng_ust_field_integer(uint16_t, cls, (uint16_t)ev->cls)
+ * event fits it: the slots it leaves out are 0, tid < 255, cls < 255 or
+ * none (stored as 255). seq is its low 32 bits (the importer extends it:
+ * the trace is in seq order give or take the reorder window). lttng-ust
+ * packs fields unaligned on x86, so every byte counts. An event that does
+ * not fit goes out whole as hakmem:event. */
 #define HKL_SMALL(name, ...) \
   LTTNG_UST_TRACEPOINT_EVENT(hakmem, name, \
     LTTNG_UST_TP_ARGS(const hkt_event *, ev), \
-    LTTNG_UST_TP_FIELDS(__VA_ARGS__ HKL_SMALL_TAIL))
+    LTTNG_UST_TP_FIELDS( \
+      lttng_ust_field_integer(uint32_t, seq, (uint32_t)ev->seq) \
+      __VA_ARGS__ \
+      lttng_ust_field_integer(uint8_t, tid, (uint8_t)ev->tid) \
+      lttng_ust_field_integer(uint8_t, cls, (uint8_t)ev->cls)))
 #define HKL_U64(name, src) lttng_ust_field_integer(uint64_t, name, src)
 #define HKL_X64(name, src) lttng_ust_field_integer_hex(uint64_t, name, src)
 #define HKL_U32(name, src) lttng_ust_field_integer(uint32_t, name, (uint32_t)(src))
