@@ -78,9 +78,6 @@ void _hak_free_remote(hak_heap *h, hak_ss *ss, void *p) {
   } else {
     h->cache[ss->cls].frees++;
     h->ctr[ss->cls].remote_frees++;
-    /* Unrecorded, remote frees are batched: one CAS per run of blocks of
-     * the same SuperSlab. Recorded, each push is its own ordered event. */
-    if (!HAK_REC_ON()) { _hak_remote_defer(h, ss, p); return; }
   }
   _hak_ss_push_remote(h, ss, p);
 }

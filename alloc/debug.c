@@ -32,6 +32,7 @@ typedef struct ss_hist {
 } ss_hist;
 
 typedef struct dbg_meta {
+  uint32_t hi;                       /* blocks [hi, ...) were never handed out: nothing to reset */
   _Atomic uint8_t state[MAX_BLOCKS];
   uint32_t req[MAX_BLOCKS];          /* requested size (level 2+) */
 } dbg_meta;
@@ -60,7 +61,7 @@ void _hak_dbg_ss_registered(const hak_ss *ss, uint64_t seq) {
   for (unsigned i = 0; i < (1u << (ss->lg_size - HAK_CHUNK_LG)); i++) hist[c + i] = r;
   if (!_hak_cfg.debug) return;
   if (!meta[c]) meta[c] = _hak_os_alloc_meta(sizeof(dbg_meta));
-  else memset((void *)meta[c]->state, ST_FRESH, ss->capacity);
+  else { memset((void *)meta[c]->state, ST_FRESH, meta[c]->hi); meta[c]->hi = 0; }
 }
 
 void _hak_dbg_ss_unregistered(const hak_ss *ss, uint32_t tid, uint64_t seq) {
@@ -138,13 +139,21 @@ void _hak_detect(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2, c
 /* ---- block state ------------------------------------------------------- */
 
 /* The side-table slot of p, if p is at a block boundary of a live
- * SuperSlab (carved or not). */
-static int locate(const hak_ss *ss, const void *p, dbg_meta **m, uint32_t *idx) {
+ * SuperSlab (carved or not). No division: the SuperSlab's shift or
+ * reciprocal, as _hak_block_index. */
+static inline int locate(const hak_ss *ss, const void *p, dbg_meta **m, uint32_t *idx) {
   if (!ss || ss->magic != HAK_SS_MAGIC || !meta) return 0;
   dbg_meta *mm = meta[chunk_of(ss)];
+  uint64_t off = (uint64_t)((const char *)p - ss->blocks), i;
   if (!mm || (const char *)p < ss->blocks) return 0;
-  uint64_t off = (uint64_t)((const char *)p - ss->blocks), i = off / ss->block_size;
-  if (i * ss->block_size != off || i >= ss->capacity) return 0;
+  if (likely(ss->pow2)) {
+    if (off & ss->block_mask) return 0;
+    i = off >> __builtin_ctz(ss->block_size);
+  } else {
+    i = (off * ss->recip) >> 32;
+    if (i * ss->block_size != off) return 0;
+  }
+  if (i >= ss->capacity) return 0;
   *m = mm;
   *idx = (uint32_t)i;
   return 1;
@@ -204,6 +213,7 @@ void _hak_dbg_track(void *p, size_t req, unsigned cls) {
     }
   }
   atomic_store_explicit(&m->state[idx], ST_USED, memory_order_relaxed);
+  if (idx >= m->hi) m->hi = idx + 1;
   if (_hak_cfg.debug >= 2) set_canary(p, m, idx, req, ss->block_size);
 }
 
@@ -290,15 +300,18 @@ int _hak_dbg_free(void *p, hak_ss *ss) {
   dbg_meta *m;
   uint32_t idx;
   if (!locate(ss, p, &m, &idx)) return 0;   /* not a block start: the caller reports it */
-  uint8_t st = atomic_exchange_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
+  /* A load and a store, not an exchange: two threads freeing the same block
+   * at the very same moment may both pass, every other double free is
+   * caught, and level 1 stays cheap. */
+  uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
   if (st != ST_USED) {
-    atomic_store_explicit(&m->state[idx], st, memory_order_relaxed);
     if (st == ST_FRESH)
       _hak_detect(HKT_DET_INVALID_FREE, p, ss, 0, "free of a block hakmem never handed out");
     else
       _hak_detect(HKT_DET_DOUBLE_FREE, p, ss, 0, where_free(p, ss, st));
     return 1;
   }
+  atomic_store_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
   if (_hak_cfg.debug >= 2) {
     check_canary(p, ss, m, idx);
     memset(p, POISON, ss->block_size);

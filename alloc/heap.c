@@ -188,29 +188,6 @@ void _hak_flush(hak_heap *h, unsigned cls, uint32_t keep) {
   _hak_stat_out(cls, -(int64_t)n);
 }
 
-/* Blocks freed here but owned elsewhere wait in a small buffer and go out
- * as chains, one CAS per run of the same SuperSlab. They stay counted as
- * live by their owner until drained, so the release invariant holds. */
-void _hak_remote_defer(hak_heap *h, hak_ss *ss, void *p) {
-  if (h->rcount == HAK_RBUF) _hak_remote_flush(h);
-  h->rss[h->rcount] = ss;
-  h->rblk[h->rcount++] = p;
-}
-
-void _hak_remote_flush(hak_heap *h) {
-  uint32_t i = 0, n = h->rcount;
-  h->rcount = 0;
-  while (i < n) {
-    hak_ss *ss = h->rss[i];
-    void *head = h->rblk[i], *tail = head;
-    for (i++; i < n && h->rss[i] == ss; i++) {
-      *(void **)tail = h->rblk[i];
-      tail = h->rblk[i];
-    }
-    _hak_ss_push_chain(ss, head, tail);
-  }
-}
-
 /* Drain remote frees into ss (ordered while recording) and retire it if that
  * emptied it. Returns 1 if ss is gone. */
 static int settle(hak_heap *h, hak_ss *ss) {
@@ -230,7 +207,6 @@ static int settle(hak_heap *h, hak_ss *ss) {
  * the rest left in the shared pool for adoption. */
 void _hak_heap_exit(hak_heap *h) {
   if (HAK_DBG_ON()) _hak_dbg_quarantine_drain();
-  _hak_remote_flush(h);
   if (HAK_REC_ON()) {
     hkt_event ev = {.kind = HKT_EV_THREAD_EXIT, .tid = h->idx, .cls = HKT_NO_CLASS, .aux = h->os_tid};
     _hak_emit(&ev);
@@ -266,6 +242,5 @@ void hak_thread_flush(void) {
   hak_heap *h = _hak_tls;
   if (h->state != HAK_HEAP_LIVE) return;
   if (HAK_DBG_ON()) _hak_dbg_quarantine_drain();
-  _hak_remote_flush(h);
   for (unsigned cls = 0; cls < HAK_CLASSES; cls++) _hak_flush(h, cls, 0);
 }

@@ -48,7 +48,6 @@
 #define HAK_SS_MAGIC       0x48414b53u  /* "HAKS" */
 #define HAK_NO_OWNER       0xffffffffu
 #define HAK_CACHE_MAX      128
-#define HAK_RBUF           64           /* remote frees batched per thread */
 
 /* ---- lock: spin, then yield; never allocates, fork-safe by re-init ---- */
 typedef struct { _Atomic int v; } hak_lock_t;
@@ -60,7 +59,12 @@ static inline void hak_lock(hak_lock_t *l) {
 static inline void hak_unlock(hak_lock_t *l) { atomic_store_explicit(&l->v, 0, memory_order_release); }
 
 /* ---- SuperSlab: a naturally aligned 1 or 2 MiB region of one class ---- */
+/* Laid out by who touches what: the first line is read by every thread
+ * that frees into this SuperSlab and changes rarely; the owner's working
+ * state and the remote queue have lines of their own, so a remote free does
+ * not miss on a line the owner just wrote (false sharing). */
 typedef struct hak_ss {
+  /* line 0: read by any freeing thread */
   uint32_t magic;
   uint8_t  lg_size;           /* 20 or 21 */
   uint8_t  pow2;              /* block size is a power of two: then `shift` = log2 */
@@ -71,19 +75,22 @@ typedef struct hak_ss {
   uint32_t block_mask;        /* pow2: block_size-1 */
   uint32_t recip;             /* non-pow2: ceil(2^32 / block_size) */
   uint32_t capacity;          /* blocks that fit */
-  uint32_t carved;            /* blocks handed out of the bump area so far */
+  uint8_t  shift;             /* log2(block_size) for pow2 classes, else 0 */
+  uint8_t  pad0[3];
+  uint32_t reg_tid;           /* thread that registered it (for reports) */
+  char    *blocks;            /* first block */
+  char    *carve_end;         /* blocks + carved * block_size: the fast free's bound */
+  /* line 1: the owner's */
+  uint32_t carved __attribute__((aligned(64)));  /* blocks handed out of the bump area so far */
   uint32_t live;              /* carved and not on `freelist`: users, caches, remote queues */
   uint32_t nfree;             /* on `freelist` */
   uint8_t  where;             /* which list holds it: enum hak_ss_where */
-  uint8_t  shift;             /* log2(block_size) for pow2 classes, else 0 */
-  uint8_t  pad[2];
+  uint8_t  pad1[3];
   void    *freelist;          /* owner-only intrusive list */
-  char    *blocks;            /* first block */
-  char    *carve_end;         /* blocks + carved * block_size: the fast free's bound (first line: what free reads) */
   struct hak_ss *next, *prev; /* in the owner's warm list, the shared pool or the empty cache */
-  _Atomic(void *) remote;     /* lock-free stack of blocks freed by other threads */
+  /* line 2: the remote queue */
+  _Atomic(void *) remote __attribute__((aligned(64)));  /* lock-free stack of blocks freed by other threads */
   hak_lock_t remote_lock;     /* taken only while a recorder is attached */
-  uint32_t reg_tid;           /* thread that registered it (for reports) */
 } hak_ss;
 
 enum hak_ss_where { HAK_SS_NOWHERE, HAK_SS_ACTIVE, HAK_SS_WARM, HAK_SS_FULL, HAK_SS_SHARED, HAK_SS_EMPTY };
@@ -110,9 +117,6 @@ typedef struct hak_heap {
   hak_sslist warm[HAK_CLASSES]; /* owned, with blocks on their own freelist or uncarved */
   hak_sslist full[HAK_CLASSES]; /* owned, nothing left but what remote frees bring back */
   hak_class_ctr ctr[HAK_CLASSES];
-  uint32_t rcount;              /* remote frees not yet pushed (unrecorded runs only) */
-  hak_ss *rss[HAK_RBUF];
-  void *rblk[HAK_RBUF];
   struct hak_heap *next_all;    /* every heap ever made (stats, fork) */
   struct hak_heap *next_free;
 } hak_heap;
@@ -207,7 +211,6 @@ void    _hak_ss_retire(struct hak_heap *h, hak_ss *ss);      /* owner: empty -> 
 void    _hak_ss_abandon(struct hak_heap *h, hak_ss *ss);     /* owner exits with live blocks */
 uint32_t _hak_ss_drain_remote(struct hak_heap *h, hak_ss *ss); /* owner: take the remote queue back */
 void    _hak_ss_push_remote(struct hak_heap *h, hak_ss *ss, void *p);
-void    _hak_ss_push_chain(hak_ss *ss, void *head, void *tail);
 uint64_t _hak_ss_emit(uint16_t kind, uint32_t tid, const hak_ss *ss, uint64_t aux3);  /* returns the event's seq */
 extern uint32_t _hak_ss_next_id;
 extern hak_sslist _hak_shared[HAK_CLASSES], _hak_empty[HAK_CLASSES];
@@ -222,8 +225,7 @@ hak_heap *_hak_heap_init(void);                    /* first call on this thread 
 void *_hak_refill_alloc(hak_heap *h, unsigned cls);
 void  _hak_flush(hak_heap *h, unsigned cls, uint32_t keep);
 void  _hak_heap_exit(hak_heap *h);
-void  _hak_remote_defer(hak_heap *h, hak_ss *ss, void *p);
-void  _hak_remote_flush(hak_heap *h);
+
 extern hak_heap *_hak_heaps_all;
 extern uint32_t _hak_next_tid;
 

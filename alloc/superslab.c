@@ -190,15 +190,6 @@ void _hak_ss_push_remote(hak_heap *h, hak_ss *ss, void *p) {
   if (HAK_REC_ON()) hak_unlock(&ss->remote_lock);
 }
 
-/* Push a linked chain of blocks with one CAS (batched remote frees). */
-void _hak_ss_push_chain(hak_ss *ss, void *head, void *tail) {
-  void *old = atomic_load_explicit(&ss->remote, memory_order_relaxed);
-  do {
-    *(void **)tail = old;
-  } while (!atomic_compare_exchange_weak_explicit(&ss->remote, &old, head, memory_order_release,
-                                                  memory_order_relaxed));
-}
-
 /* Owner: move the remote queue onto the SuperSlab's freelist. The caller
  * holds ss->remote_lock while recording. Returns blocks drained. */
 uint32_t _hak_ss_drain_remote(hak_heap *h, hak_ss *ss) {

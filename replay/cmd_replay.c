@@ -197,6 +197,12 @@ static int run_here(const report_opts *ro, rp_mode mode, double timeout, int res
   _exit(code);
 }
 
+/* A replay for the server (rp_serve), in a fresh fork: result on stdout. */
+static int serve_one(const char *path, rp_mode mode, double timeout) {
+  report_opts ro = {.path = path, .against = "hakmem", .stop_at = UINT64_MAX};
+  return run_here(&ro, mode, timeout, 1, -1, NULL);
+}
+
 /* ---- the user's command ---- */
 
 static int replay_repeat(const report_opts *ro, int n, double timeout) {
@@ -332,12 +338,12 @@ int cmd_replay(int argc, char **argv) {
     {"json", no_argument, NULL, 'j'}, {"stop-at", required_argument, NULL, 's'},
     {"timeout", required_argument, NULL, 't'}, {"run", required_argument, NULL, 'R'},
     {"result-fd", required_argument, NULL, 'F'}, {"seq-fd", required_argument, NULL, 'S'},
-    {"record-to", required_argument, NULL, 'W'},
+    {"record-to", required_argument, NULL, 'W'}, {"serve", required_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   report_opts ro = {.against = "hakmem", .stop_at = UINT64_MAX};
   uint64_t repeat = 1, v;
   double timeout = 10;
-  const char *run = NULL, *record_to = NULL;
+  const char *run = NULL, *record_to = NULL, *serve = NULL;
   int result_fd = -1, seq_fd = -1, c;
   optind = 1;
   opterr = 0;
@@ -358,6 +364,7 @@ int cmd_replay(int argc, char **argv) {
     }
     case 'R': run = optarg; break;
     case 'W': record_to = optarg; break;
+    case 'V': serve = optarg; break;
     case 'F': if (cli_u64(optarg, &v)) return cli_usage("replay", "bad --result-fd"); result_fd = (int)v; break;
     case 'S': if (cli_u64(optarg, &v)) return cli_usage("replay", "bad --seq-fd"); seq_fd = (int)v; break;
     case 'h': return 0;
@@ -367,6 +374,10 @@ int cmd_replay(int argc, char **argv) {
   if (optind != argc - 1) return cli_usage("replay", optind < argc ? "one trace file, please" : "which trace file?");
   ro.path = argv[optind];
 
+  if (serve) {   /* replays on request, for minimize (spawn.c) */
+    if (strcmp(serve, "lenient") && strcmp(serve, "hakmem")) return cli_usage("replay", "--serve takes lenient or hakmem");
+    return rp_serve(!strcmp(serve, "lenient") ? RP_LENIENT : RP_HAKMEM, timeout, serve_one);
+  }
   if (run) {   /* the replay process itself */
     rp_mode m = !strcmp(run, "hakmem") ? RP_HAKMEM : !strcmp(run, "lenient") ? RP_LENIENT
               : !strcmp(run, "funcs") ? RP_FUNCS : (rp_mode)-1;

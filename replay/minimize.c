@@ -43,6 +43,8 @@ typedef struct mz {
   uint64_t *cand_idx;        /* candidate seq -> index in ev[] */
   uint64_t tests;
   uint64_t total;            /* events in the trace */
+  rp_server srv;             /* forks the candidate replays (else one exec each) */
+  int have_srv;
   double t0;
   int tty;
 } mz;
@@ -158,7 +160,13 @@ static uint64_t probe(mz *z) {
     for (uint32_t u = 0; u < z->nunits; u++) kept += z->keep[u];
     fprintf(stderr, "\rhakmem minimize: test %" PRIu64 ", %" PRIu64 " of %u units   ", z->tests, kept, z->nunits);
   }
-  if (rp_spawn(cand, "lenient", NULL, 10, NULL, &r, &c) || !c.finished) return UINT64_MAX;
+  int e2 = z->have_srv ? rp_server_run(&z->srv, cand, &r, &c) : rp_spawn(cand, "lenient", NULL, 10, NULL, &r, &c);
+  if (e2 && z->have_srv) {   /* the server died: go on without it */
+    rp_server_stop(&z->srv);
+    z->have_srv = 0;
+    e2 = rp_spawn(cand, "lenient", NULL, 10, NULL, &r, &c);
+  }
+  if (e2 || !c.finished) return UINT64_MAX;
   if (!r.ndet || r.diverged || r.stalled || r.det[0].kind != z->det_kind) return UINT64_MAX;
   return z->cand_idx[r.det[0].seq];
 }
@@ -394,6 +402,7 @@ int cmd_minimize(int argc, char **argv) {
   }
   z.dir = dir;
   rp_env_for_hakmem(z.hdr);
+  z.have_srv = rp_server_start(&z.srv, "lenient", 10) == 0;
 
   /* The whole call sequence must show it first (else the bug needs
    * something calls do not carry, and there is nothing to minimize); which
@@ -454,6 +463,7 @@ int cmd_minimize(int argc, char **argv) {
     else printf("C reproducer: %s\n", out_c);
   }
 done:
+  if (z.have_srv) rp_server_stop(&z.srv);
   {
     char p[4200];
     snprintf(p, sizeof p, "%s/candidate.hkt.zst", dir);

@@ -96,6 +96,11 @@ void rp_result_write(int fd, const rp_result *r, int crash_sig);
 int  rp_spawn(const char *path, const char *mode, const char *preload, double timeout_s,
               const char *record_to, rp_result *res, rp_child *c);
 void rp_child_message(const rp_child *c, char *buf, size_t n);
+typedef struct rp_server { int pid; FILE *to, *from; } rp_server;
+int  rp_server_start(rp_server *s, const char *mode, double timeout_s);
+int  rp_server_run(rp_server *s, const char *path, rp_result *res, rp_child *c);
+void rp_server_stop(rp_server *s);
+int  rp_serve(rp_mode mode, double timeout_s, int (*run)(const char *path, rp_mode mode, double timeout_s));
 
 /* ---- shared helpers ---- */
 int  rp_is_call(unsigned kind);

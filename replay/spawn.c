@@ -274,3 +274,87 @@ void rp_child_message(const rp_child *c, char *buf, size_t n) {
   memcpy(buf, e + start, k);
   buf[k] = 0;
 }
+
+/* ---- a replay server: one exec, a fork per replay ----
+ *
+ * minimize replays thousands of candidates; exec'ing the tool for each
+ * costs more than most replays. The server is this tool re-executed once
+ * with the trace's configuration (`hakmem replay --serve MODE`): its
+ * allocator is set up and untouched, so each fork of it starts a replay
+ * on a fresh heap, as a new process would. Requests are trace paths, one
+ * a line, on its stdin; each answer is the child's result lines, then
+ * "status N" (its wait status) and "end". */
+
+int rp_server_start(rp_server *s, const char *mode, double timeout_s) {
+  char exe[4096], tmo[32];
+  memset(s, 0, sizeof *s);
+  if (self_exe(exe, sizeof exe)) return HKT_ERR_IO;
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC)) return HKT_ERR_IO;
+  snprintf(tmo, sizeof tmo, "%g", timeout_s);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) return HKT_ERR_IO;
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, 2);   /* the allocator's detection lines */
+    char *argv[] = {exe, "replay", "-", "--serve", (char *)mode, "--timeout", tmo, NULL};
+    execv(exe, argv);
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  s->pid = pid;
+  s->to = fdopen(in[1], "w");
+  s->from = fdopen(out[0], "r");
+  return s->to && s->from ? 0 : HKT_ERR_IO;
+}
+
+int rp_server_run(rp_server *s, const char *path, rp_result *res, rp_child *c) {
+  static char text[16384];
+  char line[700];
+  size_t len = 0;
+  memset(c, 0, sizeof *c);
+  c->crash_after = -1;
+  c->at_seq = UINT64_MAX;
+  if (fprintf(s->to, "%s\n", path) < 0 || fflush(s->to)) return HKT_ERR_IO;
+  for (;;) {
+    if (!fgets(line, sizeof line, s->from)) return HKT_ERR_IO;
+    if (!strcmp(line, "end\n")) break;
+    if (!strncmp(line, "status ", 7)) { c->status = atoi(line + 7); continue; }
+    size_t n = strlen(line);
+    if (len + n < sizeof text) { memcpy(text + len, line, n); len += n; }
+  }
+  text[len] = 0;
+  c->finished = result_parse(text, res, c);
+  return 0;
+}
+
+void rp_server_stop(rp_server *s) {
+  if (s->to) fclose(s->to);
+  if (s->from) fclose(s->from);
+  if (s->pid > 0) {
+    int st;
+    while (waitpid(s->pid, &st, 0) < 0 && errno == EINTR) {}
+  }
+  memset(s, 0, sizeof *s);
+}
+
+/* The server's side: fork a replay per path read from stdin. */
+int rp_serve(rp_mode mode, double timeout_s, int (*run)(const char *path, rp_mode mode, double timeout_s)) {
+  char path[4096];
+  while (fgets(path, sizeof path, stdin)) {
+    path[strcspn(path, "\n")] = 0;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) return 2;
+    if (pid == 0) _exit(run(path, mode, timeout_s));   /* writes its result on stdout */
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    printf("status %d\nend\n", st);
+    fflush(stdout);
+  }
+  return 0;
+}

@@ -63,6 +63,32 @@ static inline uint32_t hkt_predict_cls(unsigned kind, uint64_t size, const uint3
   }
   return lo < ncls ? lo : HKT_NO_CLASS;
 }
+/* The blocks freed last in each class (a thread cache hands them out again,
+ * last in first out): an allocation that returns one of them is written as
+ * its depth in this stack. Writer and reader keep the same stacks. */
+#define HKT_FREED_DEPTH 16
+typedef struct hkt_freed { uint64_t ptr[HKT_PTR_SLOTS][HKT_FREED_DEPTH]; uint8_t n[HKT_PTR_SLOTS]; } hkt_freed;
+static inline unsigned hkt_slot(uint32_t cls) { return cls < HKT_PTR_SLOTS - 1 ? cls : HKT_PTR_SLOTS - 1; }
+static inline void hkt_freed_push(hkt_freed *f, unsigned slot, uint64_t ptr) {
+  uint64_t *s = f->ptr[slot];
+  if (f->n[slot] == HKT_FREED_DEPTH) { memmove(s, s + 1, (HKT_FREED_DEPTH - 1) * sizeof *s); f->n[slot]--; }
+  s[f->n[slot]++] = ptr;
+}
+/* Depth of ptr (0 = freed last), or -1. */
+static inline int hkt_freed_find(const hkt_freed *f, unsigned slot, uint64_t ptr) {
+  for (int i = f->n[slot] - 1; i >= 0; i--)
+    if (f->ptr[slot][i] == ptr) return f->n[slot] - 1 - i;
+  return -1;
+}
+static inline uint64_t hkt_freed_take(hkt_freed *f, unsigned slot, unsigned depth) {
+  uint64_t *s = f->ptr[slot];
+  unsigned i = f->n[slot] - 1 - depth;
+  uint64_t p = s[i];
+  memmove(s + i, s + i + 1, (f->n[slot] - 1 - i) * sizeof *s);
+  f->n[slot]--;
+  return p;
+}
+
 static inline uint64_t hkt_cls_encode(uint32_t cls, uint32_t predicted) {
   return cls == predicted ? 0 : cls == HKT_NO_CLASS ? 1 : (uint64_t)cls + 2;
 }

@@ -48,6 +48,7 @@ struct hkt_reader {
   uint32_t left;            /* events of the frame not yet returned */
   uint64_t prev_t;
   uint64_t pred[HKT_PTR_SLOTS];
+  hkt_freed freed;
   hkt_cur s[HKT_S__COUNT];
   uint64_t *callers;
   uint32_t ncallers, callers_cap;
@@ -295,6 +296,7 @@ static int parse_events(hkt_reader *r) {
   }
   r->nalloc = 0;
   memset(r->pred, 0, sizeof r->pred);
+  memset(r->freed.n, 0, sizeof r->freed.n);
   r->left = (uint32_t)n;
   r->in_frame = 1;
   return 0;
@@ -336,23 +338,30 @@ static int decode_event(hkt_reader *r, hkt_event *ev) {
   }
   if (fl & HKT_F_SIZE) ev->size = hkt_get_varint(&r->s[HKT_S_SIZE]);
   uint32_t predicted = hkt_predict_cls(kind, ev->size, r->hdr.class_size, r->hdr.num_classes);
-  int backref = (fl & HKT_F_PTR) && (u & 3) == 3;
+  int backref = (fl & HKT_F_PTR) && (u & 3) == 3 && kind == HKT_EV_FREE;
+  int stackref = (fl & HKT_F_PTR) && (u & 3) == 3 && hkt_is_alloc(kind);
   if (backref) {
     uint64_t d = u >> 2;
-    if (kind != HKT_EV_FREE || d >= r->nalloc) ps->bad = 1;
+    if (d >= r->nalloc) ps->bad = 1;
     else {
       ev->ptr = r->aptr[r->nalloc - 1 - d];
       predicted = r->acls[r->nalloc - 1 - d];
     }
+  } else if ((fl & HKT_F_PTR) && (u & 3) == 3 && !stackref) {
+    ps->bad = 1;
   }
   uint64_t c = hkt_get_varint(&r->s[HKT_S_CLS]);
   if (c > (uint64_t)UINT32_MAX + 2) r->s[HKT_S_CLS].bad = 1;
   ev->cls = c == 0 ? predicted : c == 1 ? HKT_NO_CLASS : (uint32_t)(c - 2);
   if (fl & HKT_F_PTR) {
-    unsigned slot = ev->cls < HKT_PTR_SLOTS - 1 ? ev->cls : HKT_PTR_SLOTS - 1;
+    unsigned slot = hkt_slot(ev->cls);
     if (u == 1) ev->ptr = abs;
-    else if (!backref) ev->ptr = r->pred[slot] + ((uint64_t)hkt_unzz(u >> 1) << 3);
+    else if (stackref) {
+      if ((u >> 2) >= r->freed.n[slot]) ps->bad = 1;
+      else ev->ptr = hkt_freed_take(&r->freed, slot, (unsigned)(u >> 2));
+    } else if (!backref) ev->ptr = r->pred[slot] + ((uint64_t)hkt_unzz(u >> 1) << 3);
     r->pred[slot] = ev->ptr;
+    if (kind == HKT_EV_FREE) hkt_freed_push(&r->freed, slot, ev->ptr);
     if (hkt_is_alloc(kind) && r->nalloc < r->alloc_cap) {
       r->aptr[r->nalloc] = ev->ptr;
       r->acls[r->nalloc++] = ev->cls;

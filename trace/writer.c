@@ -32,6 +32,7 @@ struct hkt_writer {
   hkt_buf stacks;
   uint32_t nstacks;
   uint64_t pred[HKT_PTR_SLOTS];
+  hkt_freed freed;
   /* callsite interning: open addressing, cleared per frame */
   uint64_t *ckey;           /* caller + 1 (0 = empty) */
   uint32_t *cidx;
@@ -125,6 +126,7 @@ static void frame_reset(hkt_writer *w) {
   w->nalloc = 0;
   w->gen++;
   memset(w->pred, 0, sizeof w->pred);
+  memset(w->freed.n, 0, sizeof w->freed.n);
   w->n = 0;
 }
 
@@ -308,17 +310,22 @@ int hkt_writer_put(hkt_writer *w, const hkt_event *ev) {
       while (w->atab[h].gen == w->gen && w->atab[h].ptr != ev->ptr) h = (h + 1) & (w->ccap - 1);
       if (w->atab[h].gen == w->gen) a = &w->atab[h];
     }
+    unsigned slot = hkt_slot(ev->cls);
+    int depth = -1;
     if (ev->kind == HKT_EV_FREE && a) {
       hkt_buf_varint(ps, ((uint64_t)(w->nalloc - 1 - a->ord) << 2) | 3);
       predicted = w->acls[a->ord];
+    } else if (hkt_is_alloc(ev->kind) && (depth = hkt_freed_find(&w->freed, slot, ev->ptr)) >= 0) {
+      /* an allocation that hands out a block freed lately: its depth */
+      hkt_buf_varint(ps, ((uint64_t)depth << 2) | 3);
+      hkt_freed_take(&w->freed, slot, (unsigned)depth);
     } else {
-      unsigned slot = ev->cls < HKT_PTR_SLOTS - 1 ? ev->cls : HKT_PTR_SLOTS - 1;
       int64_t d = (int64_t)(ev->ptr - w->pred[slot]);
       if ((d & 7) == 0) hkt_buf_varint(ps, hkt_zz(d >> 3) << 1);
       else { hkt_buf_varint(ps, 1); hkt_buf_varint(ps, ev->ptr); }
     }
-    unsigned slot = ev->cls < HKT_PTR_SLOTS - 1 ? ev->cls : HKT_PTR_SLOTS - 1;
     w->pred[slot] = ev->ptr;
+    if (ev->kind == HKT_EV_FREE) hkt_freed_push(&w->freed, slot, ev->ptr);
     if (hkt_is_alloc(ev->kind)) {
       if (!a) { a = &w->atab[h]; a->ptr = ev->ptr; a->gen = w->gen; }
       a->ord = w->nalloc;
