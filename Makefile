@@ -59,7 +59,7 @@ NOHOOK_OBJ := $(patsubst %.c,$(BUILD)/obj-nohook/%.o,$(CORE_SRC) $(SHIM_SRC))
 all: lib tools examples $(LTTNG_SO)
 lib: $(LIB_SO) $(LIB_A) $(CORE_A) $(BUILD)/hakmem.pc
 tools: $(HAKMEM)
-tests: $(TESTS) tools lib examples
+tests: $(TESTS) tools lib examples $(LTTNG_SO)
 examples: $(EXAMPLES)
 benches: $(BENCHES)
 
@@ -96,7 +96,7 @@ $(BUILD)/examples/%: examples/%.c
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -Wall -Wextra -pthread -Iinclude -o $@ $< -lm
-$(LTTNG_SO): $(LTTNG_SRC)
+$(LTTNG_SO): $(LTTNG_SRC) $(wildcard trace/lttng/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itrace/lttng -shared -o $@ $^ -llttng-ust -ldl
 $(BUILD)/hakmem.pc: tools/hakmem.pc.in
@@ -115,7 +115,7 @@ demo: deps
 	bash examples/demo.sh $(BUILD)
 
 bench: deps
-	$(MAKE) lib tools benches $(NOHOOK_SO)
+	$(MAKE) lib tools benches $(NOHOOK_SO) $(LTTNG_SO)
 	bash bench/run.sh $(BUILD)
 
 fuzz: deps

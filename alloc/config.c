@@ -83,7 +83,9 @@ void _hak_config_read(void) {
     _hak_msg("HAKMEM_ARENA_BASE=%s: not 2 MiB aligned; ignored", getenv("HAKMEM_ARENA_BASE"));
     v = 0;
   }
-  c->arena_base = v ? v : (c->trace ? HAK_RECORD_BASE : 0);
+  /* Recording fixes the arena, through LTTng as well. */
+  c->lttng = read_int("HAKMEM_LTTNG", 0, 1, 0);
+  c->arena_base = v ? v : (c->trace || c->lttng ? HAK_RECORD_BASE : 0);
 
   v = c->arena_reserve;
   read_u64("HAKMEM_ARENA_RESERVE", 1ull << 30, 1ull << 42, &v);
@@ -91,7 +93,6 @@ void _hak_config_read(void) {
 
   c->stats = read_int("HAKMEM_STATS", 0, 1, 0);
   c->debug = read_int("HAKMEM_DEBUG", 0, 3, 0);
-  c->lttng = read_int("HAKMEM_LTTNG", 0, 1, 0);
   read_u64("HAKMEM_QUARANTINE", 0, 1ull << 40, &c->quarantine);
   _hak_inject_parse(getenv("HAKMEM_INJECT"));
   c->ss_cache = (uint32_t)read_int("HAKMEM_SS_CACHE", 0, 1024, (int)c->ss_cache);

@@ -32,6 +32,11 @@ typedef struct hak_recorder {
 extern const hak_recorder *_hak_rec;
 /* Exported from libhakmem.so: the LTTng companion library attaches through it. */
 __attribute__((visibility("default"))) void _hak_recorder_attach(const hak_recorder *r);  /* NULL detaches */
+/* alloc/early.c: with HAKMEM_LTTNG=1, the events made before the LTTng
+ * provider is loaded are kept; the provider takes them (in order, into
+ * r->emit) and attaches r, atomically for emitters. */
+__attribute__((visibility("default"))) void _hak_recorder_handover(const hak_recorder *r);
+void _hak_early_start(void);
 
 /* Nonzero while a recorder is attached or a debug level is on: the malloc
  * and free fast paths test this one word and leave everything else to the

@@ -27,7 +27,8 @@ void _hak_init_slow(void) {
       abort();
     }
     _hak_heap_setup_key();
-    if (_hak_recorder_autostart) _hak_recorder_autostart();
+    if (_hak_cfg.lttng) _hak_early_start();
+    else if (_hak_recorder_autostart) _hak_recorder_autostart();
     atomic_store_explicit(&_hak_inited, 1, memory_order_release);
   }
   hak_unlock(&init_lock);

@@ -352,9 +352,11 @@ int rp_run(const rp_options *o, rp_result *res) {
     return HKT_ERR_NOMEM;
   }
   int printed = 0;
+  long nap = 50000;   /* short replays end in well under a millisecond: poll fast, then every 2 ms */
   for (;;) {
-    struct timespec ts = {0, 2000000};
+    struct timespec ts = {0, nap};
     nanosleep(&ts, NULL);
+    if (nap < 2000000) nap *= 2;
     uint64_t t = atomic_load(&rp_e.turn);
     double now = now_s();
     int done = atomic_load(&rp_e.reader_done) && (t == atomic_load(&rp_e.total) || atomic_load(&rp_e.running) == 0);

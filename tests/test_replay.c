@@ -429,6 +429,33 @@ static void test_minimize(void **state) {
   result_free(&r);
 }
 
+/* minimize on an injected allocator bug (an early live-count decrement,
+ * found by the debug accounting check): 100 000+ events to fewer than 100
+ * that replay with the same detection. */
+static void test_minimize_injected(void **state) {
+  skip_under_sanitizer();
+  build("mt", prog_mt);
+  const char *env[] = {"HAKMEM_INJECT=early_decrement@2", "HAKMEM_DEBUG=1", "HAKMEM_ON_ERROR=continue", NULL};
+  const char *t = record("inj.hkt.zst", env, "mt", "2", "20");
+  uint64_t total;
+  uint64_t first = find_seq(t, HKT_EV_DETECTION, -1, &total);
+  assert_true(total >= 100000);
+  assert_true(first != UINT64_MAX);
+  char out[256];
+  snprintf(out, sizeof out, "%s/min-inj.hkt.zst", tmpdir);
+  result r = HAKMEM("minimize", t, "-o", out);
+  if (r.status) fail_msg("minimize: %d\n%s\n%s", r.status, r.out, r.err);
+  print_message("%s", r.out);
+  result_free(&r);
+  uint64_t n;
+  assert_true(find_seq(out, HKT_EV_DETECTION, HKT_DET_SS_INVARIANT, &n) != UINT64_MAX);
+  assert_true(n < 100);
+  r = HAKMEM("replay", out, "--json");
+  assert_int_equal(r.status, 3);
+  assert_non_null(strstr(r.out, "\"kind\":\"ss_invariant\""));
+  result_free(&r);
+}
+
 /* Replay throughput, for the record (1 thread; 4 threads with cross-thread
  * frees in strict order). Fails only if a replay is not identical. */
 static void test_throughput(void **state) {
@@ -472,6 +499,7 @@ int main(void) {
     cmocka_unit_test(test_against_system),
     cmocka_unit_test(test_bad_input),
     cmocka_unit_test(test_minimize),
+    cmocka_unit_test(test_minimize_injected),
     cmocka_unit_test(test_throughput),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -228,6 +228,71 @@ static void test_round_trip(void **state) {
   hkt_reader_close(r);
 }
 
+/* A heap-like sequence: blocks freed and handed out again last in first
+ * out, frees of blocks from this frame and from earlier ones, odd and zero
+ * pointers: the pointer predictors must give back every value. */
+static void test_round_trip_heap(void **state) {
+  (void)state;
+  enum { N = 20000, LIVE = 300 };
+  static hkt_event hev[N];
+  uint64_t live[LIVE] = {0}, freed[8][32];
+  int nfreed[8] = {0};
+  uint64_t next = 0x100000000000ull;
+  for (int i = 0; i < N; i++) {
+    hkt_event *e = &hev[i];
+    memset(e, 0, sizeof *e);
+    e->time_ns = (uint64_t)i * 40;
+    e->tid = (uint32_t)(rnd() % 3);
+    int k = (int)(rnd() % LIVE);
+    uint32_t cls = (uint32_t)(rnd() % 8);
+    if (live[k] && rnd() % 2) {
+      e->kind = HKT_EV_FREE;
+      e->ptr = live[k];
+      e->cls = (uint32_t)((live[k] >> 4) % 8);
+      if (nfreed[e->cls] < 32) freed[e->cls][nfreed[e->cls]++] = live[k];
+      live[k] = 0;
+    } else {
+      e->kind = (uint16_t)(rnd() % 3 ? HKT_EV_MALLOC : rnd() % 2 ? HKT_EV_REALLOC : HKT_EV_ALIGNED);
+      e->size = 1 + rnd() % 1024;
+      if (nfreed[cls] && rnd() % 4) e->ptr = freed[cls][--nfreed[cls]];   /* LIFO reuse */
+      else {
+        do next += 16; while ((next >> 4) % 8 != cls);
+        e->ptr = rnd() % 50 ? next : next + 3;   /* now and then not a multiple of 8 */
+      }
+      if (rnd() % 100 == 0) e->ptr = 0;   /* a failed allocation */
+      e->cls = e->ptr ? (uint32_t)((e->ptr >> 4) % 8) : HKT_NO_CLASS;
+      if (rnd() % 7 == 0) e->cls = HKT_NO_CLASS;
+      e->caller = 0x401000 + (rnd() % 5) * 8;
+      if (e->ptr && !live[k]) live[k] = e->ptr;
+    }
+    if (rnd() % 50 == 0) { e->kind = HKT_EV_FREE; e->ptr = rvalue(); e->cls = HKT_NO_CLASS; }  /* a wild free */
+  }
+  hkt_header h = hdr;
+  h.num_classes = 8;
+  for (int c = 0; c < 8; c++) h.class_size[c] = 16u << c;
+  hkt_writer *w;
+  assert_int_equal(hkt_writer_open(&w, path, &h), 0);
+  assert_int_equal(hkt_writer_set_frame_events(w, 4096), 0);
+  for (int i = 0; i < N; i++) assert_int_equal(hkt_writer_put(w, &hev[i]), 0);
+  assert_int_equal(hkt_writer_close(w, 1), 0);
+  hkt_reader *r;
+  assert_int_equal(hkt_reader_open(&r, path), 0);
+  hkt_event ev;
+  int n = 0;
+  while (hkt_reader_next(r, &ev) > 0) {
+    assert_int_equal(ev.kind, hev[n].kind);
+    assert_int_equal(ev.ptr, hev[n].ptr);
+    assert_int_equal(ev.cls, hev[n].cls);
+    assert_int_equal(ev.size, hev[n].size);
+    assert_int_equal(ev.tid, hev[n].tid);
+    assert_int_equal(ev.caller, hev[n].caller);
+    n++;
+  }
+  assert_int_equal(n, N);
+  assert_true(hkt_reader_complete(r));
+  hkt_reader_close(r);
+}
+
 static void test_time_shift(void **state) {
   (void)state;
   hkt_header h2 = hdr;
@@ -467,6 +532,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_names),
     cmocka_unit_test(test_round_trip),
+    cmocka_unit_test(test_round_trip_heap),
     cmocka_unit_test(test_time_shift),
     cmocka_unit_test(test_zstd_cli),
     cmocka_unit_test(test_truncation),

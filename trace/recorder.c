@@ -335,7 +335,7 @@ static int start(const char *base, int forked) {
   h->clock_tsc = (uint32_t)have_invariant_tsc();
   h->start_mono_ns = mono_ns();
   h->tsc0 = h->clock_tsc ? __rdtsc() : h->start_mono_ns;
-  h->time_shift = (uint32_t)env_u64("HAKMEM_TRACE_TIME_SHIFT", 0, 32);
+  h->time_shift = (uint32_t)env_u64("HAKMEM_TRACE_TIME_SHIFT", 8, 32);   /* 256 ns: see the doc */
   h->backtrace = R.backtrace;
   snprintf(h->trace_path, sizeof h->trace_path, "%s", R.trace_path);
   read_cmdline((char *)R.sp.base + HKT_SPOOL_CMDLINE_OFF, HKT_SPOOL_CMDLINE_MAX);
@@ -552,7 +552,8 @@ static void fill_config(void) {
 }
 
 __attribute__((constructor)) static void rec_ctor(void) {
-  if (!R.started) _hak_recorder_autostart();
+  const char *lttng = getenv("HAKMEM_LTTNG");   /* that recorder is attached by the allocator */
+  if (!R.started && !(lttng && *lttng && strcmp(lttng, "0"))) _hak_recorder_autostart();
   if (!atomic_load(&R.active)) return;
   fill_config();
   if (!getenv("HAKMEM_TRACE_ROOT")) {
