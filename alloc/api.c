@@ -86,9 +86,8 @@ void _hak_free_remote(hak_heap *h, hak_ss *ss, void *p) {
  * abort as glibc does (or go on with HAKMEM_ON_ERROR=continue). */
 void _hak_invalid_free(const void *p, unsigned det, const hak_ss *ss) {
   atomic_fetch_add_explicit(&_hak_g.invalid_frees, 1, memory_order_relaxed);
-  const char *why = det == HKT_DET_INTERIOR_FREE ? "free(): invalid pointer, not at the start of a block"
-                  : det == HKT_DET_STALE_FREE    ? "free(): stale pointer into a SuperSlab that is no longer registered"
-                  : "free(): invalid pointer, not allocated by hakmem";
+  const char *why = det == HKT_DET_STALE_FREE ? "free(): invalid pointer (stale: its SuperSlab is no longer registered)"
+                                              : "free(): invalid pointer";
   _hak_detect(det, p, ss, 0, why);   /* event, one line, abort unless HAKMEM_ON_ERROR=continue */
 }
 
@@ -173,10 +172,16 @@ void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *c
     return NULL;
   } else {
     _hak_init();
-    if (HAK_DBG_ON() && _hak_dbg_realloc(p)) { errno = EINVAL; return NULL; }
-    size_t old = _hak_usable_size(p);
+    const char *why = NULL;
+    unsigned det = HAK_DBG_ON() ? _hak_dbg_realloc_check(p, &why) : 0;
+    size_t old = det ? 0 : _hak_usable_size(p);
     if (old == 0) {
-      _hak_invalid_free(p, _hak_ss_of(p) ? HKT_DET_INTERIOR_FREE : HKT_DET_INVALID_FREE, _hak_ss_of(p));
+      /* The call first, then what is wrong with it: replay drives the call. */
+      if (HAK_REC_ON())
+        _hak_emit_call(HKT_EV_REALLOC, fn, NULL, size, (uint64_t)(uintptr_t)p, EINVAL, cls, caller);
+      hak_ss *ss = _hak_ss_of(p);
+      if (det) _hak_detect(det, p, det == HKT_DET_STALE_FREE ? NULL : ss, 0, why);
+      else _hak_invalid_free(p, ss ? HKT_DET_INTERIOR_FREE : HKT_DET_INVALID_FREE, ss);
       errno = EINVAL;
       return NULL;
     }

@@ -131,8 +131,12 @@ void _hak_detect(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2, c
   }
   char where[256], s[24], t[16];
   describe_ss(where, sizeof where, p, ss);
-  _hak_msg("%s at %p (seq %s, thread %s): %s; %s", hkt_detect_name(det), p,
-           seq_str(s, sizeof s, seq), tid_str(t, sizeof t, _hak_tls_idx), what, where);
+  if (!strncmp(what, "free(): ", 8))   /* glibc's words first, as users grep for them */
+    _hak_msg("%s %p (%s, seq %s, thread %s); %s", what, p, hkt_detect_name(det),
+             seq_str(s, sizeof s, seq), tid_str(t, sizeof t, _hak_tls_idx), where);
+  else
+    _hak_msg("%s at %p (seq %s, thread %s): %s; %s", hkt_detect_name(det), p,
+             seq_str(s, sizeof s, seq), tid_str(t, sizeof t, _hak_tls_idx), what, where);
   if (!_hak_cfg.on_error_continue) abort();
 }
 
@@ -182,15 +186,33 @@ static void set_canary(unsigned char *p, dbg_meta *m, uint32_t idx, size_t req, 
   if (req < bs) memset(p + req, CANARY, bs - req);
 }
 
-static void check_canary(const unsigned char *p, const hak_ss *ss, dbg_meta *m, uint32_t idx) {
-  uint32_t req = m->req[idx];
-  if (req >= ss->block_size) return;
-  int64_t off = first_changed(p, req, ss->block_size, CANARY);
-  if (off < 0) return;
+/* The reports are out of line: the checks' hot paths keep a small frame. */
+#define COLD __attribute__((noinline, cold))
+
+static COLD void canary_report(const unsigned char *p, const hak_ss *ss, uint32_t req, int64_t off) {
   char what[128];
   _hak_fmt(what, sizeof what, "written past its requested size (%u bytes; byte at offset %lld changed)",
            req, (long long)off);
   _hak_detect(HKT_DET_CANARY, p, ss, (uint64_t)off, what);
+}
+
+static void check_canary(const unsigned char *p, const hak_ss *ss, dbg_meta *m, uint32_t idx) {
+  uint32_t req = m->req[idx];
+  if (req >= ss->block_size) return;
+  int64_t off = first_changed(p, req, ss->block_size, CANARY);
+  if (off >= 0) canary_report(p, ss, req, off);
+}
+
+static COLD void poison_report(const void *p, const hak_ss *ss, int64_t off) {
+  char what[128];
+  _hak_fmt(what, sizeof what, "freed block was written after free (byte at offset %lld changed)", (long long)off);
+  _hak_detect(HKT_DET_POISON, p, ss, (uint64_t)off, what);
+}
+
+static COLD void handout_report(const void *p, const hak_ss *ss, uint32_t idx, uint8_t st) {
+  _hak_detect(HKT_DET_FREELIST, p, ss, idx,
+              st == ST_USED ? "handed out while the program still holds it (corrupt freelist or SuperSlab accounting)"
+                            : "handed out while it waits in quarantine (corrupt freelist)");
 }
 
 void _hak_dbg_track(void *p, size_t req, unsigned cls) {
@@ -200,17 +222,11 @@ void _hak_dbg_track(void *p, size_t req, unsigned cls) {
   uint32_t idx;
   if (!locate(ss, p, &m, &idx)) return;
   uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
-  if (st == ST_USED || st == ST_QUAR) {
-    _hak_detect(HKT_DET_FREELIST, p, ss, idx,
-                st == ST_USED ? "handed out while the program still holds it (corrupt freelist or SuperSlab accounting)"
-                              : "handed out while it waits in quarantine (corrupt freelist)");
+  if (unlikely(st == ST_USED || st == ST_QUAR)) {
+    handout_report(p, ss, idx, st);
   } else if (st == ST_FREE && _hak_cfg.debug >= 2) {
     int64_t off = first_changed(p, LINK_SKIP, ss->block_size, POISON);
-    if (off >= 0) {
-      char what[128];
-      _hak_fmt(what, sizeof what, "freed block was written after free (byte at offset %lld changed)", (long long)off);
-      _hak_detect(HKT_DET_POISON, p, ss, (uint64_t)off, what);
-    }
+    if (unlikely(off >= 0)) poison_report(p, ss, off);
   }
   atomic_store_explicit(&m->state[idx], ST_USED, memory_order_relaxed);
   if (idx >= m->hi) m->hi = idx + 1;
@@ -296,6 +312,11 @@ void _hak_dbg_quarantine_drain(void) {
 
 /* ---- free -------------------------------------------------------------- */
 
+static COLD void free_report(const void *p, const hak_ss *ss, uint8_t st) {
+  if (st == ST_FRESH) _hak_detect(HKT_DET_INVALID_FREE, p, ss, 0, "free of a block hakmem never handed out");
+  else _hak_detect(HKT_DET_DOUBLE_FREE, p, ss, 0, where_free(p, ss, st));
+}
+
 int _hak_dbg_free(void *p, hak_ss *ss) {
   dbg_meta *m;
   uint32_t idx;
@@ -304,11 +325,8 @@ int _hak_dbg_free(void *p, hak_ss *ss) {
    * at the very same moment may both pass, every other double free is
    * caught, and level 1 stays cheap. */
   uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
-  if (st != ST_USED) {
-    if (st == ST_FRESH)
-      _hak_detect(HKT_DET_INVALID_FREE, p, ss, 0, "free of a block hakmem never handed out");
-    else
-      _hak_detect(HKT_DET_DOUBLE_FREE, p, ss, 0, where_free(p, ss, st));
+  if (unlikely(st != ST_USED)) {
+    free_report(p, ss, st);
     return 1;
   }
   atomic_store_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
@@ -320,22 +338,23 @@ int _hak_dbg_free(void *p, hak_ss *ss) {
   return 0;
 }
 
-int _hak_dbg_realloc(void *p) {
+/* What is wrong with realloc's pointer (a detection kind, 0 if nothing),
+ * without reporting it: realloc records its call before the detection. */
+unsigned _hak_dbg_realloc_check(void *p, const char **why) {
   hak_ss *ss = _hak_ss_of(p);
   dbg_meta *m;
   uint32_t idx;
   if (!ss) {
     uint64_t off = (uint64_t)((char *)p - _hak_arena.ss_base);
     if (off >= _hak_arena.ss_top) return 0;          /* large or foreign: realloc judges */
-    _hak_detect(HKT_DET_STALE_FREE, p, NULL, 0, "realloc of a block in a SuperSlab that is no longer registered");
-    return 1;
+    *why = "realloc of a block in a SuperSlab that is no longer registered";
+    return HKT_DET_STALE_FREE;
   }
   if (!locate(ss, p, &m, &idx)) return 0;
   uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
   if (st == ST_USED) return 0;
-  if (st == ST_FRESH) _hak_detect(HKT_DET_INVALID_FREE, p, ss, 0, "realloc of a block hakmem never handed out");
-  else _hak_detect(HKT_DET_DOUBLE_FREE, p, ss, 0, "realloc of a block that is already freed");
-  return 1;
+  *why = st == ST_FRESH ? "realloc of a block hakmem never handed out" : "realloc of a block that is already freed";
+  return st == ST_FRESH ? HKT_DET_INVALID_FREE : HKT_DET_DOUBLE_FREE;
 }
 
 /* ---- SuperSlab invariants ---------------------------------------------- */

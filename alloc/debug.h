@@ -43,7 +43,7 @@ void _hak_dbg_ss_unregistered(const hak_ss *ss, uint32_t tid, uint64_t seq);
 size_t _hak_dbg_pad(size_t size);                     /* room for a canary at level 2+ */
 void   _hak_dbg_track(void *p, size_t req, unsigned cls);  /* a block is handed out */
 int    _hak_dbg_free(void *p, hak_ss *ss);            /* 1: do not free p (reported or quarantined) */
-int    _hak_dbg_realloc(void *p);                     /* 1: p is not a live block (reported) */
+unsigned _hak_dbg_realloc_check(void *p, const char **why);  /* a detection kind or 0, not reported */
 void   _hak_dbg_resize(void *p, size_t req);          /* realloc in place */
 void   _hak_dbg_freelist(hak_ss *ss, uint32_t want);  /* level 2: validate the links refill will follow */
 void   _hak_dbg_audit(hak_heap *h, hak_ss *ss, int abandon);  /* release invariant */

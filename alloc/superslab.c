@@ -178,7 +178,7 @@ void _hak_ss_push_remote(hak_heap *h, hak_ss *ss, void *p) {
   if (HAK_REC_ON()) {
     _hak_rec_wait();
     hak_lock(&ss->remote_lock);
-    hkt_event ev = {.kind = HKT_EV_REMOTE_PUSH, .tid = h->idx, .cls = ss->cls,
+    hkt_event ev = {.kind = HKT_EV_REMOTE_PUSH, .tid = _hak_tls_idx, .cls = ss->cls,
                     .ptr = (uint64_t)(uintptr_t)p, .aux = (uint64_t)(uintptr_t)ss, .aux2 = ss->owner};
     _hak_emit(&ev);
   }

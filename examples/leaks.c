@@ -12,7 +12,7 @@
 struct session { int id; char user[40]; };
 
 __attribute__((noinline)) static struct session *make_session(int id) {
-  struct session *s = malloc(sizeof *s);       /* leak 1: 48 bytes each */
+  struct session *s = malloc(sizeof *s);       /* leak 1: 44 bytes each */
   if (s) { s->id = id; snprintf(s->user, sizeof s->user, "user%d", id); }
   return s;
 }
@@ -33,6 +33,7 @@ int main(void) {
       if (cfg) sum += (long)strlen(cfg);
     }
     char *tmp = malloc(100);                   /* freed: not a leak */
+    if (tmp) { snprintf(tmp, 100, "%d", i); sum += (long)strlen(tmp); }
     free(tmp);
   }
   printf("leaks: done (%ld)\n", sum);

@@ -103,14 +103,17 @@ static unsigned classify(const hkt_event *ev, rp_thread *t) {
 }
 
 /* realloc of a pointer that is not a block makes a detection and no
- * REALLOC event: a free-kind detection that does not follow a free of the
- * same pointer is such a call, and is re-driven as realloc(ptr, 1). */
+ * REALLOC event: a free-kind detection that does not follow a free (or a
+ * realloc) of the same pointer is such a call, and is re-driven as
+ * realloc(ptr, 1). Should the allocator record that call, before its
+ * detection, this finds nothing to infer. */
 int rp_det_from_realloc(const hkt_event *det, unsigned last_kind, uint64_t last_ptr) {
   if (det->kind != HKT_EV_DETECTION) return 0;
   if (det->fn != HKT_DET_INVALID_FREE && det->fn != HKT_DET_INTERIOR_FREE && det->fn != HKT_DET_STALE_FREE &&
       det->fn != HKT_DET_DOUBLE_FREE)
     return 0;
-  return !(last_kind == HKT_EV_FREE && last_ptr == det->ptr);
+  /* last_ptr: the pointer the last call gave back (a free's, a realloc's old one) */
+  return !((last_kind == HKT_EV_FREE || last_kind == HKT_EV_REALLOC) && last_ptr == det->ptr);
 }
 
 void *rp_reader_main(void *arg) {
@@ -139,7 +142,7 @@ void *rp_reader_main(void *arg) {
     if (cur && rp_is_call(ev.kind)) {
       cur->rfree = ev.kind == HKT_EV_REALLOC && !ev.ptr && !ev.size && ev.aux && !ev.aux2;
       cur->last_kind = ev.kind;
-      cur->last_ptr = ev.ptr;
+      cur->last_ptr = ev.kind == HKT_EV_REALLOC ? ev.aux : ev.ptr;
     }
     if (cur && (flags & IT_RINVALID)) { cur->last_kind = HKT_EV_REALLOC; cur->last_ptr = 0; }
     if (!flags) continue;

@@ -323,7 +323,8 @@ static int load(mz *z) {
       /* realloc of a non-block: a detection and no call event (see
        * rp_det_from_realloc). Kept as the call it was. */
       const hkt_event *lc = last_call[ev.tid] != UINT64_MAX ? &z->ev[last_call[ev.tid]].ev : NULL;
-      if (rp_det_from_realloc(&ev, lc ? lc->kind : 0, lc ? lc->ptr : 0)) {
+      uint64_t lp = lc ? (lc->kind == HKT_EV_REALLOC ? lc->aux : lc->ptr) : 0;
+      if (rp_det_from_realloc(&ev, lc ? lc->kind : 0, lp)) {
         hkt_event d = ev;
         ev.kind = HKT_EV_REALLOC; ev.fn = HKT_FN_REALLOC; ev.ptr = 0; ev.aux = d.ptr; ev.size = 1;
         ev.aux2 = EINVAL; ev.aux3 = 0;

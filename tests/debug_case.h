@@ -100,12 +100,28 @@ static const case_ev *case_find(const case_out *c, unsigned det) {
   return NULL;
 }
 
-/* Does stderr hold the one-line report of d: "KIND at PTR (seq SEQ, "? */
+/* Does text hold the one-line report of a detection? Either
+ * "hakmem: KIND at PTR (seq SEQ, thread T)" or, for bad frees, glibc's
+ * words first: "hakmem: free(): ... PTR (KIND, seq SEQ, thread T)". */
+static int report_line_ok(const char *text, unsigned det, uint64_t ptr, uint64_t seq, uint32_t tid) {
+  char a[160], b[160], s[24] = "-", t[16];
+  if (seq != UINT64_MAX) snprintf(s, sizeof s, "%llu", (unsigned long long)seq);
+  snprintf(t, sizeof t, "%u", tid);
+  snprintf(a, sizeof a, "hakmem: %s at %p (seq %s, thread %s)", hkt_detect_name(det), (void *)(uintptr_t)ptr, s, t);
+  snprintf(b, sizeof b, "%p (%s, seq %s, thread %s)", (void *)(uintptr_t)ptr, hkt_detect_name(det), s, t);
+  return strstr(text, a) || (strstr(text, b) && strstr(text, "hakmem: free(): "));
+}
+
 static int case_line_ok(const case_out *c, const case_ev *d) {
-  char want[128];
-  snprintf(want, sizeof want, "hakmem: %s at %p (seq %llu, thread %u)", hkt_detect_name(d->fn),
-           (void *)(uintptr_t)d->ptr, (unsigned long long)d->seq, d->tid);
-  return strstr(c->err, want) != NULL;
+  return report_line_ok(c->err, d->fn, d->ptr, d->seq, d->tid);
+}
+
+/* Does text report a detection of kind det (any pointer)? */
+static int reports_kind(const char *text, unsigned det) {
+  char a[64], b[64];
+  snprintf(a, sizeof a, "hakmem: %s at 0x", hkt_detect_name(det));
+  snprintf(b, sizeof b, " (%s, seq ", hkt_detect_name(det));
+  return strstr(text, a) || strstr(text, b);
 }
 
 static int case_aborted(const case_out *c) {

@@ -172,7 +172,7 @@ static void test_replay_reproduces(void **state) {
   prog_result r;
   assert_int_equal(run_prog(NULL, argv, env, 120, &r), 0);
   /* the seq the program printed */
-  const char *at = strstr(r.err, "hakmem: ss_invariant at ");
+  const char *at = strstr(r.err, "hakmem: ss_invariant at ");   /* "KIND at PTR (seq N, ..." */
   assert_non_null(at);
   unsigned long long seq = 0;
   const char *s = strstr(at, "(seq ");

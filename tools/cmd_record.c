@@ -72,7 +72,9 @@ static void list_add(trace_list *l, const char *p) {
   snprintf(l->paths[l->n++], PATH_MAX, "%s", p);
 }
 
-/* FILE and its siblings written since `since`. */
+static int by_name(const void *a, const void *b) { return strcmp(a, b); }
+
+/* FILE and its siblings written since `since`: FILE first, then by name. */
 static void find_traces(const char *file, time_t since, trace_list *out) {
   char dir[PATH_MAX], stem[PATH_MAX];
   snprintf(dir, sizeof dir, "%s", file);
@@ -101,6 +103,8 @@ static void find_traces(const char *file, time_t since, trace_list *out) {
     list_add(out, p);
   }
   closedir(d);
+  int first = out->n && !strcmp(out->paths[0], file);
+  if (out->n > first + 1) qsort(out->paths + first, (size_t)(out->n - first), sizeof *out->paths, by_name);
 }
 
 /* Events and end of a trace, for the closing line. */

@@ -114,6 +114,8 @@ static int put_record(hkt_drain *d, const hkt_rec *r) {
     if (ev.stack_id) HKT_TRY(define_stack(d, ev.stack_id));
   }
   HKT_TRY(hkt_writer_put(d->w, &ev));
+  if ((d->next & 4095) == 0)   /* progress, for an exit or crash that waits on us */
+    atomic_store_explicit(&d->s->h->drained_seq, d->next, memory_order_relaxed);
   if (hkt_writer_pending(d->w) == 0) {   /* a frame was just written */
     atomic_store_explicit(&d->s->h->written_events, hkt_writer_events(d->w), memory_order_relaxed);
     atomic_store_explicit(&d->s->h->written_seq, d->next + 1, memory_order_release);

@@ -363,6 +363,41 @@ static void report_io(const char *what, int err) {
     say("hakmem: trace %s: %s: %s; the program goes on, its trace stops here", R.trace_path, what, strerror(err));
 }
 
+/* Spools in `dir` left by dead processes whose FILE.spool link is gone
+ * too (their trace went with it): nothing can recover them, and in tmpfs
+ * they hold memory. Raw getdents: the writer thread does not malloc. */
+static void sweep_orphans(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[4096];
+  long n;
+  while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+    for (long off = 0; off < n;) {
+      struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *d = (void *)(buf + off);
+      off += d->reclen;
+      int pid = 0;
+      if (strncmp(d->name, "hakmem-", 7) || sscanf(d->name + 7, "%d-", &pid) != 1 || pid <= 0) continue;
+      size_t nl = strlen(d->name);
+      if (nl < 6 || strcmp(d->name + nl - 6, ".spool") || pid == R.pid) continue;
+      if (kill(pid, 0) == 0 || errno != ESRCH) continue;   /* alive (or not ours to judge) */
+      char path[1100], link[1100], target[1100];
+      snprintf(path, sizeof path, "%s/%s", dir, d->name);
+      hkt_spool_hdr hd;
+      int sfd = open(path, O_RDONLY | O_CLOEXEC);
+      if (sfd < 0) continue;
+      ssize_t k = pread(sfd, &hd, sizeof hd, 0);
+      close(sfd);
+      if (k != (ssize_t)sizeof hd || memcmp(hd.magic, HKT_SPOOL_MAGIC, 8)) continue;
+      hd.trace_path[sizeof hd.trace_path - 1] = 0;
+      snprintf(link, sizeof link, "%s.spool", hd.trace_path);
+      ssize_t t = readlink(link, target, sizeof target - 1);
+      if (t > 0) { target[t] = 0; if (!strcmp(target, path)) continue; }   /* still recoverable */
+      unlink(path);
+    }
+  }
+  close(fd);
+}
+
 /* MODULE_LOAD for every module loaded since the last look. */
 static void check_modules(hkt_modlist *known, uint64_t *adds) {
   uint64_t a = hkt_modules_adds();
@@ -402,6 +437,13 @@ static void *writer_main(void *arg) {
       say("hakmem: finishing %s: %s", R.pred[i], why);
   }
 
+  if (strcmp(R.spool_real, R.spool_path)) {
+    char dir[1040];
+    snprintf(dir, sizeof dir, "%s", R.spool_real);
+    char *slash = strrchr(dir, '/');
+    if (slash) { *slash = 0; sweep_orphans(dir); }
+  }
+
   hkt_modlist mods = {0};
   hkt_modules_scan(&mods, NULL);
   uint64_t adds = hkt_modules_adds();
@@ -433,6 +475,7 @@ static void *writer_main(void *arg) {
     int finishing = atomic_load(&h->state) == HKT_SPOOL_FINISHING;
     if (!finishing) check_modules(&mods, &adds);
     int64_t moved = hkt_drain_step(d, finishing, finishing ? 500 : 0);
+    atomic_store_explicit(&h->drained_seq, hkt_drain_next_seq(d), memory_order_relaxed);
     if (moved < 0) {
       /* a full disk (or any write error): say so once, go on into nothing */
       report_io("write failed", hkt_writer_errno(w));
@@ -476,7 +519,8 @@ static void start_writer(void) {
 /* ---- the end ---- */
 
 /* Take the end's seq, let the writer drain up to it, wait for the trace to
- * be complete (at most timeout_ms). Returns 1 if it is. */
+ * be complete (giving up after timeout_ms without progress: a loaded
+ * machine may need longer in all). Returns 1 if it is. */
 static int finish(uint32_t kind, uint32_t status, unsigned timeout_ms) {
   if (!atomic_load(&R.active)) return 0;
   hkt_spool_hdr *h = R.sp.h;
@@ -489,11 +533,12 @@ static int finish(uint32_t kind, uint32_t status, unsigned timeout_ms) {
     atomic_store(&h->state, HKT_SPOOL_FINISHING);
   }
   if (!atomic_load(&R.writer_up) || (pid_t)syscall(SYS_gettid) == R.writer_tid) return 0;
-  uint64_t until = mono_ns() + (uint64_t)timeout_ms * 1000000u;
+  uint64_t until = mono_ns() + (uint64_t)timeout_ms * 1000000u, progress = UINT64_MAX;
   while (atomic_load(&h->state) != HKT_SPOOL_DONE) {
     uint32_t seen = atomic_load(&h->wake);
     futex_wake(&h->wake);
-    uint64_t now = mono_ns();
+    uint64_t now = mono_ns(), p = atomic_load(&h->drained_seq) + atomic_load(&h->written_events);
+    if (p != progress) { progress = p; until = now + (uint64_t)timeout_ms * 1000000u; }
     if (now >= until) return 0;
     futex_wait(&h->wake, seen + 1, 10000000);
   }

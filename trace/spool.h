@@ -57,6 +57,7 @@ typedef struct hkt_spool_hdr {
   _Alignas(64) _Atomic uint64_t next_seq;   /* the global sequence counter */
   _Alignas(64) _Atomic uint64_t written_seq;       /* spool seqs below this are in whole frames of the trace */
   _Atomic uint64_t written_events;    /* ... and that many events the trace holds */
+  _Atomic uint64_t drained_seq;       /* the writer's progress (spool seqs merged) */
   _Atomic uint64_t end_seq;           /* seq taken by the end (UINT64_MAX: none yet) */
   _Atomic uint32_t end_kind, end_status, end_tid;
   _Atomic uint32_t state;             /* HKT_SPOOL_RUNNING/FINISHING/DONE */
