@@ -129,11 +129,19 @@ void _hak_free_slow(void *p, void *caller) {
   _hak_invalid_free(p, off < HAK_RD(_hak_arena.ss_top) ? HKT_DET_STALE_FREE : HKT_DET_INVALID_FREE, NULL);
 }
 
-size_t _hak_usable_size(const void *p) {
+static size_t block_usable(const void *p) {
   if (!p) return 0;
   hak_ss *ss = _hak_ss_of(p);
   if (ss) return ss->magic == HAK_SS_MAGIC && _hak_block_index(ss, p) >= 0 ? ss->block_size : 0;
   return _hak_in_large(p) ? _hak_large_usable(p) : 0;
+}
+
+/* malloc_usable_size: the program may use all of it from now on, so a
+ * debug canary past the requested size goes. */
+size_t _hak_usable_size(const void *p) {
+  size_t n = block_usable(p);
+  if (HAK_DBG_ON() && n) _hak_dbg_resize((void *)p, n);
+  return n;
 }
 
 /* Free without an event and without checks (realloc's move, quarantine). */
@@ -174,7 +182,7 @@ void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *c
     _hak_init();
     const char *why = NULL;
     unsigned det = HAK_DBG_ON() ? _hak_dbg_realloc_check(p, &why) : 0;
-    size_t old = det ? 0 : _hak_usable_size(p);
+    size_t old = det ? 0 : block_usable(p);
     if (old == 0) {
       /* The call first, then what is wrong with it: replay drives the call. */
       if (HAK_REC_ON())

@@ -93,14 +93,14 @@ static const char *tid_str(char *buf, size_t n, uint32_t tid) {
 static void describe_ss(char *out, size_t n, const void *p, const hak_ss *ss) {
   char s1[24], s2[24], t1[16], t2[16];
   const ss_hist *h = NULL;
-  if (hist && _hak_arena.ss_base && (uint64_t)((const char *)p - _hak_arena.ss_base) < _hak_arena.ss_top)
+  if (hist && _hak_arena.ss_base && (uint64_t)((const char *)p - _hak_arena.ss_base) < HAK_RD(_hak_arena.ss_top))
     h = &hist[chunk_of(p)];
   if (h && !h->id) h = NULL;
   if (ss && ss->magic == HAK_SS_MAGIC) {
     _hak_fmt(out, n, "SuperSlab #%u class %u (%u B) base %p, registered at seq %s by thread %s, owned by thread %s",
              ss->id, ss->cls, ss->block_size, (const void *)ss,
              seq_str(s1, sizeof s1, h && h->id == ss->id ? h->reg_seq : HAK_NO_SEQ),
-             tid_str(t1, sizeof t1, ss->reg_tid), tid_str(t2, sizeof t2, ss->owner));
+             tid_str(t1, sizeof t1, ss->reg_tid), tid_str(t2, sizeof t2, HAK_RD(ss->owner)));
   } else if (h && h->gone) {
     _hak_fmt(out, n, "SuperSlab #%u class %u (%u B) base %p, registered at seq %s by thread %s, "
              "UNREGISTERED at seq %s by thread %s",
@@ -120,7 +120,7 @@ void _hak_detect(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2, c
   if (HAK_REC_ON()) {
     uint64_t base = ss ? (uint64_t)(uintptr_t)ss : 0;
     unsigned cls = ss ? ss->cls : HKT_NO_CLASS;
-    if (!ss && hist && (uint64_t)((const char *)p - _hak_arena.ss_base) < _hak_arena.ss_top) {
+    if (!ss && hist && (uint64_t)((const char *)p - _hak_arena.ss_base) < HAK_RD(_hak_arena.ss_top)) {
       const ss_hist *h = &hist[chunk_of(p)];
       if (h->id) { base = h->base; cls = h->cls; }
     }
@@ -233,11 +233,13 @@ void _hak_dbg_track(void *p, size_t req, unsigned cls) {
   if (_hak_cfg.debug >= 2) set_canary(p, m, idx, req, ss->block_size);
 }
 
+/* realloc in place, or malloc_usable_size (req = the block size: no canary). */
 void _hak_dbg_resize(void *p, size_t req) {
   hak_ss *ss = _hak_ss_of(p);
   dbg_meta *m;
   uint32_t idx;
   if (_hak_cfg.debug < 2 || !locate(ss, p, &m, &idx)) return;
+  if (atomic_load_explicit(&m->state[idx], memory_order_relaxed) != ST_USED) return;
   check_canary(p, ss, m, idx);
   set_canary(p, m, idx, req, ss->block_size);
 }
@@ -246,12 +248,12 @@ void _hak_dbg_resize(void *p, size_t req) {
 static const char *where_free(const void *p, const hak_ss *ss, uint8_t st) {
   if (st == ST_QUAR) return "already freed: it waits in a quarantine";
   hak_heap *h = _hak_tls;
-  if (h->state == HAK_HEAP_LIVE && ss->owner == h->idx) {
+  if (h->state == HAK_HEAP_LIVE && HAK_RD(ss->owner) == h->idx) {
     const hak_tcache *tc = &h->cache[ss->cls];
     for (uint32_t i = 0; i < tc->count; i++)
       if (tc->slot[i] == p) return "already freed: it sits in this thread's cache";
   }
-  if (ss->where == HAK_SS_EMPTY) return "already freed: its SuperSlab is empty, parked for reuse";
+  if (HAK_RD(ss->where) == HAK_SS_EMPTY) return "already freed: its SuperSlab is empty, parked for reuse";
   return "already freed: it is on its SuperSlab's freelist, in a cache or in a remote queue";
 }
 
@@ -266,6 +268,9 @@ typedef struct quar {
 static __thread quar q_tls __attribute__((tls_model("initial-exec")));
 
 
+/* Quarantined blocks count as freed in hak_stats from the moment the
+ * program frees them: the put counts the free, the release (which counts
+ * again in the free path) takes it back. */
 static void quar_release_one(quar *q) {
   void *p = q->slot[q->head];
   q->bytes -= q->size[q->head];
@@ -274,7 +279,10 @@ static void quar_release_one(quar *q) {
   hak_ss *ss = _hak_ss_of(p);
   dbg_meta *m;
   uint32_t idx;
-  if (locate(ss, p, &m, &idx)) atomic_store_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
+  if (locate(ss, p, &m, &idx)) {
+    atomic_store_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
+    _hak_tls->cache[ss->cls].frees--;
+  }
   _hak_free_raw(p);
 }
 
@@ -284,6 +292,10 @@ static int quar_put(void *p, uint32_t size, dbg_meta *m, uint32_t idx) {
   uint64_t budget = _hak_cfg.quarantine;
   if (!budget || size > budget) return 0;
   if (!q->slot) {
+    /* A thread that only frees has no heap yet; it needs one so that its
+     * exit (which empties the quarantine) runs. */
+    if (_hak_tls->state == HAK_HEAP_EMPTY && !_hak_heap_init()) return 0;
+    if (_hak_tls->state != HAK_HEAP_LIVE) return 0;   /* exiting: no quarantine */
     uint64_t cap = budget / 8 + 1;
     if (cap > (1u << 24)) cap = 1u << 24;
     q->slot = _hak_os_alloc_meta(cap * (sizeof(void *) + sizeof(uint32_t)));
@@ -298,6 +310,7 @@ static int quar_put(void *p, uint32_t size, dbg_meta *m, uint32_t idx) {
   q->count++;
   q->bytes += size;
   atomic_store_explicit(&m->state[idx], ST_QUAR, memory_order_relaxed);
+  _hak_tls->cache[_hak_ss_of(p)->cls].frees++;
   return 1;
 }
 
@@ -346,7 +359,7 @@ unsigned _hak_dbg_realloc_check(void *p, const char **why) {
   uint32_t idx;
   if (!ss) {
     uint64_t off = (uint64_t)((char *)p - _hak_arena.ss_base);
-    if (off >= _hak_arena.ss_top) return 0;          /* large or foreign: realloc judges */
+    if (off >= HAK_RD(_hak_arena.ss_top)) return 0;          /* large or foreign: realloc judges */
     *why = "realloc of a block in a SuperSlab that is no longer registered";
     return HKT_DET_STALE_FREE;
   }

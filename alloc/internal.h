@@ -49,14 +49,21 @@
 #define HAK_NO_OWNER       0xffffffffu
 #define HAK_CACHE_MAX      128
 
-/* ---- lock: spin, then yield; never allocates, fork-safe by re-init ---- */
+/* ---- lock: a futex mutex (0 free, 1 held, 2 held with waiters) that
+ * spins briefly first; never allocates. Waiters sleep in the kernel rather
+ * than yield: on two cores a yielding waiter mostly steals the holder's
+ * time slice. ---- */
 typedef struct { _Atomic int v; } hak_lock_t;
 void _hak_lock_slow(hak_lock_t *l);
+void _hak_unlock_wake(hak_lock_t *l);
 static inline void hak_lock(hak_lock_t *l) {
-  if (likely(!atomic_exchange_explicit(&l->v, 1, memory_order_acquire))) return;
+  int z = 0;
+  if (likely(atomic_compare_exchange_strong_explicit(&l->v, &z, 1, memory_order_acquire, memory_order_relaxed))) return;
   _hak_lock_slow(l);
 }
-static inline void hak_unlock(hak_lock_t *l) { atomic_store_explicit(&l->v, 0, memory_order_release); }
+static inline void hak_unlock(hak_lock_t *l) {
+  if (unlikely(atomic_exchange_explicit(&l->v, 0, memory_order_release) == 2)) _hak_unlock_wake(l);
+}
 
 /* ---- SuperSlab: a naturally aligned 1 or 2 MiB region of one class ---- */
 /* Laid out by who touches what: the first line is read by every thread

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -92,13 +93,20 @@ uint64_t _hak_os_random(void) {
 }
 
 void _hak_lock_slow(hak_lock_t *l) {
-  for (unsigned spin = 0;; spin++) {
+  for (unsigned spin = 0; spin < 100; spin++) {
+    int z = 0;
     if (!atomic_load_explicit(&l->v, memory_order_relaxed) &&
-        !atomic_exchange_explicit(&l->v, 1, memory_order_acquire))
+        atomic_compare_exchange_weak_explicit(&l->v, &z, 1, memory_order_acquire, memory_order_relaxed))
       return;
 #if defined(__x86_64__) || defined(__i386__)
-    if (spin < 64) { __builtin_ia32_pause(); continue; }
+    __builtin_ia32_pause();
 #endif
-    sched_yield();
   }
+  /* Mark it contended; whoever unlocks wakes one sleeper. */
+  while (atomic_exchange_explicit(&l->v, 2, memory_order_acquire) != 0)
+    syscall(SYS_futex, &l->v, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+}
+
+void _hak_unlock_wake(hak_lock_t *l) {
+  syscall(SYS_futex, &l->v, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }

@@ -180,23 +180,27 @@ static void test_fork_preload(void **state) {
   if (!*lib) fail_msg("%s/lib/libhakmem.so is missing", test_build_dir());
   char *dir = make_scratch_dir();
   assert_non_null(dir);
-  assert_int_equal(build_helper(dir, "fork_threads", NULL), 0);
-  char exe[PATH_MAX];
+  char exe[PATH_MAX + 64], preload[PATH_MAX + 64], why[1200] = "";
   snprintf(exe, sizeof exe, "%s/fork_threads", dir);
-  char *argv[] = {exe, "30", NULL};
-  prog_result r;
-  /* First without hakmem: the helper itself must be sound. */
-  assert_int_equal(run_prog(NULL, argv, NULL, 60, &r), 0);
-  if (!prog_exited_ok(&r)) fail_msg("fork_threads without hakmem: %s", prog_describe(&r));
-  prog_result_free(&r);
-  char preload[PATH_MAX + 64];
   snprintf(preload, sizeof preload, "LD_PRELOAD=%s", lib);
+  char *argv[] = {exe, "30", NULL};
   const char *env[] = {preload, NULL};
-  assert_int_equal(run_prog(NULL, argv, env, 120, &r), 0);
-  if (!prog_exited_ok(&r)) fail_msg("fork_threads under hakmem: %s", prog_describe(&r));
-  assert_non_null(strstr(r.out, "fork_threads: 30 forks ok"));
+  prog_result r = {0};
+  if (build_helper(dir, "fork_threads", NULL) != 0) {
+    snprintf(why, sizeof why, "cannot build tests/preload_progs/fork_threads.c");
+  } else if (run_prog(NULL, argv, NULL, 60, &r) != 0 || !prog_exited_ok(&r)) {
+    /* Without hakmem first: the helper itself must be sound. */
+    snprintf(why, sizeof why, "fork_threads without hakmem: %s", prog_describe(&r));
+  } else {
+    prog_result_free(&r);
+    if (run_prog(NULL, argv, env, 120, &r) != 0 || !prog_exited_ok(&r))
+      snprintf(why, sizeof why, "fork_threads under hakmem: %s", prog_describe(&r));
+    else if (!strstr(r.out, "fork_threads: 30 forks ok"))
+      snprintf(why, sizeof why, "fork_threads under hakmem printed \"%.200s\"", r.out);
+  }
   prog_result_free(&r);
-  remove_scratch_dir(dir);
+  remove_scratch_dir(dir);  /* before any failure: fail_msg does not return */
+  if (why[0]) fail_msg("%s", why);
 }
 
 int main(void) {

@@ -195,6 +195,7 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
     d->gap_start_ns = 0;
     const hkt_rec *r;
     while ((r = published(d, best, d->cur[best]))) {
+      __builtin_prefetch(r + 8);   /* records come from another core's cache */
       if (r->seq1 - 1 != d->next || d->next >= end) break;
       int e = put_record(d, r);
       if (HKT_IS_ERR(e)) return e;

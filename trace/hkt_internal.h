@@ -66,25 +66,32 @@ static inline uint32_t hkt_predict_cls(unsigned kind, uint64_t size, const uint3
 /* The blocks freed last in each class (a thread cache hands them out again,
  * last in first out): an allocation that returns one of them is written as
  * its depth in this stack. Writer and reader keep the same stacks. */
-#define HKT_FREED_DEPTH 16
-typedef struct hkt_freed { uint64_t ptr[HKT_PTR_SLOTS][HKT_FREED_DEPTH]; uint8_t n[HKT_PTR_SLOTS]; } hkt_freed;
+#define HKT_FREED_DEPTH 16   /* a power of two: the stacks are rings */
+typedef struct hkt_freed {
+  uint64_t ptr[HKT_PTR_SLOTS][HKT_FREED_DEPTH];
+  uint8_t top[HKT_PTR_SLOTS], n[HKT_PTR_SLOTS];
+} hkt_freed;
 static inline unsigned hkt_slot(uint32_t cls) { return cls < HKT_PTR_SLOTS - 1 ? cls : HKT_PTR_SLOTS - 1; }
+#define HKT_RING(i) ((i) & (HKT_FREED_DEPTH - 1))
+/* Push; a full stack forgets its oldest entry. */
 static inline void hkt_freed_push(hkt_freed *f, unsigned slot, uint64_t ptr) {
-  uint64_t *s = f->ptr[slot];
-  if (f->n[slot] == HKT_FREED_DEPTH) { memmove(s, s + 1, (HKT_FREED_DEPTH - 1) * sizeof *s); f->n[slot]--; }
-  s[f->n[slot]++] = ptr;
+  f->top[slot] = (uint8_t)HKT_RING(f->top[slot] + 1);
+  f->ptr[slot][f->top[slot]] = ptr;
+  if (f->n[slot] < HKT_FREED_DEPTH) f->n[slot]++;
 }
 /* Depth of ptr (0 = freed last), or -1. */
 static inline int hkt_freed_find(const hkt_freed *f, unsigned slot, uint64_t ptr) {
-  for (int i = f->n[slot] - 1; i >= 0; i--)
-    if (f->ptr[slot][i] == ptr) return f->n[slot] - 1 - i;
+  for (unsigned d = 0; d < f->n[slot]; d++)
+    if (f->ptr[slot][HKT_RING(f->top[slot] - d)] == ptr) return (int)d;
   return -1;
 }
+/* Take the entry at `depth` out (depth < n); the ones above it move down. */
 static inline uint64_t hkt_freed_take(hkt_freed *f, unsigned slot, unsigned depth) {
   uint64_t *s = f->ptr[slot];
-  unsigned i = f->n[slot] - 1 - depth;
-  uint64_t p = s[i];
-  memmove(s + i, s + i + 1, (f->n[slot] - 1 - i) * sizeof *s);
+  unsigned t = f->top[slot];
+  uint64_t p = s[HKT_RING(t - depth)];
+  for (unsigned d = depth; d > 0; d--) s[HKT_RING(t - d)] = s[HKT_RING(t - d + 1)];
+  f->top[slot] = (uint8_t)HKT_RING(t - 1);
   f->n[slot]--;
   return p;
 }
@@ -103,7 +110,7 @@ static inline uint64_t hkt_cls_encode(uint32_t cls, uint32_t predicted) {
 /* Defaults of the writer. */
 #define HKT_DEFAULT_FRAME_EVENTS (64u << 10)
 #define HKT_DEFAULT_FRAME_BYTES  (8u << 20)
-#define HKT_DEFAULT_LEVEL        5
+#define HKT_DEFAULT_LEVEL        3
 
 /* ---- memory: anonymous mmap, page granular; never malloc ---- */
 HKT_INTERNAL void *hkt_mem_alloc(size_t n);          /* zeroed; NULL on failure */

@@ -297,6 +297,7 @@ static int parse_events(hkt_reader *r) {
   r->nalloc = 0;
   memset(r->pred, 0, sizeof r->pred);
   memset(r->freed.n, 0, sizeof r->freed.n);
+  memset(r->freed.top, 0, sizeof r->freed.top);
   r->left = (uint32_t)n;
   r->in_frame = 1;
   return 0;

@@ -60,12 +60,15 @@ static struct {
   pthread_key_t key;
   int key_ok;
   _Atomic int dropped_reported;
+  _Atomic uint64_t stalled_at;  /* writer progress when it was found stalled (0: not) */
   char trace_path[1024];
   char spool_path[1040];      /* FILE.spool: the spool, or a link to it */
   char spool_real[1040];      /* where the spool is (tmpfs when there is one) */
   int npred;
   char pred[MAX_PRED][1040];  /* spools of images this one replaced (exec) */
   struct sigaction old[32];
+  hkt_modlist mods;           /* modules at start (constructor), then as the writer saw them */
+  uint64_t adds;
 } R = { .trace_fd = -1 };
 
 static __thread struct rec_tls {
@@ -199,7 +202,8 @@ static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, ui
   t->ch = NULL;
   t->left = 0;
   uint32_t n = s->h->nchunks;
-  uint64_t t0 = 0;
+  uint64_t t0 = 0, progress = 0;
+  uint64_t stalled = atomic_load_explicit(&R.stalled_at, memory_order_relaxed);
   for (;;) {
     uint32_t start = atomic_fetch_add_explicit(&R.hint, 1, memory_order_relaxed);
     for (uint32_t k = 0; k < n; k++) {
@@ -220,16 +224,24 @@ static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, ui
         return 1;
       }
     }
-    /* the spool is full: the writer is behind. Wait for it (never drop). */
+    /* The spool is full: the writer is behind. Wait for it, as long as it
+     * makes progress; a writer that stopped (or never started) must not
+     * hang the program: then events are dropped, and that is said once. */
     futex_wake(&s->h->wake);
-    if (!t0) t0 = mono_ns();
-    if (!atomic_load(&R.writer_up) && mono_ns() - t0 > 2000000000ull) break;
+    uint64_t now = mono_ns(), p = atomic_load(&s->h->drained_seq) + atomic_load(&s->h->written_events) + 1;
+    if (stalled == p) return 0;   /* still stalled: drop at once */
+    if (!t0 || p != progress) { t0 = now; progress = p; }
+    if (now - t0 > (atomic_load(&R.writer_up) ? 10000000000ull : 2000000000ull)) {
+      atomic_store(&R.stalled_at, p);
+      break;
+    }
     struct timespec ts = { 0, 200000 };
     nanosleep(&ts, NULL);
     if (!atomic_load_explicit(&R.active, memory_order_acquire)) return 0;
   }
   if (!atomic_exchange(&R.dropped_reported, 1))
-    say("hakmem: trace %s: the spool is full and no writer drains it; events are being dropped", R.trace_path);
+    say("hakmem: trace %s: the spool is full and its writer makes no progress; events are being dropped",
+        R.trace_path);
   return 0;
 }
 
@@ -340,6 +352,8 @@ static int start(const char *base, int forked) {
   snprintf(h->trace_path, sizeof h->trace_path, "%s", R.trace_path);
   read_cmdline((char *)R.sp.base + HKT_SPOOL_CMDLINE_OFF, HKT_SPOOL_CMDLINE_MAX);
   T = (struct rec_tls){0};
+  atomic_store(&R.stalled_at, 0);
+  atomic_store(&R.dropped_reported, 0);
   atomic_store(&R.ending, 0);
   atomic_store(&R.writer_up, 0);
   atomic_store_explicit(&R.active, 1, memory_order_release);
@@ -422,6 +436,7 @@ static void *writer_main(void *arg) {
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   R.writer_tid = (pid_t)syscall(SYS_gettid);
+  pthread_setname_np(pthread_self(), "hakmem-writer");   /* for top and perf */
   hkt_spool *s = &R.sp;
   hkt_spool_hdr *h = s->h;
   if (h->clock_tsc) atomic_store(&h->tsc_mult, hkt_tsc_calibrate(h->tsc0, h->start_mono_ns));
@@ -444,9 +459,8 @@ static void *writer_main(void *arg) {
     if (slash) { *slash = 0; sweep_orphans(dir); }
   }
 
-  hkt_modlist mods = {0};
-  hkt_modules_scan(&mods, NULL);
-  uint64_t adds = hkt_modules_adds();
+  hkt_modlist mods = R.mods;   /* taken by the constructor: the modules at start */
+  uint64_t adds = R.adds;
   hkt_header hdr;
   hkt_spool_header(s, &hdr);
   hdr.num_modules = mods.n;
@@ -568,6 +582,13 @@ static void on_crash(int sig, siginfo_t *si, void *uc) {
 
 static void fill_config(void);
 
+/* The modules loaded now go in the header; later loads become events. */
+static void snapshot_modules(void) {
+  memset(&R.mods, 0, sizeof R.mods);
+  hkt_modules_scan(&R.mods, NULL);
+  R.adds = hkt_modules_adds();
+}
+
 /* ---- fork ---- */
 
 static void fork_child(void) {
@@ -581,6 +602,7 @@ static void fork_child(void) {
   const char *p = getenv("HAKMEM_TRACE");
   if (!p || start(p, 1)) return;
   fill_config();
+  snapshot_modules();   /* the parent's list belongs to the parent's writer */
   start_writer();
 }
 
@@ -616,6 +638,7 @@ __attribute__((constructor)) static void rec_ctor(void) {
   for (size_t i = 0; i < sizeof crash_signals / sizeof *crash_signals; i++)
     sigaction(crash_signals[i], &sa, &R.old[crash_signals[i]]);
   pthread_atfork(NULL, NULL, fork_child);
+  snapshot_modules();
   start_writer();
 }
 

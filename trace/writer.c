@@ -12,6 +12,8 @@
 #include <zstd.h>
 #include "hkt_internal.h"
 
+#define ATAB_SIZE (1u << 14)
+
 struct hkt_writer {
   int fd;
   int err;                  /* sticky: first error */
@@ -40,7 +42,8 @@ struct hkt_writer {
   uint64_t *callers;        /* table in order of first use */
   uint32_t ncallers;
   /* allocations of this frame, for FREE back-references: ptr -> ordinal,
-   * entries of older frames told apart by their generation */
+   * direct-mapped and small enough to stay in cache (a block pushed out
+   * is just written as a delta); older frames' entries differ by gen */
   struct alloc_ent { uint64_t ptr; uint32_t ord, gen; } *atab;
   uint32_t *acls;           /* class of each allocation ordinal */
   uint32_t nalloc, gen;
@@ -127,6 +130,7 @@ static void frame_reset(hkt_writer *w) {
   w->gen++;
   memset(w->pred, 0, sizeof w->pred);
   memset(w->freed.n, 0, sizeof w->freed.n);
+  memset(w->freed.top, 0, sizeof w->freed.top);
   w->n = 0;
 }
 
@@ -139,7 +143,7 @@ static int alloc_tables(hkt_writer *w) {
   hkt_mem_free(w->atab);
   hkt_mem_free(w->acls);
   w->ccap = cap;
-  w->atab = hkt_mem_alloc((size_t)cap * sizeof *w->atab);
+  w->atab = hkt_mem_alloc((size_t)ATAB_SIZE * sizeof *w->atab);
   w->acls = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->acls);
   w->gen = 1;
   w->ckey = hkt_mem_alloc((size_t)cap * sizeof *w->ckey);
@@ -304,12 +308,8 @@ int hkt_writer_put(hkt_writer *w, const hkt_event *ev) {
      * their zero bits (u even); anything else is escaped (u = 1, then the
      * pointer whole). */
     hkt_buf *ps = &w->s[HKT_S_PTR];
-    struct alloc_ent *a = NULL;
-    uint32_t h = (uint32_t)((ev->ptr * 0x9e3779b97f4a7c15ull) >> 32) & (w->ccap - 1);
-    if (ev->kind == HKT_EV_FREE || hkt_is_alloc(ev->kind)) {
-      while (w->atab[h].gen == w->gen && w->atab[h].ptr != ev->ptr) h = (h + 1) & (w->ccap - 1);
-      if (w->atab[h].gen == w->gen) a = &w->atab[h];
-    }
+    struct alloc_ent *e = &w->atab[(uint32_t)((ev->ptr * 0x9e3779b97f4a7c15ull) >> 40) & (ATAB_SIZE - 1)];
+    struct alloc_ent *a = e->gen == w->gen && e->ptr == ev->ptr ? e : NULL;
     unsigned slot = hkt_slot(ev->cls);
     int depth = -1;
     if (ev->kind == HKT_EV_FREE && a) {
@@ -327,8 +327,9 @@ int hkt_writer_put(hkt_writer *w, const hkt_event *ev) {
     w->pred[slot] = ev->ptr;
     if (ev->kind == HKT_EV_FREE) hkt_freed_push(&w->freed, slot, ev->ptr);
     if (hkt_is_alloc(ev->kind)) {
-      if (!a) { a = &w->atab[h]; a->ptr = ev->ptr; a->gen = w->gen; }
-      a->ord = w->nalloc;
+      e->ptr = ev->ptr;
+      e->gen = w->gen;
+      e->ord = w->nalloc;
       w->acls[w->nalloc++] = ev->cls;
     }
   }
@@ -352,9 +353,12 @@ int hkt_writer_put(hkt_writer *w, const hkt_event *ev) {
   }
   w->n++;
   w->next_seq++;
-  size_t bytes = w->stacks.len;
-  for (int i = 0; i < HKT_S__COUNT; i++) bytes += w->s[i].len;
-  if (w->n >= w->frame_events || bytes >= HKT_DEFAULT_FRAME_BYTES) return flush_frame(w);
+  if (w->n >= w->frame_events) return flush_frame(w);
+  if ((w->n & 255) == 0 || (f2 & HKT_F2_STR)) {   /* big strings or many events: bound the frame's bytes */
+    size_t bytes = w->stacks.len;
+    for (int i = 0; i < HKT_S__COUNT; i++) bytes += w->s[i].len;
+    if (bytes >= HKT_DEFAULT_FRAME_BYTES) return flush_frame(w);
+  }
   return 0;
 }
 
