@@ -186,6 +186,7 @@ void _hak_flush(hak_heap *h, unsigned cls, uint32_t keep) {
   memmove(c->slot, c->slot + n, keep * sizeof(void *));
   c->count = keep;
   _hak_stat_out(cls, -(int64_t)n);
+  if (HAK_INJ_ON()) _hak_inject_flush(h, cls);
 }
 
 /* Drain remote frees into ss (ordered while recording) and retire it if that
@@ -236,6 +237,11 @@ void _hak_heap_exit(hak_heap *h) {
   atomic_fetch_add_explicit(&_hak_g.threads_exited, 1, memory_order_relaxed);
   hak_unlock(&_hak_global);
   _hak_tls = &_hak_heap_dead;
+}
+
+uint32_t _hak_thread_index(void) {
+  if (_hak_tls->state == HAK_HEAP_EMPTY) _hak_heap_init();
+  return _hak_tls_idx;
 }
 
 void hak_thread_flush(void) {

@@ -8,13 +8,16 @@
  * events makes the point the same on every run and on replay, however
  * threads interleave. Each firing says so on stderr.
  *
- *   early_release    site: a cache refill. The SuperSlab the refill just
- *                    took blocks from is unregistered and given back to the
+ *   early_release    site: a cache flush (a free that found the cache
+ *                    full) that keeps blocks. The SuperSlab of the block on
+ *                    top of the cache is unregistered and given back to the
  *                    arena while this thread's cache still holds its blocks
- *                    (the seed's weeks-long bug). Those pointers are now
- *                    stale: handed out, freed, and their chunk reused by the
- *                    next SuperSlab. Debug level 1+: the release invariant
- *                    fires at the release; later frees are stale frees.
+ *                    (the seed's weeks-long bug: a release decided on the
+ *                    SuperSlab's own lists, blind to the caches). Those
+ *                    pointers are now stale: handed out, freed, and their
+ *                    chunk reused by the next SuperSlab. Debug level 1+: the
+ *                    release invariant fires at the release, inside the
+ *                    free() whose flush it is.
  *   early_decrement  site: a cache refill. The SuperSlab's live count drops
  *                    by one block that is still out, so it looks empty too
  *                    early and is parked or released under that block.
@@ -119,7 +122,9 @@ static uint32_t cached_of(const hak_heap *h, const hak_ss *ss) {
 /* Unregister ss and give its chunk back although blocks of it are live:
  * what the allocator's own release refuses to do. */
 static void release_now(hak_heap *h, hak_ss *ss, unsigned cls) {
-  h->active[cls] = NULL;
+  if (h->active[cls] == ss) h->active[cls] = NULL;
+  else if (ss->where == HAK_SS_WARM) _hak_sslist_remove(&h->warm[cls], ss);
+  else if (ss->where == HAK_SS_FULL) _hak_sslist_remove(&h->full[cls], ss);
   ss->where = HAK_SS_NOWHERE;
   _hak_rec_wait();
   hak_lock(&_hak_global);
@@ -145,11 +150,17 @@ static void release_now(hak_heap *h, hak_ss *ss, unsigned cls) {
   hak_unlock(&_hak_global);
 }
 
+/* After a flush that kept blocks: the top one's SuperSlab is this thread's. */
+void _hak_inject_flush(hak_heap *h, unsigned cls) {
+  const hak_tcache *c = &h->cache[cls];
+  if (!c->count || h->state != HAK_HEAP_LIVE) return;
+  hak_ss *ss = _hak_ss_of(c->slot[c->count - 1]);
+  if (ss && HAK_RD(ss->owner) == h->idx && due(HAK_INJ_EARLY_RELEASE, cls)) release_now(h, ss, cls);
+}
+
 void _hak_inject_refill(hak_heap *h, hak_ss *ss, unsigned cls, uint32_t n) {
   if (!n || h->active[cls] != ss) return;
-  if (due(HAK_INJ_EARLY_RELEASE, cls)) {
-    release_now(h, ss, cls);
-  } else if (due(HAK_INJ_EARLY_DECREMENT, cls)) {
+  if (due(HAK_INJ_EARLY_DECREMENT, cls)) {
     _hak_msg("HAKMEM_INJECT=early_decrement fired in thread %u: SuperSlab #%u (class %u, base %p) live %u -> %u",
              h->idx, ss->id, cls, (void *)ss, ss->live, ss->live - 1);
     ss->live--;

@@ -5,13 +5,14 @@
  * blocks (mostly 33..64 bytes: size class 3), fills each with a pattern
  * derived from its address and size, frees half of them itself after
  * checking the pattern, and passes the other half to the next worker,
- * which checks and frees them (cross-thread frees). A block whose pattern
- * is wrong means two owners got the same memory: the program says so and
- * aborts. Without injection it always finishes:
+ * which checks and frees them (cross-thread frees). Every tenth round it
+ * also builds and drops a scratch list of a few hundred small blocks. A
+ * block whose pattern is wrong means two owners got the same memory: the
+ * program says so and aborts. Without injection it always finishes:
  *
  *   LD_PRELOAD=libhakmem.so ./injected
- *   HAKMEM_INJECT=early_release:3@40 LD_PRELOAD=libhakmem.so ./injected   # crashes
- *   HAKMEM_INJECT=early_release:3@40 HAKMEM_DEBUG=1 LD_PRELOAD=...        # names the bug */
+ *   HAKMEM_INJECT=early_release:3@4/1 LD_PRELOAD=libhakmem.so ./injected   # crashes
+ *   HAKMEM_INJECT=early_release:3@4/1 HAKMEM_DEBUG=1 LD_PRELOAD=...        # names the bug */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #define ROUNDS  300
 #define BATCH   64
 #define MAILBOX (BATCH * 8)
+#define SCRATCH 300
 
 typedef struct { unsigned char *p; size_t n; } blk;
 
@@ -94,6 +96,15 @@ static void *worker(void *arg) {
     for (int i = 1; i < BATCH; i += 2) put(out, batch[i]);
     unsigned k = take_all(in, got, 0, &closed);
     for (unsigned i = 0; i < k; i++) check_and_free(got[i], me);
+    if (r % 10 == 9) {   /* a burst of temporaries: allocated, checked, dropped */
+      blk tmp[SCRATCH];
+      for (int i = 0; i < SCRATCH; i++) {
+        tmp[i].n = 40 + (size_t)(i % 24);
+        if (!(tmp[i].p = malloc(tmp[i].n))) { fprintf(stderr, "injected: out of memory\n"); abort(); }
+        fill(tmp[i]);
+      }
+      for (int i = 0; i < SCRATCH; i++) check_and_free(tmp[i], me);
+    }
   }
   pthread_mutex_lock(&out->mu);
   out->closed++;

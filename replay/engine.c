@@ -203,8 +203,10 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
   if (!e) {
     /* Past the thread's last recorded event. In a trace cut by a crash
-     * this is where the recording stopped: the replay is there too. */
-    if (!rp_e.res->complete) { rp_e.res->beyond_end = 1; park(); }
+     * this is where the recording stopped: the replay is there too. A
+     * trace that ends with a fatal signal is cut the same way: other
+     * threads were inside calls when the recorder closed it. */
+    if (!rp_e.res->complete || rp_e.res->end_kind == HKT_END_SIGNAL) { rp_e.res->beyond_end = 1; park(); }
     diverge(NULL, ev);
     park();
   }
@@ -377,7 +379,7 @@ int rp_run(const rp_options *o, rp_result *res) {
    * made them is not in the trace (it was cut inside it). */
   uint64_t tt = atomic_load(&rp_e.turn), total = atomic_load(&rp_e.total);
   if (!atomic_load(&rp_e.stop) && atomic_load(&rp_e.reader_done) && tt < total) {
-    if (res->complete) missing(tt, 0);
+    if (res->complete && res->end_kind != HKT_END_SIGNAL) missing(tt, 0);
     else res->unreached = total - tt;
   }
   /* Let threads still inside a call reach their park (bounded). */

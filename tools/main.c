@@ -45,12 +45,15 @@ static const command commands[] = {
    "\n"
    "Without the front end: LD_PRELOAD=libhakmem.so HAKMEM_TRACE=FILE CMD\n"},
   {"recover", cmd_recover, "finish the trace of a recorder that died, from its spool",
-   "usage: hakmem recover SPOOL -o FILE\n"
+   "usage: hakmem recover SPOOL [-o FILE] [--force]\n"
    "\n"
-   "Writes every event left in SPOOL (FILE.spool of a recording whose process\n"
-   "was killed) into a complete trace; how the run ended is 'unknown'.\n"
+   "Finishes the trace of a recording whose process died, from its spool\n"
+   "(FILE.spool next to the trace); how the run ended is 'unknown'. Without\n"
+   "-o the trace named in the spool is completed in place; with -o FILE a\n"
+   "completed copy is written instead.\n"
    "\n"
    "  -o FILE          the trace to write\n"
+   "  --force          even if the recorded process still seems to run\n"
    "  -h, --help       this help\n"},
   {"stats", cmd_stats, "counts, threads, duration, bytes per event, how the run ended",
    "usage: hakmem stats FILE [--json]\n"

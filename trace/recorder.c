@@ -662,7 +662,7 @@ HAK_API void hak_trace_mark(const char *label) {
   size_t n = label ? strnlen(label, 64) : 0;
   memcpy(buf, label ? label : "", n);
   buf[n] = 0;
-  hkt_event ev = { .kind = HKT_EV_MARK, .tid = T.ch ? T.tid : 0, .cls = HKT_NO_CLASS, .str = buf,
+  hkt_event ev = { .kind = HKT_EV_MARK, .tid = _hak_thread_index(), .cls = HKT_NO_CLASS, .str = buf,
                    .caller = (uint64_t)(uintptr_t)__builtin_return_address(0) };
   rec_emit(NULL, &ev);
 }
