@@ -77,6 +77,7 @@ void *_hak_arena_ss_alloc(unsigned lg) {
   unsigned k = lg - HAK_CHUNK_LG;
   if (nfree_chunks[k]) {
     uint32_t idx = free_chunks[k][--nfree_chunks[k]];
+    atomic_fetch_add_explicit(&_hak_g.os_committed, 1ull << lg, memory_order_relaxed);
     return a->ss_base + ((uint64_t)idx << HAK_CHUNK_LG);
   }
   uint64_t size = 1ull << lg;

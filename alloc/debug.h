@@ -53,10 +53,11 @@ void   _hak_free_raw(void *p);                        /* api.c: free with no che
 /* ---- fault injection (inject.c) ---- */
 enum hak_inject_kind {
   HAK_INJ_NONE = 0,
-  HAK_INJ_EARLY_RELEASE,    /* at a flush: release the SuperSlab of a block the cache keeps */
+  HAK_INJ_EARLY_RELEASE,    /* at a refill: release the SuperSlab the cache just took blocks from */
   HAK_INJ_EARLY_DECREMENT,  /* at a refill: count one block back that is still out */
   HAK_INJ_LOST_DRAIN,       /* at a remote drain: the drained blocks vanish (counted back, never listed) */
-  HAK_INJ_SKIP_PIN,         /* at a remote free: the block in flight does not pin its SuperSlab */
+  HAK_INJ_SKIP_PIN,         /* at a remote drain: one block is counted back twice */
+  HAK_INJ_EARLY_RELEASE_FLUSH,  /* at a flush: release the SuperSlab of a block the cache keeps */
 };
 extern int _hak_inject_kind;
 void   _hak_inject_parse(const char *spec);           /* config.c: HAKMEM_INJECT */

@@ -68,6 +68,8 @@ static void early_emit(void *ctx, hkt_event *ev) {
 
 static const hak_recorder early_rec = { NULL, early_emit, NULL };
 
+void _hak_early_fork_child(void) { atomic_store_explicit(&early_lock.v, 0, memory_order_relaxed); }
+
 /* From init, when HAKMEM_LTTNG=1: keep events until the handover. */
 void _hak_early_start(void) { _hak_recorder_attach(&early_rec); }
 

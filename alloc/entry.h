@@ -74,9 +74,10 @@ static inline __attribute__((always_inline)) int _hak_fast_free(void *p) {
   /* The registry only maps live SuperSlabs, so ss is one. Power-of-two
    * classes check the block boundary with a mask; the mid classes' division
    * is left to the slow path. */
+  uintptr_t off;
   if (likely(ss != NULL) && !HAK_INSTR_ON() && likely(ss->shift) &&
-      likely((((uintptr_t)p - (uintptr_t)ss->blocks) & ss->block_mask) == 0) &&
-      likely((char *)p < HAK_RD(ss->carve_end))) {
+      likely(((off = (uintptr_t)p - (uintptr_t)ss->blocks) & ss->block_mask) == 0) &&
+      likely(off < (uintptr_t)(HAK_RD(ss->carve_end) - ss->blocks))) {   /* unsigned: below blocks fails too */
     hak_heap *h = _hak_tls;
     hak_tcache *tc = &h->cache[ss->cls];
     if (likely(HAK_RD(ss->owner) == h->idx && tc->count < tc->cap)) {

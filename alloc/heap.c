@@ -195,7 +195,13 @@ static int settle(hak_heap *h, hak_ss *ss) {
   if (HAK_REC_ON()) {
     _hak_rec_wait();
     hak_lock(&ss->remote_lock);
-    _hak_ss_drain_remote(h, ss);
+    if (_hak_ss_drain_remote(h, ss) == 0) {
+      /* Finding the queue empty is an observation too: ordered, so that
+       * replay does not drain a push that came after it. */
+      hkt_event ev = {.kind = HKT_EV_REMOTE_DRAIN, .tid = h->idx, .cls = ss->cls,
+                      .aux = (uint64_t)(uintptr_t)ss, .size = 0};
+      _hak_emit(&ev);
+    }
     hak_unlock(&ss->remote_lock);
   } else {
     _hak_ss_drain_remote(h, ss);
@@ -225,6 +231,7 @@ void _hak_heap_exit(hak_heap *h) {
       }
     }
   }
+  _hak_rec_wait();
   hak_lock(&_hak_global);
   for (unsigned cls = 0; cls < HAK_CLASSES; cls++) {
     hak_class_ctr *d = &_hak_g.dead[cls], *s = &h->ctr[cls];

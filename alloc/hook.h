@@ -37,6 +37,7 @@ __attribute__((visibility("default"))) void _hak_recorder_attach(const hak_recor
  * r->emit) and attaches r, atomically for emitters. */
 __attribute__((visibility("default"))) void _hak_recorder_handover(const hak_recorder *r);
 void _hak_early_start(void);
+void _hak_early_fork_child(void);
 
 /* Nonzero while a recorder is attached or a debug level is on: the malloc
  * and free fast paths test this one word and leave everything else to the
@@ -55,8 +56,17 @@ extern int _hak_instr;
 #define HAK_REC_ON() __builtin_expect(_hak_rec != NULL, 0)
 #endif
 
+/* The recorder can be detached at any moment (exit, a crash, fork): read
+ * the slot once per use, never twice. */
+static inline const hak_recorder *_hak_rec_get(void) {
+  return __atomic_load_n(&_hak_rec, __ATOMIC_ACQUIRE);
+}
+
 static inline void _hak_rec_wait(void) {
-  if (HAK_REC_ON() && _hak_rec->wait) _hak_rec->wait(_hak_rec->ctx);
+  if (HAK_REC_ON()) {
+    const hak_recorder *r = _hak_rec_get();
+    if (r && r->wait) r->wait(r->ctx);
+  }
 }
 
 #endif /* HAK_HOOK_H */

@@ -41,7 +41,17 @@ void _hak_init_slow(void) {
  * frees go to the remote queues). */
 static void fork_prepare(void) { hak_lock(&_hak_global); }
 static void fork_parent(void) { hak_unlock(&_hak_global); }
-static void fork_child(void) { hak_unlock(&_hak_global); }
+/* The child has one thread: a SuperSlab's remote lock (taken only while
+ * recording) that another thread of the parent held is free here. */
+static void fork_child(void) {
+  uint64_t top = _hak_arena.ss_top >> HAK_CHUNK_LG;
+  for (uint64_t i = 0; i < top; i++) {
+    hak_ss *ss = _hak_arena.ssmap[i];
+    if (ss) atomic_store_explicit(&ss->remote_lock.v, 0, memory_order_relaxed);
+  }
+  _hak_early_fork_child();
+  hak_unlock(&_hak_global);
+}
 
 static void load_lttng(void) {
   /* The provider is a companion library next to libhakmem.so. */

@@ -8,16 +8,20 @@
  * events makes the point the same on every run and on replay, however
  * threads interleave. Each firing says so on stderr.
  *
- *   early_release    site: a cache flush (a free that found the cache
- *                    full) that keeps blocks. The SuperSlab of the block on
- *                    top of the cache is unregistered and given back to the
+ *   early_release    site: a cache refill. The SuperSlab the refill just
+ *                    took blocks from is unregistered and given back to the
  *                    arena while this thread's cache still holds its blocks
- *                    (the seed's weeks-long bug: a release decided on the
- *                    SuperSlab's own lists, blind to the caches). Those
- *                    pointers are now stale: handed out, freed, and their
- *                    chunk reused by the next SuperSlab. Debug level 1+: the
- *                    release invariant fires at the release, inside the
- *                    free() whose flush it is.
+ *                    (the seed's weeks-long bug). Those pointers are now
+ *                    stale: handed out, freed, and their chunk reused by the
+ *                    next SuperSlab. Debug level 1+: the release invariant
+ *                    fires at the release (inside malloc).
+ *   early_release_flush  the same bug at another site: a cache flush (a
+ *                    free that found the cache full) that keeps blocks; the
+ *                    SuperSlab of the block on top of the cache is released
+ *                    (a release decided on the SuperSlab's own lists, blind
+ *                    to the caches). Detected inside that free(), whose
+ *                    event is written on entry: a run that aborts there
+ *                    replays exactly.
  *   early_decrement  site: a cache refill. The SuperSlab's live count drops
  *                    by one block that is still out, so it looks empty too
  *                    early and is parked or released under that block.
@@ -47,7 +51,7 @@ static __thread int inj_fired __attribute__((tls_model("initial-exec")));
 static const char *const kind_names[] = {
   [HAK_INJ_NONE] = "none", [HAK_INJ_EARLY_RELEASE] = "early_release",
   [HAK_INJ_EARLY_DECREMENT] = "early_decrement", [HAK_INJ_LOST_DRAIN] = "lost_drain",
-  [HAK_INJ_SKIP_PIN] = "skip_pin",
+  [HAK_INJ_SKIP_PIN] = "skip_pin", [HAK_INJ_EARLY_RELEASE_FLUSH] = "early_release_flush",
 };
 #define NKINDS (sizeof kind_names / sizeof kind_names[0])
 
@@ -65,7 +69,8 @@ void _hak_inject_parse(const char *spec) {
   int kind = 0;
   for (unsigned k = 1; k < NKINDS; k++) if (!strcmp(buf, kind_names[k])) kind = (int)k;
   if (!kind) {
-    _hak_msg("HAKMEM_INJECT=%s: unknown kind '%s' (early_release, early_decrement, lost_drain, skip_pin); ignored", spec, buf);
+    _hak_msg("HAKMEM_INJECT=%s: unknown kind '%s' (early_release, early_release_flush, early_decrement, "
+             "lost_drain, skip_pin); ignored", spec, buf);
     return;
   }
   unsigned cls = HKT_NO_CLASS;
@@ -129,8 +134,9 @@ static void release_now(hak_heap *h, hak_ss *ss, unsigned cls) {
   _hak_rec_wait();
   hak_lock(&_hak_global);
   uint32_t cached = cached_of(h, ss);
-  _hak_msg("HAKMEM_INJECT=early_release fired in thread %u: releasing SuperSlab #%u (class %u, base %p) "
-           "with %u live blocks, %u of them in this thread's cache", h->idx, ss->id, cls, (void *)ss, ss->live, cached);
+  _hak_msg("HAKMEM_INJECT=%s fired in thread %u: releasing SuperSlab #%u (class %u, base %p) "
+           "with %u live blocks, %u of them in this thread's cache", kind_names[_hak_inject_kind], h->idx, ss->id,
+           cls, (void *)ss, ss->live, cached);
   if (HAK_DBG_ON()) {
     char what[160];
     _hak_fmt(what, sizeof what, "SuperSlab released with %u live blocks, %u of them in thread %u's cache",
@@ -155,12 +161,14 @@ void _hak_inject_flush(hak_heap *h, unsigned cls) {
   const hak_tcache *c = &h->cache[cls];
   if (!c->count || h->state != HAK_HEAP_LIVE) return;
   hak_ss *ss = _hak_ss_of(c->slot[c->count - 1]);
-  if (ss && HAK_RD(ss->owner) == h->idx && due(HAK_INJ_EARLY_RELEASE, cls)) release_now(h, ss, cls);
+  if (ss && HAK_RD(ss->owner) == h->idx && due(HAK_INJ_EARLY_RELEASE_FLUSH, cls)) release_now(h, ss, cls);
 }
 
 void _hak_inject_refill(hak_heap *h, hak_ss *ss, unsigned cls, uint32_t n) {
   if (!n || h->active[cls] != ss) return;
-  if (due(HAK_INJ_EARLY_DECREMENT, cls)) {
+  if (due(HAK_INJ_EARLY_RELEASE, cls)) {
+    release_now(h, ss, cls);
+  } else if (due(HAK_INJ_EARLY_DECREMENT, cls)) {
     _hak_msg("HAKMEM_INJECT=early_decrement fired in thread %u: SuperSlab #%u (class %u, base %p) live %u -> %u",
              h->idx, ss->id, cls, (void *)ss, ss->live, ss->live - 1);
     ss->live--;

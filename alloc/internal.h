@@ -276,7 +276,10 @@ static inline void _hak_stat_max(_Atomic uint64_t *peak, uint64_t v) {
 }
 
 /* ---- event helpers ---- */
-static inline void _hak_emit(hkt_event *ev) { _hak_rec->emit(_hak_rec->ctx, ev); }
+static inline void _hak_emit(hkt_event *ev) {
+  const hak_recorder *r = _hak_rec_get();
+  if (r) r->emit(r->ctx, ev);
+}
 static inline hak_heap *_hak_heap(void) { return _hak_tls; }
 static inline uint32_t _hak_tid(void) { return _hak_tls_idx; }
 

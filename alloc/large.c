@@ -178,10 +178,12 @@ int _hak_large_resize(void *p, size_t size) {
     }
   }
   if (ok) {
-    *pm(i) = (uint32_t)need | SPAN_ALLOC;
+    HAK_WR(*pm(i), (uint32_t)need | SPAN_ALLOC);
     account((int64_t)(need * HAK_PAGE) - (int64_t)(n * HAK_PAGE));
-    if (HAK_REC_ON()) emit_large(HKT_EV_LARGE_MAP, i, need);
   }
+  /* A failed attempt looked at its neighbour: recorded too (the size it
+   * still has), so that replay orders it against the neighbour's changes. */
+  if (HAK_REC_ON()) emit_large(HKT_EV_LARGE_MAP, i, ok ? need : n);
   hak_unlock(&_hak_global);
   return ok ? 0 : -1;
 }

@@ -104,6 +104,16 @@ static void ss_release(hak_heap *h, hak_ss *ss) {
   _hak_arena_ss_free(ss, lg);
 }
 
+/* Change a SuperSlab's owner (global lock held). While recording, under its
+ * remote lock too: remote pushes record the owner they saw, and that
+ * observation must be ordered against the change. */
+static void set_owner(hak_ss *ss, uint32_t owner) {
+  int rec = HAK_REC_ON();
+  if (rec) hak_lock(&ss->remote_lock);
+  HAK_WR(ss->owner, owner);
+  if (rec) hak_unlock(&ss->remote_lock);
+}
+
 /* A SuperSlab for h to carve class cls from: an abandoned one first (its
  * blocks are already paid for), then a parked empty one, then a new one. */
 hak_ss *_hak_ss_acquire(hak_heap *h, unsigned cls) {
@@ -114,7 +124,7 @@ hak_ss *_hak_ss_acquire(hak_heap *h, unsigned cls) {
   if (!ss && (ss = _hak_empty[cls].head)) from_cache = 1;
   if (ss) {
     _hak_sslist_remove(from_cache ? &_hak_empty[cls] : &_hak_shared[cls], ss);
-    HAK_WR(ss->owner, h->idx);
+    set_owner(ss, h->idx);
     atomic_fetch_add_explicit(&_hak_g.ss_adopted, !from_cache, memory_order_relaxed);
     if (HAK_REC_ON()) {
       hkt_event ev = {.kind = HKT_EV_SS_ADOPT, .fn = (uint16_t)from_cache, .tid = h->idx, .cls = cls,
@@ -136,7 +146,7 @@ void _hak_ss_retire(hak_heap *h, hak_ss *ss) {
   hak_lock(&_hak_global);
   unsigned cls = ss->cls;
   if (_hak_empty[cls].n < _hak_cfg.ss_cache && ss->live == 0) {
-    HAK_WR(ss->owner, HAK_NO_OWNER);
+    set_owner(ss, HAK_NO_OWNER);
     /* Reset the carve state so a reuse starts as a fresh SuperSlab: the
      * same addresses come back in the same order. */
     HAK_WR(ss->carved, 0);
@@ -161,7 +171,7 @@ void _hak_ss_abandon(hak_heap *h, hak_ss *ss) {
   if (HAK_DBG_ON()) _hak_dbg_audit(h, ss, 1);
   _hak_rec_wait();
   hak_lock(&_hak_global);
-  HAK_WR(ss->owner, HAK_NO_OWNER);
+  set_owner(ss, HAK_NO_OWNER);
   _hak_sslist_push(&_hak_shared[ss->cls], ss, HAK_SS_SHARED);
   if (HAK_REC_ON()) {
     hkt_event ev = {.kind = HKT_EV_SS_ABANDON, .tid = h->idx, .cls = ss->cls,
@@ -175,7 +185,8 @@ void _hak_ss_abandon(hak_heap *h, hak_ss *ss) {
  * the SuperSlab's lock makes the push and its sequence number one step, so
  * that replay sees pushes and drains in the order they happened. */
 void _hak_ss_push_remote(hak_heap *h, hak_ss *ss, void *p) {
-  if (HAK_REC_ON()) {
+  int rec = HAK_REC_ON();
+  if (rec) {
     _hak_rec_wait();
     hak_lock(&ss->remote_lock);
     hkt_event ev = {.kind = HKT_EV_REMOTE_PUSH, .tid = _hak_tls_idx, .cls = ss->cls,
@@ -187,7 +198,7 @@ void _hak_ss_push_remote(hak_heap *h, hak_ss *ss, void *p) {
     *(void **)p = head;
   } while (!atomic_compare_exchange_weak_explicit(&ss->remote, &head, p, memory_order_release,
                                                   memory_order_relaxed));
-  if (HAK_REC_ON()) hak_unlock(&ss->remote_lock);
+  if (rec) hak_unlock(&ss->remote_lock);
 }
 
 /* Owner: move the remote queue onto the SuperSlab's freelist. The caller

@@ -236,9 +236,20 @@ typedef struct hka_state {
 
 /* timeline.c: begin before an event is applied, after once it is; close at the end. */
 struct hka_state;
-void hka_tl_begin(struct hka_state *s, uint64_t seq, uint64_t time_ns);
-void hka_tl_after(struct hka_state *s);
+void hka_tl_begin_slow(struct hka_state *s, uint64_t seq, uint64_t time_ns);
 void hka_tl_close(struct hka_state *s);
+
+/* Per event, inline: most events stay in the open bucket. */
+static inline void hka_tl_begin(hka_state *s, uint64_t seq, uint64_t time_ns) {
+  if (seq < s->tl.bound && s->tl.n) return;
+  hka_tl_begin_slow(s, seq, time_ns);
+}
+static inline void hka_tl_after(hka_state *s) {
+  hka_bucket *b = &s->tl.b[s->tl.n - 1];
+  if (s->last_time > b->time1) b->time1 = s->last_time;
+  if (s->live_bytes > b->max_live_bytes) b->max_live_bytes = s->live_bytes;
+  if (s->ss_live > b->ss_max) b->ss_max = (uint32_t)s->ss_live;
+}
 
 /* collect.c */
 int  hka_init(hka_state *s, const char *path, const hkt_header *h);

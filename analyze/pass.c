@@ -1,16 +1,17 @@
-/* pass.c — the read loop: events from the reader into the model, a few at
- * read ahead of the one applied, so that the block slot each will touch is
- * prefetched RING events early (the block table is far bigger than the
- * cache; a miss per event would dominate), and a progress line on a
- * terminal. */
+/* pass.c — the read loop: events from the reader into the model, a batch
+ * at a time (the reader's decoded array, no copies), with the block slot
+ * each event will touch prefetched AHEAD events early (the block table is
+ * far bigger than the cache; a miss per event would dominate), and a
+ * progress line on a terminal. */
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "analyze.h"
+#include "hkt_batch.h"
 
-#define RING 32                     /* events read ahead: the prefetch distance */
+#define AHEAD 16                    /* the prefetch distance, in events */
 
 _Static_assert(sizeof(hka_block) == 64, "a block record is one cache line");
 
@@ -34,39 +35,31 @@ static inline uint64_t block_of(const hkt_event *ev) {
 }
 
 int hka_pass(hka_state *s, hkt_reader *r, int progress, int *err) {
-  hkt_event ring[RING];
   uint64_t file_size = 0;
   struct stat st;
   if (progress && stat(s->path, &st) == 0) file_size = (uint64_t)st.st_size;
   double t0 = progress ? now_s() : 0, last = t0;
-  unsigned head = 0, n = 0;         /* events read, not yet applied: ring[head..head+n) */
+  const hkt_event *ev;
   int rc;
   *err = 0;
-  for (;;) {
-    /* read ahead, prefetching; an event with a string (module load,
-     * marker) is applied before the next read: its string only lives
-     * until then */
-    int flush = 0;
-    while (n < RING) {
-      hkt_event *ev = &ring[(head + n) % RING];
-      rc = hkt_reader_next(r, ev);
-      if (rc != 1) break;
-      uint64_t p = block_of(ev);
+  /* A batch is a run of decoded events (an event with a string ends one,
+   * so its string lives while it is applied): prefetch AHEAD events in
+   * front of the one applied. */
+  while ((rc = hkt_reader_batch(r, &ev)) > 0) {
+    int n = rc;
+    for (int i = 0; i < n && i < AHEAD; i++) {
+      uint64_t p = block_of(&ev[i]);
       if (p) hka_blocks_prefetch(&s->blocks, p);
-      n++;
-      if (ev->str) { flush = 1; break; }
     }
-    if (rc != 1) flush = 1;
-    /* apply the oldest, or all of them */
-    unsigned todo = flush ? n : 1;
-    for (unsigned i = 0; i < todo; i++) {
-      *err = hka_event(s, &ring[head]);
-      head = (head + 1) % RING;
-      n--;
-      if (HKT_IS_ERR(*err)) return rc == 1 ? 0 : rc;
+    for (int i = 0; i < n; i++) {
+      if (i + AHEAD < n) {
+        uint64_t p = block_of(&ev[i + AHEAD]);
+        if (p) hka_blocks_prefetch(&s->blocks, p);
+      }
+      *err = hka_event(s, &ev[i]);
+      if (HKT_IS_ERR(*err)) return 0;
     }
-    if (rc != 1) break;
-    if (progress && !(s->events & 0xfffff)) {
+    if (progress && (s->events & ~0xfffffull) != ((s->events - (uint64_t)n) & ~0xfffffull)) {
       double t = now_s();
       if (t - last > 0.25) {
         last = t;

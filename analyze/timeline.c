@@ -34,9 +34,9 @@ static void merge_pairs(hka_timeline *tl) {
   tl->width *= 2;
 }
 
-void hka_tl_begin(hka_state *s, uint64_t seq, uint64_t time_ns) {
+/* An event past the open bucket (hka_tl_begin in analyze.h takes the rest). */
+void hka_tl_begin_slow(hka_state *s, uint64_t seq, uint64_t time_ns) {
   hka_timeline *tl = &s->tl;
-  if (seq < tl->bound && tl->n) return;            /* the common case: no division */
   uint64_t rel = seq >= s->first_seq ? seq - s->first_seq : 0;
   uint64_t idx = rel / tl->width;
   if (tl->n && idx == tl->n - 1) { tl->bound = s->first_seq + tl->n * tl->width; return; }
@@ -62,13 +62,6 @@ void hka_tl_begin(hka_state *s, uint64_t seq, uint64_t time_ns) {
     tl->n++;
   }
   tl->bound = s->first_seq + tl->n * tl->width;
-}
-
-void hka_tl_after(hka_state *s) {
-  hka_bucket *b = &s->tl.b[s->tl.n - 1];
-  if (s->last_time > b->time1) b->time1 = s->last_time;
-  if (s->live_bytes > b->max_live_bytes) b->max_live_bytes = s->live_bytes;
-  if (s->ss_live > b->ss_max) b->ss_max = (uint32_t)s->ss_live;
 }
 
 void hka_tl_close(hka_state *s) {

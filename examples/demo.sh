@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.." || exit 2
 HAKMEM=$BUILD/bin/hakmem
 LIB=$(realpath "$BUILD/lib/libhakmem.so" 2>/dev/null)
 PROG=$BUILD/examples/injected
-INJECT=early_release:3@40/1   # class 3 (64 B), thread 1's 41st refill
+INJECT=early_release_flush:3@4/1   # class 3 (64 B), thread 1's 5th cache flush
 MINIMIZE_TIMEOUT=${HAKMEM_DEMO_MINIMIZE_TIMEOUT:-120}
 OUT=${HAKMEM_DEMO_DIR:-$BUILD/demo}
 TRACE=$OUT/injected.hkt.zst
@@ -48,13 +48,13 @@ echo "   -> exit status $rc$([ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))"
 note "the program's own check found a block with two owners; nothing says why"
 
 bold "3. Record it with debug checks on"
-show "HAKMEM_DEBUG=1 HAKMEM_ON_ERROR=continue HAKMEM_INJECT=$INJECT hakmem record -o $TRACE -- $PROG"
-note "continue: report the broken invariant and let the program run into its crash"
+show "HAKMEM_DEBUG=1 HAKMEM_INJECT=$INJECT hakmem record -o $TRACE -- $PROG"
+note "debug level 1 checks the release invariant: the crash now happens at the cause"
 if built record; then
-  HAKMEM_DEBUG=1 HAKMEM_ON_ERROR=continue HAKMEM_INJECT=$INJECT "$HAKMEM" record -o "$TRACE" -- "$PROG" 2>&1 | tail -n 5
+  HAKMEM_DEBUG=1 HAKMEM_INJECT=$INJECT "$HAKMEM" record -o "$TRACE" -- "$PROG" 2>&1 | tail -n 4
 else
   note "hakmem record is not built in this version: recording with HAKMEM_TRACE + LD_PRELOAD"
-  HAKMEM_DEBUG=1 HAKMEM_ON_ERROR=continue HAKMEM_INJECT=$INJECT HAKMEM_TRACE=$TRACE LD_PRELOAD=$LIB "$PROG" 2>&1 | tail -n 5
+  HAKMEM_DEBUG=1 HAKMEM_INJECT=$INJECT HAKMEM_TRACE=$TRACE LD_PRELOAD=$LIB "$PROG" 2>&1 | tail -n 4
 fi
 echo "   -> exit status ${PIPESTATUS[0]}"
 [ -s "$TRACE" ] || { fail "no trace written"; exit 1; }

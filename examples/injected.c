@@ -11,8 +11,9 @@
  * program says so and aborts. Without injection it always finishes:
  *
  *   LD_PRELOAD=libhakmem.so ./injected
- *   HAKMEM_INJECT=early_release:3@4/1 LD_PRELOAD=libhakmem.so ./injected   # crashes
- *   HAKMEM_INJECT=early_release:3@4/1 HAKMEM_DEBUG=1 LD_PRELOAD=...        # names the bug */
+ *   HAKMEM_INJECT=early_release_flush:3@4/1 LD_PRELOAD=libhakmem.so ./injected   # crashes
+ *   HAKMEM_INJECT=early_release_flush:3@4/1 HAKMEM_DEBUG=1 LD_PRELOAD=...        # names the bug
+ * (early_release:3@40/1, the same bug at a refill, crashes it too.) */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>

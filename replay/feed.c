@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include "engine.h"
+#include "hkt_batch.h"
 
 /* ---- the reader ---- */
 
@@ -117,41 +118,43 @@ int rp_det_from_realloc(const hkt_event *det, unsigned last_kind, uint64_t last_
 }
 
 void *rp_reader_main(void *arg) {
-  hkt_event ev;
+  const hkt_event *evs;
   rp_thread *dirty = NULL;
   unsigned nb = 0;
   uint64_t rseq = 0, nread = 0, turn_seen = 0;
   rp_thread *last_caller = NULL;
   int r;
-  while ((r = hkt_reader_next(rp_e.rd, &ev)) == 1) {
+  /* Events by the batch, straight from the reader's decoded array. */
+  while ((r = hkt_reader_batch(rp_e.rd, &evs)) > 0) for (int k = 0, nev = r; k < nev; k++) {
+    const hkt_event *ev = &evs[k];
     nread++;
-    rp_e.res->last_seq = ev.seq;
-    if (ev.kind == HKT_EV_END) { rp_e.res->complete = 1; rp_e.res->end_kind = ev.fn; rp_e.res->end_aux = ev.aux; }
+    rp_e.res->last_seq = ev->seq;
+    if (ev->kind == HKT_EV_END) { rp_e.res->complete = 1; rp_e.res->end_kind = ev->fn; rp_e.res->end_aux = ev->aux; }
     /* A thread whose heap is gone emits some events (a late free's remote
      * push) with no thread index: they belong to the latest call's thread. */
     rp_thread *nobody = NULL;
-    if (ev.tid == HAK_NO_OWNER - 1 && last_caller) { nobody = last_caller; goto queue_it; }
-    if (ev.tid >= MAX_TIDS && ev.tid != HKT_TID_RECORDER) {
+    if (ev->tid == HAK_NO_OWNER - 1 && last_caller) { nobody = last_caller; goto queue_it; }
+    if (ev->tid >= MAX_TIDS && ev->tid != HKT_TID_RECORDER) {
       r = HKT_ERR_CORRUPT;
       snprintf(rp_e.res->read_msg, sizeof rp_e.res->read_msg, "%s: seq %llu: thread index %u is out of range",
-               rp_e.o.path, (unsigned long long)ev.seq, ev.tid);
-      break;
+               rp_e.o.path, (unsigned long long)ev->seq, ev->tid);
+      goto done;
     }
-    rp_thread *cur = ev.tid < MAX_TIDS ? rp_e.by_tid[ev.tid] : NULL;
-    unsigned flags = classify(&ev, cur);
-    if (cur && rp_is_call(ev.kind)) {
-      cur->rfree = ev.kind == HKT_EV_REALLOC && !ev.ptr && !ev.size && ev.aux && !ev.aux2;
-      cur->last_kind = ev.kind;
-      cur->last_ptr = ev.kind == HKT_EV_REALLOC ? ev.aux : ev.ptr;
+    rp_thread *cur = ev->tid < MAX_TIDS ? rp_e.by_tid[ev->tid] : NULL;
+    unsigned flags = classify(ev, cur);
+    if (cur && rp_is_call(ev->kind)) {
+      cur->rfree = ev->kind == HKT_EV_REALLOC && !ev->ptr && !ev->size && ev->aux && !ev->aux2;
+      cur->last_kind = ev->kind;
+      cur->last_ptr = ev->kind == HKT_EV_REALLOC ? ev->aux : ev->ptr;
     }
     if (cur && (flags & IT_RINVALID)) { cur->last_kind = HKT_EV_REALLOC; cur->last_ptr = 0; }
     if (!flags) continue;
-    rp_thread *t = route(&ev, flags);
+    rp_thread *t = route(ev, flags);
     if (!t) {
       r = HKT_ERR_NOMEM;
       snprintf(rp_e.res->read_msg, sizeof rp_e.res->read_msg, "%s: seq %llu: cannot start a replay thread",
-               rp_e.o.path, (unsigned long long)ev.seq);
-      break;
+               rp_e.o.path, (unsigned long long)ev->seq);
+      goto done;
     }
     if (t != cur && cur) { t->rfree = cur->rfree; t->last_kind = cur->last_kind; t->last_ptr = cur->last_ptr; }
     if (flags & IT_DRIVE) last_caller = t;
@@ -166,12 +169,12 @@ void *rp_reader_main(void *arg) {
       rp_thread *self = &rp_e.reader;
       WAIT_UNTIL(self, rseq - atomic_load(&rp_e.turn) < MAX_AHEAD &&
                        t->ltail - atomic_load_explicit(&t->head, memory_order_acquire) < MAX_AHEAD);
-      if (atomic_load(&rp_e.stop)) break;
+      if (atomic_load(&rp_e.stop)) goto done;
     }
     rp_item *it = &t->q[t->ltail & QMASK];
-    *it = (rp_item){.rseq = rseq, .seq = ev.seq, .ptr = ev.ptr, .size = ev.size, .aux = ev.aux,
-                    .aux2 = ev.aux2, .aux3 = ev.aux3, .tid = ev.tid, .cls = ev.cls,
-                    .kind = ev.kind, .fn = ev.fn, .flags = flags & 0xff};
+    *it = (rp_item){.rseq = rseq, .seq = ev->seq, .ptr = ev->ptr, .size = ev->size, .aux = ev->aux,
+                    .aux2 = ev->aux2, .aux3 = ev->aux3, .tid = ev->tid, .cls = ev->cls,
+                    .kind = ev->kind, .fn = ev->fn, .flags = flags & 0xff};
     atomic_store_explicit(&rp_e.owner[rseq & (OWN_CAP - 1)], t, memory_order_relaxed);
     t->ltail++;
     if (flags & IT_EXIT) { t->exiting = 1; t->next_exiting = rp_e.exiting; rp_e.exiting = t; }
@@ -181,9 +184,10 @@ void *rp_reader_main(void *arg) {
       publish(&dirty);
       nb = 0;
       atomic_store_explicit(&rp_e.nread, nread, memory_order_relaxed);
-      if (atomic_load_explicit(&rp_e.stop, memory_order_relaxed)) break;
+      if (atomic_load_explicit(&rp_e.stop, memory_order_relaxed)) goto done;
     }
   }
+done:
   atomic_store_explicit(&rp_e.nread, nread, memory_order_relaxed);
   publish(&dirty);
   if (HKT_IS_ERR(r) && !rp_e.res->read_err) {

@@ -24,6 +24,7 @@
 
 #include "hakmem/trace.h"
 #include "../analyze/analyze.h"
+#include "hkt_batch.h"
 
 static char tmpdir[64];
 static char repo[1024];           /* the repo root: the cwd at start */
@@ -843,6 +844,106 @@ static void test_bench_memory(void **state) {
   assert_true(rss[1] <= rss[0] + rss[0] / 4 + 4096);
 }
 
+/* ---- the reader's batch interface (what the analysis reads through) ---- */
+
+/* Events of `path` read one by one (mode 0), by the batch (1), or both in
+ * turn (2), as "seq kind tid ... str" lines; *rc: how reading ended. */
+static char *read_events(const char *path, int mode, int *rc, uint64_t *n) {
+  hkt_reader *r;
+  assert_int_equal(hkt_reader_open(&r, path), 0);
+  size_t cap = 1 << 20, len = 0;
+  char *out = malloc(cap);
+  assert_non_null(out);
+  *n = 0;
+  for (int turn = 0;; turn++) {
+    hkt_event one;
+    const hkt_event *evs = &one;
+    int got = mode == 1 || (mode == 2 && turn % 2) ? hkt_reader_batch(r, &evs) : hkt_reader_next(r, &one);
+    if (got <= 0) { *rc = got; break; }
+    for (int i = 0; i < got; i++) {
+      const hkt_event *e = &evs[i];
+      if (cap - len < 8192) { cap *= 2; out = realloc(out, cap); assert_non_null(out); }
+      len += (size_t)snprintf(out + len, cap - len, "%llu %u %u %u %u %u %llx %llu %llu %llu %llu %llx %llu %s %u:",
+                              (unsigned long long)e->seq, e->kind, e->tid, e->fn, e->cls, e->stack_id,
+                              (unsigned long long)e->ptr, (unsigned long long)e->size, (unsigned long long)e->aux,
+                              (unsigned long long)e->aux2, (unsigned long long)e->aux3, (unsigned long long)e->caller,
+                              (unsigned long long)e->time_ns, e->str ? e->str : "-", e->bid_len);
+      for (uint32_t k = 0; k < e->bid_len; k++) len += (size_t)snprintf(out + len, cap - len, "%02x", e->bid[k]);
+      out[len++] = '\n';
+      out[len] = 0;
+      ++*n;
+    }
+  }
+  if (HKT_IS_ERR(*rc)) {
+    len += (size_t)snprintf(out + len, cap - len, "error %s\n", hkt_reader_errmsg(r));
+  }
+  hkt_reader_close(r);
+  return out;
+}
+
+static void test_reader_batch(void **state) {
+  (void)state;
+  /* more events than a batch, over several frames, strings here and there
+   * (a batch ends after one), reuses and back-references */
+  tb b;
+  tb_open(&b, tmp("batch.hkt.zst"));
+  assert_int_equal(hkt_writer_set_frame_events(b.w, 700), 0);
+  static const uint8_t bid[20] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
+  EV(&b, .kind = HKT_EV_THREAD_START, .tid = 0, .aux = 77);
+  EV(&b, .kind = HKT_EV_SS_REGISTER, .tid = 0, .ptr = SSA, .size = 1 << 20, .cls = 3, .aux2 = 1);
+  uint64_t live[64] = {0};
+  for (int i = 0; i < 3000; i++) {
+    int k = (i * 7) % 64;
+    if (i % 97 == 50) EV(&b, .kind = HKT_EV_MARK, .tid = 0, .str = i % 3 ? (i % 2 ? "mark-odd" : "mark") : "");
+    if (i % 131 == 10)
+      EV(&b, .kind = HKT_EV_MODULE_LOAD, .tid = HKT_TID_RECORDER, .ptr = 0x7f0000000000ull + i, .size = 4096,
+         .str = "/lib/libx.so", .bid = bid, .bid_len = (uint32_t)(i % 20));
+    if (live[k]) {
+      EV(&b, .kind = HKT_EV_FREE, .tid = (uint32_t)(i % 3), .ptr = live[k], .cls = 3, .caller = 0x401000 + (uint64_t)(i % 5));
+      live[k] = 0;
+    } else {
+      live[k] = SSA + 4096 + (uint64_t)((i * 13) % 4000) * 64;
+      EV(&b, .kind = i % 11 ? HKT_EV_MALLOC : HKT_EV_CALLOC, .tid = (uint32_t)(i % 3), .ptr = live[k],
+         .size = i % 11 ? 33 + (uint64_t)(i % 31) : 8, .aux = i % 11 ? 0 : 8, .cls = 3,
+         .caller = 0x402000 + (uint64_t)(i % 7));
+    }
+  }
+  EV(&b, .kind = HKT_EV_END, .tid = 0, .fn = HKT_END_EXIT, .aux = 3);
+  tb_close(&b, 1);
+
+  int rc0, rc1, rc2;
+  uint64_t n0, n1, n2;
+  char *one = read_events(tmp("batch.hkt.zst"), 0, &rc0, &n0);
+  char *bat = read_events(tmp("batch.hkt.zst"), 1, &rc1, &n1);
+  char *mix = read_events(tmp("batch.hkt.zst"), 2, &rc2, &n2);
+  assert_int_equal(rc0, 0);
+  assert_int_equal(rc1, 0);
+  assert_int_equal(rc2, 0);
+  assert_true(n0 > 3000);
+  assert_int_equal(n1, n0);
+  assert_int_equal(n2, n0);
+  assert_string_equal(bat, one);
+  assert_string_equal(mix, one);
+  assert_non_null(strstr(one, " /lib/libx.so 10:0102030405060708090a\n"));
+  free(bat);
+  free(mix);
+
+  /* cut: the same good events, then the same error */
+  struct stat st;
+  assert_int_equal(stat(tmp("batch.hkt.zst"), &st), 0);
+  assert_int_equal(truncate(tmp("batch.hkt.zst"), st.st_size / 2), 0);
+  char *cut0 = read_events(tmp("batch.hkt.zst"), 0, &rc0, &n0);
+  char *cut1 = read_events(tmp("batch.hkt.zst"), 1, &rc1, &n1);
+  assert_int_equal(rc0, HKT_ERR_TRUNCATED);
+  assert_int_equal(rc1, HKT_ERR_TRUNCATED);
+  assert_true(n0 > 0);
+  assert_string_equal(cut1, cut0);
+  assert_int_equal(strncmp(cut0, one, strlen(cut0) - strlen(strstr(cut0, "error "))), 0);
+  free(cut0);
+  free(cut1);
+  free(one);
+}
+
 static int setup(void **state) {
   (void)state;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/hkt-analyze-XXXXXX");
@@ -861,6 +962,7 @@ static int teardown(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_basic),
+    cmocka_unit_test(test_reader_batch),
     cmocka_unit_test(test_stale_correlation),
     cmocka_unit_test(test_formats),
     cmocka_unit_test(test_golden),

@@ -3,8 +3,9 @@
  * the same sequence number on every run, and is reproduced by replay.
  *
  * The workload (in a forked child, debug_case.h) is a producer that
- * allocates 64-byte blocks (class 3) and a consumer thread per round that
- * frees them: refills, remote frees and remote drains in a fixed order. */
+ * allocates 64-byte blocks (class 3) and frees half of them itself, and a
+ * consumer thread per round that frees the other half: refills, flushes,
+ * remote frees and remote drains in a fixed order. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -20,7 +21,7 @@ static void *batch[BATCH];
 
 static void *consume(void *arg) {
   (void)arg;
-  for (int i = 0; i < BATCH; i++) hak_free(batch[i]);
+  for (int i = 1; i < BATCH; i += 2) hak_free(batch[i]);
   hak_thread_flush();
   return NULL;
 }
@@ -37,6 +38,7 @@ static void sc_workload(void) {
       batch[i] = hak_malloc(48 + (size_t)(i % 16));
       memset(batch[i], r, 48);
     }
+    for (int i = 0; i < BATCH; i += 2) hak_free(batch[i]);
     pthread_t t;
     pthread_create(&t, NULL, consume, NULL);
     pthread_join(t, NULL);
@@ -83,6 +85,10 @@ static void test_clean_without_injection(void **state) {
 
 static void test_early_release(void **state) {
   expect_caught("early_release:3@5", "HAKMEM_INJECT=early_release fired in thread 0");
+}
+
+static void test_early_release_flush(void **state) {
+  expect_caught("early_release_flush:3@5", "HAKMEM_INJECT=early_release_flush fired in thread 0");
 }
 
 /* Without debug checks the early release is the seed's bug: the cache
@@ -149,12 +155,9 @@ static void test_bad_spec_is_reported_and_ignored(void **state) {
   }
 }
 
-/* Record the injected example with the real recorder and replay it: the
- * replay shows the same detection at the same seq. Recorded with
- * HAKMEM_ON_ERROR=continue: the detection is made inside a malloc, and a
- * malloc that aborts leaves no call event for replay to drive; going on,
- * the program crashes later on its own (its blocks are shared), as the
- * seed's did. */
+/* Record the injected example with the real recorder (it aborts at the
+ * detection, inside a free) and replay it: the replay shows the same
+ * detection at the same seq. */
 static void test_replay_reproduces(void **state) {
   if (under_sanitizer() || !*test_libhakmem()) skip();
   char hakmem[PATH_MAX + 32], exe[PATH_MAX + 32], trace[PATH_MAX + 32], pre[PATH_MAX + 16];
@@ -166,11 +169,11 @@ static void test_replay_reproduces(void **state) {
   snprintf(pre, sizeof pre, "LD_PRELOAD=%s", test_libhakmem());
   char tr[PATH_MAX + 32];
   snprintf(tr, sizeof tr, "HAKMEM_TRACE=%s", trace);
-  const char *const env[] = {pre, tr, "HAKMEM_INJECT=early_release:3@40", "HAKMEM_DEBUG=1",
-                             "HAKMEM_ON_ERROR=continue", NULL};
+  const char *const env[] = {pre, tr, "HAKMEM_INJECT=early_release_flush:3@4/1", "HAKMEM_DEBUG=1", NULL};
   char *argv[] = {exe, NULL};
   prog_result r;
   assert_int_equal(run_prog(NULL, argv, env, 120, &r), 0);
+  assert_int_equal(prog_signal(&r), SIGABRT);
   /* the seq the program printed */
   const char *at = strstr(r.err, "hakmem: ss_invariant at ");   /* "KIND at PTR (seq N, ..." */
   assert_non_null(at);
@@ -206,6 +209,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_clean_without_injection),
     cmocka_unit_test(test_early_release),
+    cmocka_unit_test(test_early_release_flush),
     cmocka_unit_test(test_early_release_level0_breaks_the_program),
     cmocka_unit_test(test_early_decrement),
     cmocka_unit_test(test_lost_drain),

@@ -293,6 +293,50 @@ static void test_round_trip_heap(void **state) {
   hkt_reader_close(r);
 }
 
+/* Class prediction near and past the writer's size table (4096 bytes):
+ * a class the writer predicts differently from the reader comes back
+ * wrong. Classes straddle the table's end; each size gets its smallest
+ * fitting class, or now and then another one. */
+static void test_class_edges(void **state) {
+  (void)state;
+  static const uint32_t csz[] = { 16, 100, 4000, 4096, 5000, 65536 };
+  static const uint64_t sizes[] = { 0, 1, 16, 17, 99, 100, 101, 3999, 4000, 4001, 4095, 4096,
+                                    4097, 4999, 5000, 5001, 65535, 65536, 65537, 1ull << 40 };
+  enum { NC = sizeof csz / sizeof *csz, NS = sizeof sizes / sizeof *sizes, N = 3000 };
+  static hkt_event cev[N];
+  hkt_header h = hdr;
+  h.num_classes = NC;
+  memcpy(h.class_size, csz, sizeof csz);
+  for (int i = 0; i < N; i++) {
+    hkt_event *e = &cev[i];
+    memset(e, 0, sizeof *e);
+    e->kind = (uint16_t)(i % 3 == 0 ? HKT_EV_MALLOC : i % 3 == 1 ? HKT_EV_REALLOC : HKT_EV_ALIGNED);
+    e->size = sizes[rnd() % NS];
+    e->ptr = 0x100000000000ull + (uint64_t)i * 64;
+    uint32_t c = 0;
+    while (c < NC && csz[c] < e->size) c++;
+    e->cls = c < NC ? c : HKT_NO_CLASS;
+    if (rnd() % 5 == 0) e->cls = (uint32_t)(rnd() % NC);
+  }
+  hkt_writer *w;
+  assert_int_equal(hkt_writer_open(&w, path, &h), 0);
+  assert_int_equal(hkt_writer_set_frame_events(w, 1000), 0);
+  for (int i = 0; i < N; i++) assert_int_equal(hkt_writer_put(w, &cev[i]), 0);
+  assert_int_equal(hkt_writer_close(w, 1), 0);
+  hkt_reader *r;
+  assert_int_equal(hkt_reader_open(&r, path), 0);
+  hkt_event ev;
+  int n = 0;
+  while (hkt_reader_next(r, &ev) > 0) {
+    assert_int_equal(ev.size, cev[n].size);
+    assert_int_equal(ev.cls, cev[n].cls);
+    n++;
+  }
+  assert_int_equal(n, N);
+  assert_true(hkt_reader_complete(r));
+  hkt_reader_close(r);
+}
+
 static void test_time_shift(void **state) {
   (void)state;
   hkt_header h2 = hdr;
@@ -533,6 +577,7 @@ int main(void) {
     cmocka_unit_test(test_names),
     cmocka_unit_test(test_round_trip),
     cmocka_unit_test(test_round_trip_heap),
+    cmocka_unit_test(test_class_edges),
     cmocka_unit_test(test_time_shift),
     cmocka_unit_test(test_zstd_cli),
     cmocka_unit_test(test_truncation),

@@ -2,7 +2,12 @@
  * write the events, free the chunks; and recovery of a dead recorder.
  *
  * Each chunk holds one thread's records in increasing seq; the merge takes
- * the chunk whose next record is the next seq. A seq taken but not yet
+ * the chunk whose next record is the next seq, and stays in it while its
+ * records follow each other (one thread running alone). Only chunks that
+ * can still hold unread records (owned by a thread, or sealed with records
+ * left) are searched when the run ends, so the search is over about as many
+ * chunks as there are threads, not over the chunks that wait to be freed.
+ * A seq taken but not yet
  * published is a call in flight: while the process runs the drain waits for
  * it; when the process is gone (final) it was a call that never returned,
  * and is skipped after a grace period. The writer renumbers, so a skipped
@@ -27,6 +32,10 @@ struct hkt_drain {
   uint64_t *maxseq;         /* per chunk: highest seq consumed + 1 */
   uint32_t *active;         /* chunks not FREE, found by the last scan */
   uint32_t nactive;
+  uint32_t *live;           /* of them, those that may hold unread records */
+  uint32_t nlive;
+  uint64_t tsc0, tsc_mult;  /* the spool's clock, cached per step */
+  int clock_tsc;
   uint8_t *stack_done;      /* stack ids already defined in the trace */
   uint64_t gap_start_ns;
   char str[HKT_MAX_STR + 1];
@@ -51,8 +60,9 @@ hkt_drain *hkt_drain_new(hkt_spool *s, hkt_writer *w, uint64_t from_seq) {
   d->cur = hkt_mem_alloc((size_t)n * sizeof *d->cur);
   d->maxseq = hkt_mem_alloc((size_t)n * sizeof *d->maxseq);
   d->active = hkt_mem_alloc((size_t)n * sizeof *d->active);
+  d->live = hkt_mem_alloc((size_t)n * sizeof *d->live);
   d->stack_done = hkt_mem_alloc((size_t)s->h->stack_cap / 8 + 1);
-  if (!d->cur || !d->maxseq || !d->active || !d->stack_done) { hkt_drain_free(d); return NULL; }
+  if (!d->cur || !d->maxseq || !d->active || !d->live || !d->stack_done) { hkt_drain_free(d); return NULL; }
   return d;
 }
 
@@ -61,6 +71,7 @@ void hkt_drain_free(hkt_drain *d) {
   hkt_mem_free(d->cur);
   hkt_mem_free(d->maxseq);
   hkt_mem_free(d->active);
+  hkt_mem_free(d->live);
   hkt_mem_free(d->stack_done);
   hkt_mem_free(d);
 }
@@ -79,9 +90,16 @@ static int define_stack(hkt_drain *d, uint32_t id) {
   return 0;
 }
 
+/* ns since start for a raw stamp (hkt_spool_ns with the clock cached). */
+static inline uint64_t stamp_ns(const hkt_drain *d, uint64_t stamp) {
+  if (stamp <= d->tsc0) return 0;
+  if (!d->clock_tsc) return stamp - d->tsc0;
+  return (uint64_t)(((unsigned __int128)(stamp - d->tsc0) * d->tsc_mult) >> 32);
+}
+
 /* Turn the record group at r (1 + r->nx records) into an event and put it. */
 static int put_record(hkt_drain *d, const hkt_rec *r) {
-  hkt_event ev = {0};
+  hkt_event ev;
   ev.kind = r->kind;
   ev.fn = r->fn;
   ev.cls = r->cls == 0xffff ? HKT_NO_CLASS : r->cls;
@@ -91,8 +109,13 @@ static int put_record(hkt_drain *d, const hkt_rec *r) {
   ev.aux = r->aux;
   ev.aux2 = r->aux2;
   ev.caller = r->caller;
-  ev.time_ns = hkt_spool_ns(d->s, r->stamp);
-  if (r->nx) {
+  ev.time_ns = stamp_ns(d, r->stamp);
+  ev.aux3 = 0;
+  ev.stack_id = 0;
+  ev.str = NULL;
+  ev.bid = NULL;
+  ev.bid_len = 0;
+  if (hkt_unlikely(r->nx)) {
     const hkt_rec_ext *x = (const hkt_rec_ext *)(r + 1);
     ev.aux3 = x->aux3;
     ev.stack_id = x->stack_id;
@@ -113,21 +136,16 @@ static int put_record(hkt_drain *d, const hkt_rec *r) {
     }
     if (ev.stack_id) HKT_TRY(define_stack(d, ev.stack_id));
   }
-  HKT_TRY(hkt_writer_put(d->w, &ev));
-  if ((d->next & 4095) == 0)   /* progress, for an exit or crash that waits on us */
-    atomic_store_explicit(&d->s->h->drained_seq, d->next, memory_order_relaxed);
-  if (hkt_writer_pending(d->w) == 0) {   /* a frame was just written */
+  int e = hkt_writer_put_framed(d->w, &ev);
+  if (hkt_unlikely(e)) {
+    if (HKT_IS_ERR(e)) return e;
+    /* a frame was just written: the chunks below it may go */
     atomic_store_explicit(&d->s->h->written_events, hkt_writer_events(d->w), memory_order_relaxed);
     atomic_store_explicit(&d->s->h->written_seq, d->next + 1, memory_order_release);
   }
+  if (hkt_unlikely((d->next & 4095) == 0))   /* progress, for an exit or crash that waits on us */
+    atomic_store_explicit(&d->s->h->drained_seq, d->next, memory_order_relaxed);
   return 0;
-}
-
-static void scan_active(hkt_drain *d) {
-  d->nactive = 0;
-  for (uint32_t i = 0; i < d->s->h->nchunks; i++)
-    if (atomic_load_explicit(&d->s->dir[i].state, memory_order_acquire) != HKT_CHUNK_FREE)
-      d->active[d->nactive++] = i;
 }
 
 /* The record at position `at` of chunk i if it is published (spool.h:
@@ -139,6 +157,18 @@ static inline const hkt_rec *published(hkt_drain *d, uint32_t i, uint32_t at) {
   uint64_t seq1 = __atomic_load_n(&r->seq1, __ATOMIC_ACQUIRE);
   if (claim == UINT64_MAX || seq1 <= claim) return NULL;
   return at + 1u + r->nx <= HKT_CHUNK_RECS ? r : NULL;
+}
+
+/* Find the chunks in use; of them, the ones that may hold unread records:
+ * owned (its thread may add more) or sealed with a record left. */
+static void scan_active(hkt_drain *d) {
+  d->nactive = d->nlive = 0;
+  for (uint32_t i = 0; i < d->s->h->nchunks; i++) {
+    uint32_t st = atomic_load_explicit(&d->s->dir[i].state, memory_order_acquire);
+    if (st == HKT_CHUNK_FREE) continue;
+    d->active[d->nactive++] = i;
+    if (st != HKT_CHUNK_SEALED || published(d, i, d->cur[i])) d->live[d->nlive++] = i;
+  }
 }
 
 /* Free chunk i if it is sealed, read to its end, and all of it is written. */
@@ -164,18 +194,47 @@ static const hkt_rec *head(hkt_drain *d, uint32_t i) {
   return NULL;
 }
 
+/* Put the records of chunk i that continue the sequence from d->next. */
+static int64_t run(hkt_drain *d, uint32_t i, uint64_t end) {
+  uint64_t claim = atomic_load_explicit(&d->s->dir[i].claim_seq, memory_order_acquire);
+  const hkt_rec *base = hkt_spool_chunk(d->s, i);
+  uint32_t at = d->cur[i];
+  int64_t moved = 0;
+  while (at < HKT_CHUNK_RECS) {
+    const hkt_rec *r = base + at;
+    __builtin_prefetch(r + 8);   /* records come from another core's cache */
+    uint64_t seq1 = __atomic_load_n(&r->seq1, __ATOMIC_ACQUIRE);
+    if (seq1 <= claim || seq1 - 1 != d->next || d->next >= end || at + 1u + r->nx > HKT_CHUNK_RECS) break;
+    int e = put_record(d, r);
+    if (HKT_IS_ERR(e)) { d->cur[i] = at; return e; }
+    at += 1u + r->nx;
+    d->next++;
+    moved++;
+  }
+  d->cur[i] = at;
+  if (moved) d->maxseq[i] = d->next;
+  return moved;
+}
+
 int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
   hkt_spool_hdr *h = d->s->h;
   int64_t moved = 0;
+  d->tsc0 = h->tsc0;
+  d->clock_tsc = (int)h->clock_tsc;
+  d->tsc_mult = atomic_load_explicit(&h->tsc_mult, memory_order_relaxed);
   scan_active(d);
   for (;;) {
     uint64_t end = atomic_load_explicit(&h->end_seq, memory_order_acquire);
     if (d->next >= end) break;
     uint32_t best = UINT32_MAX;
     uint64_t best_seq = UINT64_MAX;
-    for (uint32_t k = 0; k < d->nactive; k++) {
-      const hkt_rec *r = head(d, d->active[k]);
-      if (r && r->seq1 - 1 < best_seq) { best_seq = r->seq1 - 1; best = d->active[k]; }
+    for (uint32_t k = 0; k < d->nlive; k++) {
+      const hkt_rec *r = head(d, d->live[k]);
+      if (r && r->seq1 - 1 < best_seq) {
+        best_seq = r->seq1 - 1;
+        best = d->live[k];
+        if (best_seq == d->next) break;   /* no chunk can do better */
+      }
     }
     if (best == UINT32_MAX || best_seq >= end) break;
     if (best_seq != d->next) {
@@ -193,17 +252,9 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
       d->next = best_seq;
     }
     d->gap_start_ns = 0;
-    const hkt_rec *r;
-    while ((r = published(d, best, d->cur[best]))) {
-      __builtin_prefetch(r + 8);   /* records come from another core's cache */
-      if (r->seq1 - 1 != d->next || d->next >= end) break;
-      int e = put_record(d, r);
-      if (HKT_IS_ERR(e)) return e;
-      d->cur[best] += 1u + r->nx;
-      d->maxseq[best] = d->next + 1;
-      d->next++;
-      moved++;
-    }
+    int64_t n = run(d, best, end);
+    if (n < 0) return n;
+    moved += n;
   }
   for (uint32_t k = 0; k < d->nactive; k++) maybe_reclaim(d, d->active[k]);
   /* Chunks wait for the frame holding their events to be written (the

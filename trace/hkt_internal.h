@@ -111,6 +111,7 @@ static inline uint64_t hkt_cls_encode(uint32_t cls, uint32_t predicted) {
 #define HKT_DEFAULT_FRAME_EVENTS (64u << 10)
 #define HKT_DEFAULT_FRAME_BYTES  (8u << 20)
 #define HKT_DEFAULT_LEVEL        3
+#define HKT_RECORD_LEVEL         1     /* the in-process recorder's writer */
 
 /* ---- memory: anonymous mmap, page granular; never malloc ---- */
 HKT_INTERNAL void *hkt_mem_alloc(size_t n);          /* zeroed; NULL on failure */
@@ -183,6 +184,8 @@ HKT_INTERNAL void hkt_header_encode(hkt_buf *b, const hkt_header *h);
 HKT_INTERNAL uint64_t hkt_reader_data_end(const hkt_reader *r);
 HKT_INTERNAL uint64_t hkt_reader_data_events(const hkt_reader *r);
 HKT_INTERNAL int hkt_writer_errno(const hkt_writer *w);
+/* hkt_writer_put that returns 1 when the event completed a frame (written). */
+HKT_INTERNAL int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev);
 
 /* ---- zstd with hkt_mem ---- */
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;

@@ -2,7 +2,9 @@
  *
  * Frames are decompressed with zstd's streaming API into one growing
  * buffer (capped at HKT_MAX_FRAME_BYTES); an event frame is then decoded
- * lazily, one event per hkt_reader_next, from cursors over its streams.
+ * a chunk at a time (HKT_BATCH events, hkt_batch.h) into an array that
+ * hkt_reader_next copies from and hkt_reader_batch hands out: one tight
+ * loop with its cursors in registers instead of a call per event.
  * Memory is that buffer plus the callsite and stack tables, whatever the
  * length of the trace. Errors are sticky: once next returns one, it keeps
  * returning it, and errmsg names the file, the offset of the frame and the
@@ -15,8 +17,10 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 #include "hkt_internal.h"
+#include "hkt_batch.h"
 
 #define IN_CAP (128u << 10)
+#define CLS_LUT_MAX 4096u   /* sizes up to this predict their class by table */
 
 typedef struct stack_ent { uint32_t id, n; uint64_t off; } stack_ent;
 
@@ -57,6 +61,9 @@ struct hkt_reader {
   uint32_t nalloc, alloc_cap;
   char str[HKT_MAX_STR + 1];
   uint8_t bid[256];
+  hkt_event *batch;         /* decoded events: batch[bpos..bn) not yet handed out */
+  uint32_t bpos, bn;
+  uint8_t cls_lut[CLS_LUT_MAX + 1];   /* predicted class by size (0xff: none) */
 
   /* stacks of the whole trace */
   stack_ent *stab;          /* open addressing by id */
@@ -205,6 +212,10 @@ static int parse_header(hkt_reader *r) {
   for (uint32_t i = 0; i < h->num_modules; i++) r->mods[i].path = base + moff[i];
   h->modules = r->mods;
   hkt_mem_free(moff);
+  for (uint32_t sz = 0; sz <= CLS_LUT_MAX; sz++) {
+    uint32_t c = hkt_predict_cls(HKT_EV_MALLOC, sz, h->class_size, h->num_classes);
+    r->cls_lut[sz] = c < 0xff ? (uint8_t)c : 0xff;
+  }
   r->data_end = r->whole_off;
   return 0;
 }
@@ -315,106 +326,206 @@ static int finish_events(hkt_reader *r) {
   return 0;
 }
 
-static int decode_event(hkt_reader *r, hkt_event *ev) {
-  memset(ev, 0, sizeof *ev);
-  ev->seq = r->next_seq;
-  uint8_t kind = hkt_get_byte(&r->s[HKT_S_KIND]);
-  uint8_t fl = hkt_get_byte(&r->s[HKT_S_FLAGS]), f2 = 0;
-  if (fl & HKT_F_EXT) f2 = hkt_get_byte(&r->s[HKT_S_FLAGS]);
-  uint64_t tid = hkt_get_varint(&r->s[HKT_S_TID]);
-  r->prev_t += (uint64_t)hkt_unzz(hkt_get_varint(&r->s[HKT_S_TIME]));
-  if (kind == 0 || kind >= 64 || tid > UINT32_MAX || (f2 & ~7u))
-    return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad event at seq %llu", (unsigned long long)ev->seq);
-  ev->kind = kind;
-  ev->tid = (uint32_t)tid;
-  ev->time_ns = r->prev_t << r->hdr.time_shift;
-  /* pointer first (a back-reference brings its class), then size, then the
-   * class against its prediction, then a delta-coded pointer */
-  uint64_t u = 0, abs = 0;
-  hkt_cur *ps = &r->s[HKT_S_PTR];
-  if (fl & HKT_F_PTR) {
-    u = hkt_get_varint(ps);
-    if (u == 1) abs = hkt_get_varint(ps);
-    else if ((u & 3) == 1) ps->bad = 1;   /* reserved */
-  }
-  if (fl & HKT_F_SIZE) ev->size = hkt_get_varint(&r->s[HKT_S_SIZE]);
-  uint32_t predicted = hkt_predict_cls(kind, ev->size, r->hdr.class_size, r->hdr.num_classes);
-  int backref = (fl & HKT_F_PTR) && (u & 3) == 3 && kind == HKT_EV_FREE;
-  int stackref = (fl & HKT_F_PTR) && (u & 3) == 3 && hkt_is_alloc(kind);
-  if (backref) {
-    uint64_t d = u >> 2;
-    if (d >= r->nalloc) ps->bad = 1;
-    else {
-      ev->ptr = r->aptr[r->nalloc - 1 - d];
-      predicted = r->acls[r->nalloc - 1 - d];
-    }
-  } else if ((fl & HKT_F_PTR) && (u & 3) == 3 && !stackref) {
-    ps->bad = 1;
-  }
-  uint64_t c = hkt_get_varint(&r->s[HKT_S_CLS]);
-  if (c > (uint64_t)UINT32_MAX + 2) r->s[HKT_S_CLS].bad = 1;
-  ev->cls = c == 0 ? predicted : c == 1 ? HKT_NO_CLASS : (uint32_t)(c - 2);
-  if (fl & HKT_F_PTR) {
-    unsigned slot = hkt_slot(ev->cls);
-    if (u == 1) ev->ptr = abs;
-    else if (stackref) {
-      if ((u >> 2) >= r->freed.n[slot]) ps->bad = 1;
-      else ev->ptr = hkt_freed_take(&r->freed, slot, (unsigned)(u >> 2));
-    } else if (!backref) ev->ptr = r->pred[slot] + ((uint64_t)hkt_unzz(u >> 1) << 3);
-    r->pred[slot] = ev->ptr;
-    if (kind == HKT_EV_FREE) hkt_freed_push(&r->freed, slot, ev->ptr);
-    if (hkt_is_alloc(kind) && r->nalloc < r->alloc_cap) {
-      r->aptr[r->nalloc] = ev->ptr;
-      r->acls[r->nalloc++] = ev->cls;
+/* ---- decoding a chunk of events ---- */
+
+/* A varint past its one-byte form (rare but for pointers and sizes):
+ * p NULL when it runs past the stream or over 64 bits. */
+typedef struct vres { uint64_t v; const uint8_t *p; } vres;
+static __attribute__((noinline)) vres varint_slow(const uint8_t *p, const uint8_t *end) {
+  uint64_t v = 0;
+  for (unsigned shift = 0; shift < 64; shift += 7) {
+    if (p >= end) break;
+    uint8_t b = *p++;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      if (shift == 63 && b > 1) break;
+      return (vres){v, p};
     }
   }
-  hkt_cur *a = &r->s[HKT_S_AUX];
-  if (fl & HKT_F_AUX) ev->aux = hkt_get_varint(a);
-  if (fl & HKT_F_AUX2) ev->aux2 = hkt_get_varint(a);
-  if (fl & HKT_F_AUX3) ev->aux3 = hkt_get_varint(a);
-  if (fl & HKT_F_FN) {
-    uint64_t fn = hkt_get_varint(a);
-    if (fn > 0xffff) a->bad = 1;
-    ev->fn = (uint16_t)fn;
-  }
-  if (f2 & HKT_F2_STACK) {
-    uint64_t id = hkt_get_varint(a);
-    if (id > UINT32_MAX) a->bad = 1;
-    ev->stack_id = (uint32_t)id;
-  }
-  if (fl & HKT_F_CALLER) {
-    uint64_t i = hkt_get_varint(&r->s[HKT_S_CALLER]);
-    if (i >= r->ncallers) r->s[HKT_S_CALLER].bad = 1;
-    else ev->caller = r->callers[i];
-  }
-  hkt_cur *s = &r->s[HKT_S_STR];
-  if (f2 & HKT_F2_STR) {
-    uint64_t n = hkt_get_varint(s);
-    const uint8_t *b = n <= HKT_MAX_STR ? hkt_get_bytes(s, n) : NULL;
-    if (!b) s->bad = 1;
-    else { memcpy(r->str, b, n); r->str[n] = 0; ev->str = r->str; }
-  }
-  if (f2 & HKT_F2_BID) {
-    uint64_t n = hkt_get_varint(s);
-    const uint8_t *b = n <= 255 ? hkt_get_bytes(s, n) : NULL;
-    if (!b) s->bad = 1;
-    else { memcpy(r->bid, b, n); ev->bid = r->bid; ev->bid_len = (uint32_t)n; }
-  }
-  for (int i = 0; i < HKT_S__COUNT; i++)
-    if (r->s[i].bad)
-      return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "event at seq %llu runs past its stream %d",
-                     (unsigned long long)ev->seq, i);
-  r->next_seq++;
-  r->left--;
-  return 1;
+  return (vres){0, NULL};
 }
 
-int hkt_reader_next(hkt_reader *r, hkt_event *ev) {
-  if (!r || !ev) return HKT_ERR_ARG;
+/* dst = the next varint of stream S at cursor p; a bad one notes S in `bad`
+ * and empties the stream (the event is then refused as a whole). */
+#define VGET(dst, S, cur_, end)                                                  \
+  do {                                                                        \
+    if (hkt_likely((cur_) < (end) && *(cur_) < 0x80)) {                             \
+      (dst) = *(cur_)++;                                                         \
+    } else if (hkt_likely((end) - (cur_) >= 2 && (cur_)[1] < 0x80)) {               \
+      (dst) = (uint64_t)((cur_)[0] & 0x7f) | (uint64_t)(cur_)[1] << 7;              \
+      (cur_) += 2;                                                               \
+    } else {                                                                  \
+      vres v_ = varint_slow((cur_), (end));                                      \
+      if (hkt_unlikely(!v_.p)) { bad = (S) + 1; (cur_) = (end); (dst) = 0; }     \
+      else { (dst) = v_.v; (cur_) = v_.p; }                                      \
+    }                                                                         \
+  } while (0)
+
+/* The predicted class of a MALLOC/REALLOC/ALIGNED of `size`. */
+static inline uint32_t predict(const hkt_reader *r, uint64_t size) {
+  if (hkt_likely(size <= CLS_LUT_MAX)) {
+    uint8_t c = r->cls_lut[size];
+    return c == 0xff ? HKT_NO_CLASS : c;
+  }
+  return hkt_predict_cls(HKT_EV_MALLOC, size, r->hdr.class_size, r->hdr.num_classes);
+}
+
+/* Decode the next events of the frame (at most HKT_BATCH, and none after
+ * one with a string) into r->batch. Cursors live in locals for the loop;
+ * a bad event ends the chunk before it and sets the (sticky) error. */
+static void decode_chunk(hkt_reader *r) {
+  uint32_t max = r->left < HKT_BATCH ? r->left : HKT_BATCH;
+  const uint8_t *kp = r->s[HKT_S_KIND].p;   /* exactly one byte per event (checked per frame) */
+  const uint8_t *fp = r->s[HKT_S_FLAGS].p, *fe = r->s[HKT_S_FLAGS].end;
+  const uint8_t *tp = r->s[HKT_S_TID].p, *te = r->s[HKT_S_TID].end;
+  const uint8_t *mp = r->s[HKT_S_TIME].p, *me = r->s[HKT_S_TIME].end;
+  const uint8_t *cp = r->s[HKT_S_CLS].p, *ce = r->s[HKT_S_CLS].end;
+  const uint8_t *pp = r->s[HKT_S_PTR].p, *pe = r->s[HKT_S_PTR].end;
+  const uint8_t *zp = r->s[HKT_S_SIZE].p, *ze = r->s[HKT_S_SIZE].end;
+  const uint8_t *ap = r->s[HKT_S_AUX].p, *ae = r->s[HKT_S_AUX].end;
+  const uint8_t *lp = r->s[HKT_S_CALLER].p, *le = r->s[HKT_S_CALLER].end;
+  hkt_cur *sc = &r->s[HKT_S_STR];
+  const uint64_t seq0 = r->next_seq;
+  const unsigned shift = r->hdr.time_shift;
+  uint64_t prev_t = r->prev_t;
+  hkt_event *out = r->batch;
+  int bad = 0, bad_event = 0;
+  uint32_t i = 0;
+  while (i < max) {
+    hkt_event *ev = &out[i];
+    uint8_t kind = *kp++, fl = 0, f2 = 0;
+    if (hkt_likely(fp < fe)) fl = *fp++; else bad = HKT_S_FLAGS + 1;
+    if (fl & HKT_F_EXT) { if (fp < fe) f2 = *fp++; else bad = HKT_S_FLAGS + 1; }
+    uint64_t tid, dt;
+    VGET(tid, HKT_S_TID, tp, te);
+    VGET(dt, HKT_S_TIME, mp, me);
+    prev_t += (uint64_t)hkt_unzz(dt);
+    if (hkt_unlikely(kind == 0 || kind >= 64 || tid > UINT32_MAX || (f2 & ~7u))) { bad_event = 1; break; }
+    ev->seq = seq0 + i;
+    ev->time_ns = prev_t << shift;
+    ev->tid = (uint32_t)tid;
+    ev->kind = kind;
+    /* pointer first (a back-reference brings its class), then size, then
+     * the class against its prediction, then a delta-coded pointer */
+    uint64_t u = 0, abs = 0, size = 0, ptr = 0;
+    if (fl & HKT_F_PTR) {
+      VGET(u, HKT_S_PTR, pp, pe);
+      if (u == 1) VGET(abs, HKT_S_PTR, pp, pe);
+      else if ((u & 3) == 1) bad = HKT_S_PTR + 1;   /* reserved */
+    }
+    if (fl & HKT_F_SIZE) VGET(size, HKT_S_SIZE, zp, ze);
+    uint32_t predicted = kind == HKT_EV_MALLOC || kind == HKT_EV_REALLOC || kind == HKT_EV_ALIGNED
+                             ? predict(r, size) : HKT_NO_CLASS;
+    int is_alloc = hkt_is_alloc(kind);
+    int ref = (fl & HKT_F_PTR) && (u & 3) == 3;
+    if (ref && kind == HKT_EV_FREE) {          /* back-reference */
+      uint64_t d = u >> 2;
+      if (d >= r->nalloc) bad = HKT_S_PTR + 1;
+      else {
+        ptr = r->aptr[r->nalloc - 1 - d];
+        predicted = r->acls[r->nalloc - 1 - d];
+      }
+    } else if (ref && !is_alloc) {
+      bad = HKT_S_PTR + 1;
+    }
+    uint64_t c;
+    VGET(c, HKT_S_CLS, cp, ce);
+    if (c > (uint64_t)UINT32_MAX + 2) bad = HKT_S_CLS + 1;
+    uint32_t cls = c == 0 ? predicted : c == 1 ? HKT_NO_CLASS : (uint32_t)(c - 2);
+    ev->cls = cls;
+    if (fl & HKT_F_PTR) {
+      unsigned slot = hkt_slot(cls);
+      if (u == 1) ptr = abs;
+      else if (ref && is_alloc) {              /* reuse of a freed block */
+        if ((u >> 2) >= r->freed.n[slot]) bad = HKT_S_PTR + 1;
+        else ptr = hkt_freed_take(&r->freed, slot, (unsigned)(u >> 2));
+      } else if (!ref) ptr = r->pred[slot] + ((uint64_t)hkt_unzz(u >> 1) << 3);
+      r->pred[slot] = ptr;
+      if (kind == HKT_EV_FREE) hkt_freed_push(&r->freed, slot, ptr);
+      else if (is_alloc && r->nalloc < r->alloc_cap) {
+        r->aptr[r->nalloc] = ptr;
+        r->acls[r->nalloc++] = cls;
+      }
+    }
+    ev->ptr = ptr;
+    ev->size = size;
+    uint64_t aux = 0, aux2 = 0, aux3 = 0, fn = 0, sid = 0, caller = 0;
+    if (fl & (HKT_F_AUX | HKT_F_AUX2 | HKT_F_AUX3 | HKT_F_FN)) {
+      if (fl & HKT_F_AUX) VGET(aux, HKT_S_AUX, ap, ae);
+      if (fl & HKT_F_AUX2) VGET(aux2, HKT_S_AUX, ap, ae);
+      if (fl & HKT_F_AUX3) VGET(aux3, HKT_S_AUX, ap, ae);
+      if (fl & HKT_F_FN) {
+        VGET(fn, HKT_S_AUX, ap, ae);
+        if (fn > 0xffff) bad = HKT_S_AUX + 1;
+      }
+    }
+    ev->aux = aux;
+    ev->aux2 = aux2;
+    ev->aux3 = aux3;
+    ev->fn = (uint16_t)fn;
+    ev->str = NULL;
+    ev->bid = NULL;
+    ev->bid_len = 0;
+    if (f2 & HKT_F2_STACK) {
+      VGET(sid, HKT_S_AUX, ap, ae);
+      if (sid > UINT32_MAX) bad = HKT_S_AUX + 1;
+    }
+    ev->stack_id = (uint32_t)sid;
+    if (fl & HKT_F_CALLER) {
+      uint64_t k;
+      VGET(k, HKT_S_CALLER, lp, le);
+      if (k >= r->ncallers) bad = HKT_S_CALLER + 1;
+      else caller = r->callers[k];
+    }
+    ev->caller = caller;
+    if (hkt_unlikely(f2 & (HKT_F2_STR | HKT_F2_BID))) {
+      if (f2 & HKT_F2_STR) {
+        uint64_t n = hkt_get_varint(sc);
+        const uint8_t *b = n <= HKT_MAX_STR ? hkt_get_bytes(sc, n) : NULL;
+        if (!b) bad = HKT_S_STR + 1;
+        else { memcpy(r->str, b, n); r->str[n] = 0; ev->str = r->str; }
+      }
+      if (f2 & HKT_F2_BID) {
+        uint64_t n = hkt_get_varint(sc);
+        const uint8_t *b = n <= 255 ? hkt_get_bytes(sc, n) : NULL;
+        if (!b) bad = HKT_S_STR + 1;
+        else { memcpy(r->bid, b, n); ev->bid = r->bid; ev->bid_len = (uint32_t)n; }
+      }
+      if (!bad) i++;
+      break;   /* the string lives in r->str until the next chunk */
+    }
+    if (hkt_unlikely(bad)) break;
+    i++;
+  }
+  r->s[HKT_S_KIND].p = kp;
+  r->s[HKT_S_FLAGS].p = fp;
+  r->s[HKT_S_TID].p = tp;
+  r->s[HKT_S_TIME].p = mp;
+  r->s[HKT_S_CLS].p = cp;
+  r->s[HKT_S_PTR].p = pp;
+  r->s[HKT_S_SIZE].p = zp;
+  r->s[HKT_S_AUX].p = ap;
+  r->s[HKT_S_CALLER].p = lp;
+  r->prev_t = prev_t;
+  r->next_seq = seq0 + i;
+  r->left -= i;
+  r->bpos = 0;
+  r->bn = i;
+  if (bad_event)
+    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad event at seq %llu", (unsigned long long)(seq0 + i));
+  else if (bad)
+    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "event at seq %llu runs past its stream %d",
+            (unsigned long long)(seq0 + i), bad - 1);
+}
+
+/* Make sure decoded events wait in r->batch: 1, or 0 at the end, or the
+ * error (after the events decoded before it were handed out). */
+static int fill(hkt_reader *r) {
   for (;;) {
+    if (r->bpos < r->bn) return 1;
     if (r->err) return r->err;
     if (r->in_frame) {
-      if (r->left) return decode_event(r, ev);
+      if (r->left) { decode_chunk(r); continue; }
       HKT_TRY(finish_events(r));
     }
     if (r->complete) return 0;
@@ -442,6 +553,26 @@ int hkt_reader_next(hkt_reader *r, hkt_event *ev) {
   }
 }
 
+int hkt_reader_next(hkt_reader *r, hkt_event *ev) {
+  if (!r || !ev) return HKT_ERR_ARG;
+  if (hkt_unlikely(r->bpos == r->bn)) {
+    int e = fill(r);
+    if (e != 1) return e;
+  }
+  *ev = r->batch[r->bpos++];
+  return 1;
+}
+
+int hkt_reader_batch(hkt_reader *r, const hkt_event **evs) {
+  if (!r || !evs) return HKT_ERR_ARG;
+  int e = fill(r);
+  if (e != 1) return e;
+  *evs = r->batch + r->bpos;
+  int n = (int)(r->bn - r->bpos);
+  r->bpos = r->bn;
+  return n;
+}
+
 int hkt_reader_open(hkt_reader **out, const char *path) {
   if (!out || !path) return HKT_ERR_ARG;
   *out = NULL;
@@ -466,7 +597,8 @@ int hkt_reader_open(hkt_reader **out, const char *path) {
   } else {
     r->dctx = hkt_zstd_dctx();
     r->in = hkt_mem_alloc(IN_CAP);
-    if (!r->dctx || !r->in) e = set_err(r, HKT_ERR_NOMEM, 0, "out of memory");
+    r->batch = hkt_mem_alloc(HKT_BATCH * sizeof *r->batch);
+    if (!r->dctx || !r->in || !r->batch) e = set_err(r, HKT_ERR_NOMEM, 0, "out of memory");
     else {
       ZSTD_DCtx_setParameter(r->dctx, ZSTD_d_windowLogMax, 26);
       e = read_frame(r);
@@ -515,6 +647,7 @@ void hkt_reader_close(hkt_reader *r) {
   if (r->fd >= 0) close(r->fd);
   ZSTD_freeDCtx(r->dctx);
   hkt_mem_free(r->in);
+  hkt_mem_free(r->batch);
   hkt_buf_release(&r->content);
   hkt_buf_release(&r->hstore);
   hkt_mem_free(r->mods);

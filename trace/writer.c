@@ -13,6 +13,15 @@
 #include "hkt_internal.h"
 
 #define ATAB_SIZE (1u << 14)
+#define CLS_LUT_MAX 4096u   /* class prediction by table for sizes up to this */
+
+/* Most bytes one event can add to each stream (STR is checked per put):
+ * the streams are sized for a whole frame when it starts, so encoding
+ * writes without capacity checks. */
+static const uint8_t stream_max[HKT_S__COUNT] = {
+  [HKT_S_KIND] = 1, [HKT_S_FLAGS] = 2, [HKT_S_TID] = 5, [HKT_S_TIME] = 10, [HKT_S_CLS] = 5,
+  [HKT_S_PTR] = 20, [HKT_S_SIZE] = 10, [HKT_S_AUX] = 48, [HKT_S_CALLER] = 5, [HKT_S_STR] = 0,
+};
 
 struct hkt_writer {
   int fd;
@@ -23,6 +32,7 @@ struct hkt_writer {
   uint32_t time_shift;
   uint32_t ncls;
   uint32_t class_size[64];  /* from the header: class prediction */
+  uint16_t cls_lut[CLS_LUT_MAX + 1];   /* hkt_predict_cls of MALLOC by size */
   uint64_t next_seq;        /* events put so far */
   uint64_t bytes;           /* compressed bytes written */
   ZSTD_CCtx *cctx;
@@ -35,9 +45,9 @@ struct hkt_writer {
   uint32_t nstacks;
   uint64_t pred[HKT_PTR_SLOTS];
   hkt_freed freed;
-  /* callsite interning: open addressing, cleared per frame */
-  uint64_t *ckey;           /* caller + 1 (0 = empty) */
-  uint32_t *cidx;
+  /* callsite interning: open addressing; entries of older frames differ
+   * by gen, so nothing is cleared per frame */
+  struct caller_ent { uint64_t caller; uint32_t gen, idx; } *ctab;
   uint32_t ccap;            /* power of two, > 2 * frame_events */
   uint64_t *callers;        /* table in order of first use */
   uint32_t ncallers;
@@ -52,6 +62,20 @@ struct hkt_writer {
   uint8_t *out;
   size_t out_cap;
 };
+
+/* The class table as hkt_predict_cls sees it, and its lookup table. */
+static void set_classes(hkt_writer *w, uint32_t ncls, const uint32_t *class_size) {
+  w->ncls = ncls > 64 ? 64 : ncls;
+  memcpy(w->class_size, class_size, sizeof w->class_size);
+  for (uint32_t sz = 0; sz <= CLS_LUT_MAX; sz++)
+    w->cls_lut[sz] = (uint16_t)hkt_predict_cls(HKT_EV_MALLOC, sz + (sz == 4001), w->class_size, w->ncls);
+}
+
+static inline uint32_t predict_cls(const hkt_writer *w, unsigned kind, uint64_t size) {
+  if (kind != HKT_EV_MALLOC && kind != HKT_EV_REALLOC && kind != HKT_EV_ALIGNED) return HKT_NO_CLASS;
+  if (hkt_likely(size <= CLS_LUT_MAX)) return w->cls_lut[size];
+  return hkt_predict_cls(kind, size, w->class_size, w->ncls);
+}
 
 static int fail(hkt_writer *w, int err) {
   if (!w->err) { w->err = err; w->err_errno = errno; }
@@ -72,19 +96,23 @@ static int write_all(hkt_writer *w, const uint8_t *p, size_t n) {
   return 0;
 }
 
-/* Compress `content` as one frame (streaming API, checksum on) and write it. */
+/* Compress `content` as one frame (checksum on, content size known) into
+ * a buffer big enough for any outcome, and write it with one call. */
 static int write_frame(hkt_writer *w, const uint8_t *content, size_t len) {
   if (w->err) return w->err;
-  ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
-  ZSTD_CCtx_setPledgedSrcSize(w->cctx, len);
-  ZSTD_inBuffer in = { content, len, 0 };
-  for (;;) {
-    ZSTD_outBuffer out = { w->out, w->out_cap, 0 };
-    size_t left = ZSTD_compressStream2(w->cctx, &out, &in, ZSTD_e_end);
-    if (ZSTD_isError(left)) return fail(w, HKT_ERR_ZSTD);
-    HKT_TRY(write_all(w, w->out, out.pos));
-    if (left == 0) return 0;
+  size_t bound = ZSTD_compressBound(len);
+  if (w->out_cap < bound) {
+    size_t cap = w->out_cap ? w->out_cap : 1u << 16;
+    while (cap < bound) cap *= 2;
+    uint8_t *o = hkt_mem_alloc(cap);
+    if (!o) return fail(w, HKT_ERR_NOMEM);
+    hkt_mem_free(w->out);
+    w->out = o;
+    w->out_cap = cap;
   }
+  size_t n = ZSTD_compress2(w->cctx, w->out, w->out_cap, content, len);
+  if (ZSTD_isError(n)) return fail(w, HKT_ERR_ZSTD);
+  return write_all(w, w->out, n);
 }
 
 void hkt_header_encode(hkt_buf *b, const hkt_header *h) {
@@ -124,21 +152,25 @@ static void frame_reset(hkt_writer *w) {
   for (int i = 0; i < HKT_S__COUNT; i++) w->s[i].len = 0;
   w->stacks.len = 0;
   w->nstacks = 0;
-  if (w->ncallers) memset(w->ckey, 0, (size_t)w->ccap * sizeof *w->ckey);
   w->ncallers = 0;
   w->nalloc = 0;
-  w->gen++;
+  if (++w->gen == 0) {   /* wrapped: entries of gen 0 would look current */
+    memset(w->atab, 0, (size_t)ATAB_SIZE * sizeof *w->atab);
+    memset(w->ctab, 0, (size_t)w->ccap * sizeof *w->ctab);
+    w->gen = 1;
+  }
   memset(w->pred, 0, sizeof w->pred);
   memset(w->freed.n, 0, sizeof w->freed.n);
   memset(w->freed.top, 0, sizeof w->freed.top);
   w->n = 0;
 }
 
+/* Tables and streams for frames of frame_events events (fresh memory is
+ * zero: gen 1 starts clean). */
 static int alloc_tables(hkt_writer *w) {
   uint32_t cap = 1024;
   while (cap < 2 * w->frame_events + 2) cap *= 2;
-  hkt_mem_free(w->ckey);
-  hkt_mem_free(w->cidx);
+  hkt_mem_free(w->ctab);
   hkt_mem_free(w->callers);
   hkt_mem_free(w->atab);
   hkt_mem_free(w->acls);
@@ -146,10 +178,14 @@ static int alloc_tables(hkt_writer *w) {
   w->atab = hkt_mem_alloc((size_t)ATAB_SIZE * sizeof *w->atab);
   w->acls = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->acls);
   w->gen = 1;
-  w->ckey = hkt_mem_alloc((size_t)cap * sizeof *w->ckey);
-  w->cidx = hkt_mem_alloc((size_t)cap * sizeof *w->cidx);
+  w->ctab = hkt_mem_alloc((size_t)cap * sizeof *w->ctab);
   w->callers = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->callers);
-  return w->ckey && w->cidx && w->callers && w->atab && w->acls ? 0 : HKT_ERR_NOMEM;
+  int failed = !w->ctab || !w->callers || !w->atab || !w->acls;
+  for (int i = 0; i < HKT_S__COUNT; i++) {
+    hkt_buf_release(&w->s[i]);
+    if (stream_max[i] && hkt_buf_reserve(&w->s[i], (size_t)stream_max[i] * w->frame_events + 64)) failed = 1;
+  }
+  return failed ? HKT_ERR_NOMEM : 0;
 }
 
 static int writer_new(hkt_writer **out, int fd) {
@@ -160,9 +196,15 @@ static int writer_new(hkt_writer **out, int fd) {
   w->level = HKT_DEFAULT_LEVEL;
   w->frame_events = HKT_DEFAULT_FRAME_EVENTS;
   w->cctx = hkt_zstd_cctx();
-  w->out_cap = ZSTD_CStreamOutSize();
+  w->out_cap = 1u << 16;
   w->out = hkt_mem_alloc(w->out_cap);
+  set_classes(w, 0, w->class_size);
   if (!w->cctx || !w->out || alloc_tables(w)) {
+    for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_release(&w->s[i]);
+    hkt_mem_free(w->ctab);
+    hkt_mem_free(w->callers);
+    hkt_mem_free(w->atab);
+    hkt_mem_free(w->acls);
     ZSTD_freeCCtx(w->cctx);
     hkt_mem_free(w->out);
     hkt_mem_free(w);
@@ -178,8 +220,7 @@ static void writer_free(hkt_writer *w) {
   for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_release(&w->s[i]);
   hkt_buf_release(&w->stacks);
   hkt_buf_release(&w->frame);
-  hkt_mem_free(w->ckey);
-  hkt_mem_free(w->cidx);
+  hkt_mem_free(w->ctab);
   hkt_mem_free(w->callers);
   hkt_mem_free(w->atab);
   hkt_mem_free(w->acls);
@@ -194,8 +235,7 @@ int hkt_writer_fdopen(hkt_writer **out, int fd, const char *path, const hkt_head
   HKT_TRY(writer_new(out, fd));
   hkt_writer *w = *out;
   w->time_shift = h->time_shift > 32 ? 32 : h->time_shift;
-  w->ncls = h->num_classes > 64 ? 64 : h->num_classes;
-  memcpy(w->class_size, h->class_size, sizeof w->class_size);
+  set_classes(w, h->num_classes, h->class_size);
   hkt_buf_reserve(&w->frame, 4096);
   hkt_header_encode(&w->frame, h);
   int e = w->frame.failed ? HKT_ERR_NOMEM : write_frame(w, w->frame.p, w->frame.len);
@@ -232,16 +272,16 @@ int hkt_writer_set_level(hkt_writer *w, int level) {
   return 0;
 }
 
-static uint32_t intern_caller(hkt_writer *w, uint64_t caller) {
-  uint64_t key = caller + 1;   /* caller ~0 maps to 0: rare enough to share a slot's probe */
-  if (!key) key = 1;
-  uint32_t h = (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & (w->ccap - 1);
-  while (w->ckey[h]) {
-    if (w->ckey[h] == key && w->callers[w->cidx[h]] == caller) return w->cidx[h];
+static inline uint32_t intern_caller(hkt_writer *w, uint64_t caller) {
+  uint32_t h = (uint32_t)((caller * 0x9e3779b97f4a7c15ull) >> 32) & (w->ccap - 1);
+  struct caller_ent *c;
+  while ((c = &w->ctab[h])->gen == w->gen) {
+    if (c->caller == caller) return c->idx;
     h = (h + 1) & (w->ccap - 1);
   }
-  w->ckey[h] = key;
-  w->cidx[h] = w->ncallers;
+  c->caller = caller;
+  c->gen = w->gen;
+  c->idx = w->ncallers;
   w->callers[w->ncallers] = caller;
   return w->ncallers++;
 }
@@ -274,32 +314,49 @@ static int flush_frame(hkt_writer *w) {
   return e;
 }
 
-int hkt_writer_put(hkt_writer *w, const hkt_event *ev) {
-  if (!w || !ev) return HKT_ERR_ARG;
-  if (w->err) return w->err;
+static int frame_done(hkt_writer *w) {
+  int e = flush_frame(w);
+  return HKT_IS_ERR(e) ? e : 1;
+}
+
+/* Unchecked varint into a stream sized for the frame (stream_max). */
+static inline uint8_t *put_varint(uint8_t *o, uint64_t v) {
+  if (hkt_likely(v < 0x80)) { *o = (uint8_t)v; return o + 1; }
+  while (v >= 0x80) { *o++ = (uint8_t)(v | 0x80); v >>= 7; }
+  *o++ = (uint8_t)v;
+  return o;
+}
+#define S_END(i) (w->s[i].p + w->s[i].len)
+#define S_VARINT(i, v) (w->s[i].len = (size_t)(put_varint(S_END(i), (v)) - w->s[i].p))
+#define S_BYTE(i, v) (w->s[i].p[w->s[i].len++] = (uint8_t)(v))
+
+/* Internal (the spool drain): as hkt_writer_put, but 1 when this event
+ * completed a frame that is now written. */
+int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
+  if (hkt_unlikely(!w || !ev)) return HKT_ERR_ARG;
+  if (hkt_unlikely(w->err)) return w->err;
+  unsigned kind = ev->kind;
   uint64_t t = ev->time_ns >> w->time_shift;
-  if (!w->n) { w->first_seq = w->next_seq; w->t0 = t; w->prev_t = t; }
+  if (hkt_unlikely(!w->n)) { w->first_seq = w->next_seq; w->t0 = t; w->prev_t = t; }
 
-  uint8_t fl = 0, f2 = 0;
-  if (ev->ptr) fl |= HKT_F_PTR;
-  if (ev->size) fl |= HKT_F_SIZE;
-  if (ev->aux) fl |= HKT_F_AUX;
-  if (ev->aux2) fl |= HKT_F_AUX2;
-  if (ev->aux3) fl |= HKT_F_AUX3;
-  if (ev->fn) fl |= HKT_F_FN;
-  if (ev->caller) fl |= HKT_F_CALLER;
-  if (ev->stack_id) f2 |= HKT_F2_STACK;
-  if (ev->str) f2 |= HKT_F2_STR;
-  if (ev->bid && ev->bid_len) f2 |= HKT_F2_BID;
-  if (f2) fl |= HKT_F_EXT;
+  uint8_t fl = (uint8_t)((ev->ptr != 0) * HKT_F_PTR | (ev->size != 0) * HKT_F_SIZE | (ev->aux != 0) * HKT_F_AUX |
+                         (ev->aux2 != 0) * HKT_F_AUX2 | (ev->aux3 != 0) * HKT_F_AUX3 | (ev->fn != 0) * HKT_F_FN |
+                         (ev->caller != 0) * HKT_F_CALLER);
+  uint8_t f2 = 0;
+  if (hkt_unlikely(ev->stack_id | (ev->str != NULL) | (ev->bid != NULL))) {
+    if (ev->stack_id) f2 |= HKT_F2_STACK;
+    if (ev->str) f2 |= HKT_F2_STR;
+    if (ev->bid && ev->bid_len) f2 |= HKT_F2_BID;
+    if (f2) fl |= HKT_F_EXT;
+  }
 
-  hkt_buf_byte(&w->s[HKT_S_KIND], (uint8_t)ev->kind);
-  hkt_buf_byte(&w->s[HKT_S_FLAGS], fl);
-  if (f2) hkt_buf_byte(&w->s[HKT_S_FLAGS], f2);
-  hkt_buf_varint(&w->s[HKT_S_TID], ev->tid);
-  hkt_buf_varint(&w->s[HKT_S_TIME], hkt_zz((int64_t)(t - w->prev_t)));
+  S_BYTE(HKT_S_KIND, kind);
+  S_BYTE(HKT_S_FLAGS, fl);
+  if (hkt_unlikely(f2)) S_BYTE(HKT_S_FLAGS, f2);
+  S_VARINT(HKT_S_TID, ev->tid);
+  S_VARINT(HKT_S_TIME, hkt_zz((int64_t)(t - w->prev_t)));
   w->prev_t = t;
-  uint32_t predicted = hkt_predict_cls(ev->kind, ev->size, w->class_size, w->ncls);
+  uint32_t predicted = predict_cls(w, kind, ev->size);
   if (fl & HKT_F_PTR) {
     /* A FREE of a block allocated earlier in this frame names it by
      * allocation distance (u = d << 2 | 3), and its class comes with it.
@@ -307,59 +364,70 @@ int hkt_writer_put(hkt_writer *w, const hkt_event *ev) {
      * block freed is usually the next one handed out): multiples of 8 drop
      * their zero bits (u even); anything else is escaped (u = 1, then the
      * pointer whole). */
-    hkt_buf *ps = &w->s[HKT_S_PTR];
-    struct alloc_ent *e = &w->atab[(uint32_t)((ev->ptr * 0x9e3779b97f4a7c15ull) >> 40) & (ATAB_SIZE - 1)];
-    struct alloc_ent *a = e->gen == w->gen && e->ptr == ev->ptr ? e : NULL;
+    uint64_t ptr = ev->ptr;
+    struct alloc_ent *e = &w->atab[(uint32_t)((ptr * 0x9e3779b97f4a7c15ull) >> 40) & (ATAB_SIZE - 1)];
     unsigned slot = hkt_slot(ev->cls);
-    int depth = -1;
-    if (ev->kind == HKT_EV_FREE && a) {
-      hkt_buf_varint(ps, ((uint64_t)(w->nalloc - 1 - a->ord) << 2) | 3);
-      predicted = w->acls[a->ord];
-    } else if (hkt_is_alloc(ev->kind) && (depth = hkt_freed_find(&w->freed, slot, ev->ptr)) >= 0) {
+    int is_alloc = hkt_is_alloc(kind), depth;
+    if (kind == HKT_EV_FREE) {
+      if (e->gen == w->gen && e->ptr == ptr) {
+        S_VARINT(HKT_S_PTR, ((uint64_t)(w->nalloc - 1 - e->ord) << 2) | 3);
+        predicted = w->acls[e->ord];
+        goto ptr_done;
+      }
+    } else if (is_alloc && (depth = hkt_freed_find(&w->freed, slot, ptr)) >= 0) {
       /* an allocation that hands out a block freed lately: its depth */
-      hkt_buf_varint(ps, ((uint64_t)depth << 2) | 3);
+      S_VARINT(HKT_S_PTR, ((uint64_t)depth << 2) | 3);
       hkt_freed_take(&w->freed, slot, (unsigned)depth);
-    } else {
-      int64_t d = (int64_t)(ev->ptr - w->pred[slot]);
-      if ((d & 7) == 0) hkt_buf_varint(ps, hkt_zz(d >> 3) << 1);
-      else { hkt_buf_varint(ps, 1); hkt_buf_varint(ps, ev->ptr); }
+      goto ptr_done;
     }
-    w->pred[slot] = ev->ptr;
-    if (ev->kind == HKT_EV_FREE) hkt_freed_push(&w->freed, slot, ev->ptr);
-    if (hkt_is_alloc(ev->kind)) {
-      e->ptr = ev->ptr;
+    int64_t d = (int64_t)(ptr - w->pred[slot]);
+    if ((d & 7) == 0) S_VARINT(HKT_S_PTR, hkt_zz(d >> 3) << 1);
+    else { S_BYTE(HKT_S_PTR, 1); S_VARINT(HKT_S_PTR, ptr); }
+  ptr_done:
+    w->pred[slot] = ptr;
+    if (kind == HKT_EV_FREE) hkt_freed_push(&w->freed, slot, ptr);
+    if (is_alloc) {
+      e->ptr = ptr;
       e->gen = w->gen;
       e->ord = w->nalloc;
       w->acls[w->nalloc++] = ev->cls;
     }
   }
-  hkt_buf_varint(&w->s[HKT_S_CLS], hkt_cls_encode(ev->cls, predicted));
-  if (fl & HKT_F_SIZE) hkt_buf_varint(&w->s[HKT_S_SIZE], ev->size);
-  hkt_buf *a = &w->s[HKT_S_AUX];
-  if (fl & HKT_F_AUX) hkt_buf_varint(a, ev->aux);
-  if (fl & HKT_F_AUX2) hkt_buf_varint(a, ev->aux2);
-  if (fl & HKT_F_AUX3) hkt_buf_varint(a, ev->aux3);
-  if (fl & HKT_F_FN) hkt_buf_varint(a, ev->fn);
-  if (f2 & HKT_F2_STACK) hkt_buf_varint(a, ev->stack_id);
-  if (fl & HKT_F_CALLER) hkt_buf_varint(&w->s[HKT_S_CALLER], intern_caller(w, ev->caller));
-  if (f2 & HKT_F2_STR) {
-    size_t n = strnlen(ev->str, HKT_MAX_STR);
-    hkt_buf_str(&w->s[HKT_S_STR], ev->str, n);
+  S_VARINT(HKT_S_CLS, hkt_cls_encode(ev->cls, predicted));
+  if (fl & HKT_F_SIZE) S_VARINT(HKT_S_SIZE, ev->size);
+  if (hkt_unlikely(fl & (HKT_F_AUX | HKT_F_AUX2 | HKT_F_AUX3 | HKT_F_FN) || f2 & HKT_F2_STACK)) {
+    if (fl & HKT_F_AUX) S_VARINT(HKT_S_AUX, ev->aux);
+    if (fl & HKT_F_AUX2) S_VARINT(HKT_S_AUX, ev->aux2);
+    if (fl & HKT_F_AUX3) S_VARINT(HKT_S_AUX, ev->aux3);
+    if (fl & HKT_F_FN) S_VARINT(HKT_S_AUX, ev->fn);
+    if (f2 & HKT_F2_STACK) S_VARINT(HKT_S_AUX, ev->stack_id);
   }
-  if (f2 & HKT_F2_BID) {
-    uint32_t n = ev->bid_len > 255 ? 255 : ev->bid_len;
-    hkt_buf_varint(&w->s[HKT_S_STR], n);
-    hkt_buf_put(&w->s[HKT_S_STR], ev->bid, n);
+  if (fl & HKT_F_CALLER) S_VARINT(HKT_S_CALLER, intern_caller(w, ev->caller));
+  if (hkt_unlikely(f2 & (HKT_F2_STR | HKT_F2_BID))) {
+    if (f2 & HKT_F2_STR) {
+      size_t n = strnlen(ev->str, HKT_MAX_STR);
+      hkt_buf_str(&w->s[HKT_S_STR], ev->str, n);
+    }
+    if (f2 & HKT_F2_BID) {
+      uint32_t n = ev->bid_len > 255 ? 255 : ev->bid_len;
+      hkt_buf_varint(&w->s[HKT_S_STR], n);
+      hkt_buf_put(&w->s[HKT_S_STR], ev->bid, n);
+    }
   }
   w->n++;
   w->next_seq++;
-  if (w->n >= w->frame_events) return flush_frame(w);
-  if ((w->n & 255) == 0 || (f2 & HKT_F2_STR)) {   /* big strings or many events: bound the frame's bytes */
+  if (hkt_unlikely(w->n >= w->frame_events)) return frame_done(w);
+  if (hkt_unlikely((w->n & 255) == 0 || (f2 & HKT_F2_STR))) {   /* big strings or many events: bound the frame's bytes */
     size_t bytes = w->stacks.len;
     for (int i = 0; i < HKT_S__COUNT; i++) bytes += w->s[i].len;
-    if (bytes >= HKT_DEFAULT_FRAME_BYTES) return flush_frame(w);
+    if (bytes >= HKT_DEFAULT_FRAME_BYTES) return frame_done(w);
   }
   return 0;
+}
+
+int hkt_writer_put(hkt_writer *w, const hkt_event *ev) {
+  int e = hkt_writer_put_framed(w, ev);
+  return e > 0 ? 0 : e;
 }
 
 int hkt_writer_stack(hkt_writer *w, uint32_t id, const uint64_t *frames, uint32_t n) {
@@ -431,8 +499,7 @@ int hkt_writer_append(hkt_writer **out, const char *path, uint64_t *next_seq) {
   e = writer_new(out, fd);
   if (HKT_IS_ERR(e)) { close(fd); return e; }
   (*out)->time_shift = shift;
-  (*out)->ncls = ncls;
-  memcpy((*out)->class_size, csz, sizeof csz);
+  set_classes(*out, ncls, csz);
   (*out)->next_seq = events;
   (*out)->bytes = keep;
   if (next_seq) *next_seq = events;
