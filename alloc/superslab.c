@@ -104,13 +104,15 @@ static void ss_release(hak_heap *h, hak_ss *ss) {
   _hak_arena_ss_free(ss, lg);
 }
 
-/* Change a SuperSlab's owner (global lock held). While recording, under its
- * remote lock too: remote pushes record the owner they saw, and that
- * observation must be ordered against the change. */
-static void set_owner(hak_ss *ss, uint32_t owner) {
+/* Change a SuperSlab's owner (global lock held) and emit the event that
+ * says so. While recording both happen under its remote lock as well:
+ * remote pushes record the owner they saw, and that observation must fall
+ * on one side of the change's sequence number. */
+static void set_owner(hak_ss *ss, uint32_t owner, hkt_event *ev) {
   int rec = HAK_REC_ON();
   if (rec) hak_lock(&ss->remote_lock);
   HAK_WR(ss->owner, owner);
+  if (rec) _hak_emit(ev);
   if (rec) hak_unlock(&ss->remote_lock);
 }
 
@@ -124,13 +126,10 @@ hak_ss *_hak_ss_acquire(hak_heap *h, unsigned cls) {
   if (!ss && (ss = _hak_empty[cls].head)) from_cache = 1;
   if (ss) {
     _hak_sslist_remove(from_cache ? &_hak_empty[cls] : &_hak_shared[cls], ss);
-    set_owner(ss, h->idx);
+    hkt_event ev = {.kind = HKT_EV_SS_ADOPT, .fn = (uint16_t)from_cache, .tid = h->idx, .cls = cls,
+                    .ptr = (uint64_t)(uintptr_t)ss, .aux = h->idx, .aux2 = ss->id};
+    set_owner(ss, h->idx, &ev);
     atomic_fetch_add_explicit(&_hak_g.ss_adopted, !from_cache, memory_order_relaxed);
-    if (HAK_REC_ON()) {
-      hkt_event ev = {.kind = HKT_EV_SS_ADOPT, .fn = (uint16_t)from_cache, .tid = h->idx, .cls = cls,
-                      .ptr = (uint64_t)(uintptr_t)ss, .aux = h->idx, .aux2 = ss->id};
-      _hak_emit(&ev);
-    }
   } else {
     ss = ss_create(h, cls);
   }
@@ -146,7 +145,6 @@ void _hak_ss_retire(hak_heap *h, hak_ss *ss) {
   hak_lock(&_hak_global);
   unsigned cls = ss->cls;
   if (_hak_empty[cls].n < _hak_cfg.ss_cache && ss->live == 0) {
-    set_owner(ss, HAK_NO_OWNER);
     /* Reset the carve state so a reuse starts as a fresh SuperSlab: the
      * same addresses come back in the same order. */
     HAK_WR(ss->carved, 0);
@@ -154,11 +152,9 @@ void _hak_ss_retire(hak_heap *h, hak_ss *ss) {
     ss->nfree = 0;
     ss->freelist = NULL;
     _hak_sslist_push(&_hak_empty[cls], ss, HAK_SS_EMPTY);
-    if (HAK_REC_ON()) {
-      hkt_event ev = {.kind = HKT_EV_SS_EMPTY, .tid = h->idx, .cls = cls,
-                      .ptr = (uint64_t)(uintptr_t)ss, .aux2 = ss->id};
-      _hak_emit(&ev);
-    }
+    hkt_event ev = {.kind = HKT_EV_SS_EMPTY, .tid = h->idx, .cls = cls,
+                    .ptr = (uint64_t)(uintptr_t)ss, .aux2 = ss->id};
+    set_owner(ss, HAK_NO_OWNER, &ev);
   } else {
     ss_release(h, ss);
   }
@@ -171,13 +167,10 @@ void _hak_ss_abandon(hak_heap *h, hak_ss *ss) {
   if (HAK_DBG_ON()) _hak_dbg_audit(h, ss, 1);
   _hak_rec_wait();
   hak_lock(&_hak_global);
-  set_owner(ss, HAK_NO_OWNER);
   _hak_sslist_push(&_hak_shared[ss->cls], ss, HAK_SS_SHARED);
-  if (HAK_REC_ON()) {
-    hkt_event ev = {.kind = HKT_EV_SS_ABANDON, .tid = h->idx, .cls = ss->cls,
-                    .ptr = (uint64_t)(uintptr_t)ss, .aux = ss->live, .aux2 = ss->id};
-    _hak_emit(&ev);
-  }
+  hkt_event ev = {.kind = HKT_EV_SS_ABANDON, .tid = h->idx, .cls = ss->cls,
+                  .ptr = (uint64_t)(uintptr_t)ss, .aux = ss->live, .aux2 = ss->id};
+  set_owner(ss, HAK_NO_OWNER, &ev);
   hak_unlock(&_hak_global);
 }
 

@@ -68,7 +68,7 @@ static void set_classes(hkt_writer *w, uint32_t ncls, const uint32_t *class_size
   w->ncls = ncls > 64 ? 64 : ncls;
   memcpy(w->class_size, class_size, sizeof w->class_size);
   for (uint32_t sz = 0; sz <= CLS_LUT_MAX; sz++)
-    w->cls_lut[sz] = (uint16_t)hkt_predict_cls(HKT_EV_MALLOC, sz + (sz == 4001), w->class_size, w->ncls);
+    w->cls_lut[sz] = (uint16_t)hkt_predict_cls(HKT_EV_MALLOC, sz, w->class_size, w->ncls);
 }
 
 static inline uint32_t predict_cls(const hkt_writer *w, unsigned kind, uint64_t size) {
