@@ -87,7 +87,7 @@ $(CORE_A): $(CORE_OBJ)
 $(HAKMEM): $(TOOL_OBJ) $(CORE_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDSAN) -o $@ $(TOOL_OBJ) $(CORE_A) $(LDLIBS_TOOL)
-$(BUILD)/tests/%: tests/%.c $(CORE_A) $(TOOL_OBJ) $(wildcard tests/*.h tests/preload_progs/*.h)
+$(BUILD)/tests/%: tests/%.c $(CORE_A) $(TOOL_OBJ) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -Itools -o $@ $< $(filter-out $(BUILD)/obj/tools/main.o,$(TOOL_OBJ)) $(CORE_A) -lcmocka $(LDLIBS_TOOL)
 $(BUILD)/examples/%: examples/%.c

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "analyze.h"
-#include "hkt_batch.h"
 
 #define AHEAD 16                    /* the prefetch distance, in events */
 

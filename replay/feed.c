@@ -6,7 +6,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include "engine.h"
-#include "hkt_batch.h"
 
 /* ---- the reader ---- */
 

@@ -12,7 +12,7 @@
 
 #include <stdatomic.h>
 #include <sys/mman.h>
-#include "preload_progs/progutil.h"
+#include "testutil.h"
 #include "internal.h"
 
 #define CASE_MAX_EV 64

@@ -24,7 +24,6 @@
 
 #include "hakmem/trace.h"
 #include "../analyze/analyze.h"
-#include "hkt_batch.h"
 
 static char tmpdir[64];
 static char repo[1024];           /* the repo root: the cwd at start */

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "testutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,17 +32,10 @@ typedef struct result {
   char *out, *err;
 } result;
 
+/* A file's whole text ("" if it cannot be read). */
 static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return strdup("");
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = 0;
-  fclose(f);
-  return s;
+  char *s = read_whole_file(path, NULL);
+  return s ? s : strdup("");
 }
 
 /* hakmem ARGS... (NULL-terminated), stdout and stderr captured. */

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "hakmem.h"
-#include "preload_progs/progutil.h"
+#include "testutil.h"
 
 static uint64_t next(uint64_t *s) {
   *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;

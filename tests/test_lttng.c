@@ -17,6 +17,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "testutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -117,17 +118,10 @@ static int rm_cb(const char *p, const struct stat *s, int f, struct FTW *w) {
   return 0;
 }
 
+/* A file's whole text ("" if it cannot be read). */
 static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return strdup("");
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = 0;
-  fclose(f);
-  return s;
+  char *s = read_whole_file(path, NULL);
+  return s ? s : strdup("");
 }
 
 static void write_file(const char *path, const char *text) {

@@ -22,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "preload_progs/progutil.h"
+#include "testutil.h"
 
 static char *g_dir;                 /* scratch directory of this run */
 static char g_preload[PATH_MAX + 64];  /* "LD_PRELOAD=/abs/libhakmem.so" */

@@ -2,7 +2,7 @@
  *
  * Frames are decompressed with zstd's streaming API into one growing
  * buffer (capped at HKT_MAX_FRAME_BYTES); an event frame is then decoded
- * a chunk at a time (HKT_BATCH events, hkt_batch.h) into an array that
+ * a chunk at a time (HKT_BATCH events, hkt_reader_batch) into an array that
  * hkt_reader_next copies from and hkt_reader_batch hands out: one tight
  * loop with its cursors in registers instead of a call per event.
  * Memory is that buffer plus the callsite and stack tables, whatever the
@@ -17,7 +17,6 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 #include "hkt_internal.h"
-#include "hkt_batch.h"
 
 #define IN_CAP (128u << 10)
 #define CLS_LUT_MAX 4096u   /* sizes up to this predict their class by table */

@@ -177,6 +177,14 @@ HAK_API int  hkt_reader_complete(const hkt_reader *r);    /* after 0 from next: 
 HAK_API int  hkt_reader_stack(const hkt_reader *r, uint32_t id, const uint64_t **frames, uint32_t *n);
 HAK_API void hkt_reader_close(hkt_reader *r);
 
+/* Batch reading: the next events by pointer, up to HKT_BATCH at a time,
+ * with no per-event call or copy. n > 0: evs[0..n) are valid until the
+ * next call on r; 0: end of trace; < 0: an hkt_err, after every good
+ * event (as hkt_reader_next, with which it mixes freely). A batch ends
+ * after an event that has a string, so str/bid stay valid as above. */
+#define HKT_BATCH 256u
+HAK_API int  hkt_reader_batch(hkt_reader *r, const hkt_event **evs);
+
 /* ---- writer ------------------------------------------------------------ */
 
 typedef struct hkt_writer hkt_writer;
