@@ -25,6 +25,11 @@
 #include "internal.h"
 #include "replay.h"
 
+/* A candidate that drops events can leave a replay thread waiting for an
+ * event that never comes: that is a stall, and an uninteresting candidate.
+ * Replays of candidates are short: a few seconds without progress say it. */
+#define MZ_STALL_S 3.0
+
 typedef struct mz_ev {
   hkt_event ev;              /* str/bid not kept: calls and thread events have none */
   uint32_t unit;             /* UINT32_MAX: thread start/exit */
@@ -160,11 +165,11 @@ static uint64_t probe(mz *z) {
     for (uint32_t u = 0; u < z->nunits; u++) kept += z->keep[u];
     fprintf(stderr, "\rhakmem minimize: test %" PRIu64 ", %" PRIu64 " of %u units   ", z->tests, kept, z->nunits);
   }
-  int e2 = z->have_srv ? rp_server_run(&z->srv, cand, &r, &c) : rp_spawn(cand, "lenient", NULL, 10, NULL, &r, &c);
+  int e2 = z->have_srv ? rp_server_run(&z->srv, cand, &r, &c) : rp_spawn(cand, "lenient", NULL, MZ_STALL_S, NULL, &r, &c);
   if (e2 && z->have_srv) {   /* the server died: go on without it */
     rp_server_stop(&z->srv);
     z->have_srv = 0;
-    e2 = rp_spawn(cand, "lenient", NULL, 10, NULL, &r, &c);
+    e2 = rp_spawn(cand, "lenient", NULL, MZ_STALL_S, NULL, &r, &c);
   }
   if (e2 || !c.finished) return UINT64_MAX;
   if (!r.ndet || r.diverged || r.stalled || r.det[0].kind != z->det_kind) return UINT64_MAX;
@@ -403,7 +408,7 @@ int cmd_minimize(int argc, char **argv) {
   }
   z.dir = dir;
   rp_env_for_hakmem(z.hdr);
-  z.have_srv = rp_server_start(&z.srv, "lenient", 10) == 0;
+  z.have_srv = rp_server_start(&z.srv, "lenient", MZ_STALL_S) == 0;
 
   /* The whole call sequence must show it first (else the bug needs
    * something calls do not carry, and there is nothing to minimize); which
@@ -422,10 +427,30 @@ int cmd_minimize(int argc, char **argv) {
   z.pinned = z.ev[z.det_call].unit;
   uint32_t *set = malloc(sizeof(uint32_t) * (z.nunits ? z.nunits : 1)), n = 0;
   for (uint32_t u = 0; u < z.nunits; u++) if (u != z.pinned) set[n++] = u;
-  /* The pinned unit alone often suffices: one test before ddmin. */
+  /* The pinned unit alone often suffices: one test before ddmin. Failing
+   * that, an allocator bug usually lives in one size class, often in one
+   * thread: try keeping only those units, and hand ddmin what is left. */
   memset(z.keep, 0, z.nunits);
   z.keep[z.pinned] = 1;
-  if (!interesting(&z)) ddmin(&z, set, n);
+  if (!interesting(&z)) {
+    const hkt_event *pe = &z.ev[z.det_call].ev;
+    for (int narrow = 1; narrow >= 0; narrow--) {
+      memset(z.keep, 0, z.nunits);
+      for (uint64_t i = 0; i < z.n; i++) {
+        const mz_ev *m = &z.ev[i];
+        if (m->unit != UINT32_MAX && m->ev.cls == pe->cls && (!narrow || m->ev.tid == pe->tid))
+          z.keep[m->unit] = 1;
+      }
+      z.keep[z.pinned] = 1;
+      if (interesting(&z)) {
+        uint32_t m2 = 0;
+        for (uint32_t i = 0; i < n; i++) if (z.keep[set[i]]) set[m2++] = set[i];
+        n = m2;
+        break;
+      }
+    }
+    ddmin(&z, set, n);
+  }
   free(set);
   if (z.tty) fputs("\r\033[K", stderr);
 
