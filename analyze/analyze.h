@@ -282,6 +282,7 @@ typedef struct hka_out {
   hkt_reader *r;                      /* for stacks; may be NULL */
   int width;                          /* text: columns */
   hka_symbolizer *sym;
+  int stable;                         /* --stable: text and json without run-dependent fields */
 } hka_out;
 
 int hka_report_text(const hka_state *s, hka_out *o);
@@ -299,6 +300,10 @@ uint32_t hka_stack_skip(hka_symbolizer *z, const uint64_t *frames, uint32_t n);
 int hka_ss_bad(const hka_ss *ss);
 /* Cross-thread pairs as [key, frees] sorted by key = alloc tid << 32 | free tid. */
 uint64_t *hka_xthread_pairs(const hka_state *s, size_t *n);
+/* --stable helpers: a path's last component; the command with its program
+ * reduced to that (arguments kept). */
+const char *hka_base_name(const char *path);
+const char *hka_stable_cmd(const char *cmd, char *buf, size_t n);
 
 int cmd_analyze(int argc, char **argv);
 

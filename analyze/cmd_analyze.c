@@ -16,7 +16,7 @@
 static const char CMD[] = "analyze";
 
 static int usage_help(void) {
-  puts("usage: hakmem analyze FILE [--format text|json|html|perfetto] [-o OUT]\n"
+  puts("usage: hakmem analyze FILE [--format text|json|html|perfetto] [-o OUT] [--stable]\n"
        "\n"
        "Lifecycle correlation report of a trace: stale pointers and detections\n"
        "joined with their block's and SuperSlab's history, summary, size classes,\n"
@@ -25,7 +25,10 @@ static int usage_help(void) {
        "  --format FMT  text (default, fits the terminal), json (docs/report-schema.md),\n"
        "                html (one self-contained file with SVG charts), perfetto\n"
        "                (Chrome trace-event JSON for ui.perfetto.dev / chrome://tracing)\n"
-       "  -o OUT        write the report to OUT instead of standard output");
+       "  -o OUT        write the report to OUT instead of standard output\n"
+       "  --stable      text and json only: leave out what changes from run to run of\n"
+       "                the same program (times, pid, thread ids, load addresses,\n"
+       "                directories): for comparing reports (docs/analyze.md)");
   return CLI_EXIT_OK;
 }
 
@@ -38,6 +41,7 @@ static int term_width(FILE *f) {
 int cmd_analyze(int argc, char **argv) {
   if (cli_help_requested(argc, argv)) return usage_help();
   const char *path = NULL, *out_path = NULL, *format = "text";
+  int stable = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--format") || !strcmp(a, "-f")) {
@@ -48,6 +52,8 @@ int cmd_analyze(int argc, char **argv) {
     } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
       if (++i >= argc) return cli_usage(CMD, "-o needs a file name");
       out_path = argv[i];
+    } else if (!strcmp(a, "--stable")) {
+      stable = 1;
     } else if (a[0] == '-' && a[1]) {
       char msg[256];
       snprintf(msg, sizeof msg, "unknown option '%s'", a);
@@ -69,6 +75,8 @@ int cmd_analyze(int argc, char **argv) {
     snprintf(msg, sizeof msg, "unknown format '%s' (text, json, html or perfetto)", format);
     return cli_usage(CMD, msg);
   }
+  if (stable && writer != hka_report_text && writer != hka_report_json)
+    return cli_usage(CMD, "--stable is for the text and json formats");
 
   struct stat in_st, out_st;
   if (out_path && stat(path, &in_st) == 0 && stat(out_path, &out_st) == 0 &&
@@ -110,7 +118,8 @@ int cmd_analyze(int argc, char **argv) {
     cli_err(CMD, "%s: cannot write: %s", out_path, strerror(errno));
     rc = HKT_ERR_IO;
   } else {
-    hka_out o = {.f = f, .r = r, .width = term_width(f), .sym = z};
+    /* --stable: a fixed width too, so the text does not depend on the terminal */
+    hka_out o = {.f = f, .r = r, .width = stable ? 100 : term_width(f), .sym = z, .stable = stable};
     int werr = writer(s, &o);
     if ((f != stdout ? fclose(f) : fflush(f)) != 0 || HKT_IS_ERR(werr)) {
       cli_err(CMD, "%s: write failed: %s", out_path ? out_path : "standard output", strerror(errno));

@@ -7,14 +7,23 @@
 #include "analyze.h"
 #include "jsonw.h"
 
+/* --stable: fields that change from run to run of the same program (times,
+ * pid, os thread ids, load addresses, absolute paths) are null or reduced
+ * to a base name. Set once per report. */
+static int stable;
+
+static void jw_time(jw *j, const char *key, uint64_t ns) {
+  if (stable) jw_null(j, key); else jw_u64(j, key, ns);
+}
+
 static void callsite(jw *j, const char *key, hka_symbolizer *z, uint64_t addr) {
   if (!addr) { jw_null(j, key); return; }
   hka_sym sym;
   hka_sym_lookup(z, addr, &sym);
   jw_open_compact(j, key, '{');
-  jw_addr(j, "address", addr);
+  if (stable) jw_null(j, "address"); else jw_addr(j, "address", addr);
   jw_str(j, "function", sym.function);
-  jw_str(j, "file", sym.file);
+  jw_str(j, "file", stable ? hka_base_name(sym.file) : sym.file);
   if (sym.line) jw_u64(j, "line", (uint64_t)sym.line); else jw_null(j, "line");
   jw_str(j, "module", sym.module);
   if (sym.module) jw_addr(j, "offset", sym.offset); else jw_null(j, "offset");
@@ -37,7 +46,7 @@ static void when(jw *j, const char *key, uint64_t seq, uint64_t time, uint32_t t
   if (seq == HKA_NONE) { jw_null(j, key); return; }
   jw_open_compact(j, key, '{');
   jw_u64(j, "seq", seq);
-  jw_u64(j, "time_ns", time);
+  jw_time(j, "time_ns", time);
   jw_opt(j, "thread", tid, HKA_NO_TID);
   jw_close(j, '}');
 }
@@ -132,15 +141,20 @@ static void block_history(jw *j, const hka_out *o, const hka_corr *c) {
 }
 
 static void summary(jw *j, const hka_state *s) {
-  char buf[256];
+  char buf[256], cmd[1024];
   jw_open(j, "summary", '{');
-  jw_str(j, "command", s->cmdline);
-  jw_u64(j, "pid", s->hdr.pid);
-  jw_u64(j, "ppid", s->hdr.ppid);
-  jw_u64(j, "start_realtime_ns", s->hdr.start_realtime_ns);
+  jw_str(j, "command", stable ? hka_stable_cmd(s->cmdline, cmd, sizeof cmd) : s->cmdline);
+  if (stable) {
+    jw_null(j, "pid");
+    jw_null(j, "ppid");
+  } else {
+    jw_u64(j, "pid", s->hdr.pid);
+    jw_u64(j, "ppid", s->hdr.ppid);
+  }
+  jw_time(j, "start_realtime_ns", s->hdr.start_realtime_ns);
   jw_str(j, "clock", s->clock);
   jw_addr(j, "arena_base", s->hdr.arena_base);
-  jw_u64(j, "duration_ns", s->last_time);
+  jw_time(j, "duration_ns", s->last_time);
   jw_u64(j, "events", s->events);
   jw_opt(j, "first_seq", s->events ? s->first_seq : HKA_NONE, HKA_NONE);
   jw_opt(j, "last_seq", s->events ? s->last_seq : HKA_NONE, HKA_NONE);
@@ -167,7 +181,7 @@ static void summary(jw *j, const hka_state *s) {
   jw_u64(j, "live_bytes", s->live_bytes);
   jw_u64(j, "peak_live_bytes", s->peak_bytes);
   jw_opt(j, "peak_live_bytes_seq", s->peak_bytes ? s->peak_bytes_seq : HKA_NONE, HKA_NONE);
-  jw_u64(j, "peak_live_bytes_time_ns", s->peak_bytes_time);
+  jw_time(j, "peak_live_bytes_time_ns", s->peak_bytes_time);
   jw_u64(j, "peak_live_blocks", s->peak_blocks);
   jw_opt(j, "peak_live_blocks_seq", s->peak_blocks ? s->peak_blocks_seq : HKA_NONE, HKA_NONE);
   uint64_t reg = 0, unreg = 0;
@@ -202,7 +216,7 @@ static void detections(jw *j, const hka_state *s, const hka_out *o) {
     const hka_corr *c = &s->corr[i];
     jw_open(j, NULL, '{');
     jw_u64(j, "seq", c->seq);
-    jw_u64(j, "time_ns", c->time_ns);
+    jw_time(j, "time_ns", c->time_ns);
     jw_str(j, "kind", c->kind);
     jw_str(j, "source", c->detect ? "detection" : "analysis");
     jw_addr(j, "ptr", c->ptr);
@@ -265,9 +279,9 @@ static void leaks(jw *j, const hka_state *s, const hka_out *o) {
     const hka_leak *l = &s->leaks[i];
     jw_open(j, NULL, '{');
     jw_open_compact(j, "callsite", '{');
-    jw_addr(j, "address", l->caller);
+    if (stable) jw_null(j, "address"); else jw_addr(j, "address", l->caller);
     jw_str(j, "function", l->sym.function);
-    jw_str(j, "file", l->sym.file);
+    jw_str(j, "file", stable ? hka_base_name(l->sym.file) : l->sym.file);
     if (l->sym.line) jw_u64(j, "line", (uint64_t)l->sym.line); else jw_null(j, "line");
     jw_str(j, "module", l->sym.module);
     if (l->sym.module) jw_addr(j, "offset", l->sym.offset); else jw_null(j, "offset");
@@ -328,7 +342,7 @@ static void threads(jw *j, const hka_state *s) {
     if (!th->seen) continue;
     jw_open_compact(j, NULL, '{');
     jw_u64(j, "thread", t);
-    jw_u64(j, "os_tid", th->os_tid);
+    if (stable) jw_null(j, "os_tid"); else jw_u64(j, "os_tid", th->os_tid);
     jw_opt(j, "start_seq", th->start_seq, HKA_NONE);
     jw_opt(j, "exit_seq", th->exit_seq, HKA_NONE);
     jw_u64(j, "allocations", th->allocs);
@@ -352,8 +366,8 @@ static void timeline(jw *j, const hka_state *s) {
     const hka_bucket *b = &s->tl.b[i];
     jw_open_compact(j, NULL, '{');
     jw_u64(j, "seq", b->seq0);
-    jw_u64(j, "time_ns", b->time0);
-    jw_u64(j, "end_time_ns", b->time1);
+    jw_time(j, "time_ns", b->time0);
+    jw_time(j, "end_time_ns", b->time1);
     jw_u64(j, "live_bytes", b->live_bytes);
     jw_u64(j, "max_live_bytes", b->max_live_bytes);
     jw_u64(j, "live_blocks", b->live_blocks);
@@ -371,11 +385,13 @@ static void timeline(jw *j, const hka_state *s) {
 
 int hka_report_json(const hka_state *s, hka_out *o) {
   jw j;
+  stable = o->stable;
   jw_init(&j, o->f);
   jw_open(&j, NULL, '{');
   jw_u64(&j, "hakmem_report", 1);
   jw_open(&j, "trace", '{');
-  jw_str(&j, "file", s->path);
+  jw_str(&j, "file", stable ? hka_base_name(s->path) : s->path);
+  if (stable) jw_bool(&j, "stable", 1);
   jw_u64(&j, "format_version", s->hdr.version);
   jw_bool(&j, "complete", s->complete);
   jw_bool(&j, "truncated", !s->complete);

@@ -17,6 +17,7 @@ typedef struct tx {
   int width;
   hka_symbolizer *sym;
   hkt_reader *r;
+  int stable;                         /* --stable: no times, pid or absolute addresses */
 } tx;
 
 static __attribute__((format(printf, 2, 3))) void line(tx *t, const char *fmt, ...) {
@@ -49,7 +50,15 @@ static void heading(tx *t, const char *title) {
 static const char *site(tx *t, uint64_t addr, char *buf, size_t n) {
   hka_sym sym;
   hka_sym_lookup(t->sym, addr, &sym);
-  return hka_sym_format(&sym, addr, buf, n);
+  return hka_sym_format(&sym, t->stable && !sym.module ? 0 : addr, buf, n);
+}
+
+/* prefix + a time, or "" under --stable */
+static const char *at_time(tx *t, const char *prefix, uint64_t ns, char *buf, size_t n) {
+  char s[64];
+  if (t->stable) snprintf(buf, n, "%s", "");
+  else snprintf(buf, n, "%s%s", prefix, hka_secs(ns, s, sizeof s));
+  return buf;
 }
 
 static const char *tid_str(uint32_t tid, char *buf, size_t n) {
@@ -81,13 +90,13 @@ static void ss_lifecycle(tx *t, const hka_state *s, const hka_ss *ss, const char
   line(t, "%ssuperslab #%" PRIu64 " at 0x%" PRIx64 " (%s, %s), owner thread %" PRIu32, indent,
        ss->id, ss->base, hka_bytes(ss->size, a, sizeof a), cls_str(s, ss->cls, b, sizeof b), ss->owner);
   if (ss->reg_seq != HKA_NONE)
-    line(t, "%s  registered    seq %-10" PRIu64 " thread %-4s at %s", indent, ss->reg_seq,
-         tid_str(ss->reg_tid, a, sizeof a), hka_secs(ss->reg_time, c, sizeof c));
+    line(t, "%s  registered    seq %-10" PRIu64 " thread %-4s%s", indent, ss->reg_seq,
+         tid_str(ss->reg_tid, a, sizeof a), at_time(t, " at ", ss->reg_time, c, sizeof c));
   else
     line(t, "%s  registered    before the trace starts", indent);
   if (ss->unreg_seq != HKA_NONE) {
-    line(t, "%s  unregistered  seq %-10" PRIu64 " thread %-4s at %s", indent, ss->unreg_seq,
-         tid_str(ss->unreg_tid, a, sizeof a), hka_secs(ss->unreg_time, c, sizeof c));
+    line(t, "%s  unregistered  seq %-10" PRIu64 " thread %-4s%s", indent, ss->unreg_seq,
+         tid_str(ss->unreg_tid, a, sizeof a), at_time(t, " at ", ss->unreg_time, c, sizeof c));
     line(t, "%s    blocks still held then: %" PRIu64 " by the program, %" PRIu64 " by the allocator's count",
          indent, ss->live_at_unreg, ss->reported_live);
     char ind2[32];
@@ -132,9 +141,9 @@ static void correlation(tx *t, const hka_state *s, uint32_t i, cctx *x) {
   const hka_corr *c = &s->corr[i];
   char a[512], b[64], d[64];
   fputc('\n', t->f);
-  line(t, "#%u %s (%s) at seq %" PRIu64 ", %s, thread %" PRIu32 ": ptr 0x%" PRIx64, i + 1, c->kind,
+  line(t, "#%u %s (%s) at seq %" PRIu64 "%s, thread %" PRIu32 ": ptr 0x%" PRIx64, i + 1, c->kind,
        c->detect ? "detected by hakmem" : "found in the trace", c->seq,
-       hka_secs(c->time_ns, b, sizeof b), c->tid, c->ptr);
+       at_time(t, ", ", c->time_ns, b, sizeof b), c->tid, c->ptr);
   if (c->caller) line(t, "   called from %s", site(t, c->caller, a, sizeof a));
   if (c->free_seq != HKA_NONE) line(t, "   on the free at seq %" PRIu64, c->free_seq);
   if (!strcmp(c->kind, "alloc_unregistered"))
@@ -173,10 +182,18 @@ static void correlation(tx *t, const hka_state *s, uint32_t i, cctx *x) {
 static void summary(tx *t, const hka_state *s) {
   char a[64], b[64], c[64];
   heading(t, "Summary");
-  line(t, "command    %s", s->cmdline ? s->cmdline : "?");
-  line(t, "process    pid %" PRIu32 ", clock %s", s->hdr.pid, s->clock ? s->clock : "?");
-  line(t, "duration   %s, %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 ")",
-       hka_secs(s->last_time, a, sizeof a), s->events, s->events ? s->first_seq : 0, s->last_seq);
+  char cmd[1024];
+  const char *command = t->stable ? hka_stable_cmd(s->cmdline, cmd, sizeof cmd) : s->cmdline;
+  line(t, "command    %s", command ? command : "?");
+  if (t->stable) {
+    line(t, "process    clock %s", s->clock ? s->clock : "?");
+    line(t, "length     %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 ")",
+         s->events, s->events ? s->first_seq : 0, s->last_seq);
+  } else {
+    line(t, "process    pid %" PRIu32 ", clock %s", s->hdr.pid, s->clock ? s->clock : "?");
+    line(t, "duration   %s, %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 ")",
+         hka_secs(s->last_time, a, sizeof a), s->events, s->events ? s->first_seq : 0, s->last_seq);
+  }
   line(t, "ended      %s%s", hka_end_text(s, a, sizeof a), s->end_seen ? "" : " (no end event)");
   uint32_t threads = 0;
   for (uint32_t i = 0; i < s->nthreads; i++) threads += s->threads[i].seen;
@@ -184,9 +201,11 @@ static void summary(tx *t, const hka_state *s) {
   line(t, "allocated  %" PRIu64 " blocks, %s (%" PRIu64 " failed)", s->allocs,
        hka_bytes(s->alloc_bytes, a, sizeof a), s->failed_allocs);
   line(t, "freed      %" PRIu64 " blocks, %s", s->frees, hka_bytes(s->free_bytes, a, sizeof a));
-  line(t, "peak live  %s in %" PRIu64 " blocks at seq %" PRIu64 " (%s); %" PRIu64 " blocks at most",
-       hka_bytes(s->peak_bytes, a, sizeof a), s->peak_bytes_blocks, s->peak_bytes_seq,
-       hka_secs(s->peak_bytes_time, b, sizeof b), s->peak_blocks);
+  char when[80];
+  if (!t->stable) snprintf(when, sizeof when, " (%s)", hka_secs(s->peak_bytes_time, b, sizeof b));
+  else when[0] = 0;
+  line(t, "peak live  %s in %" PRIu64 " blocks at seq %" PRIu64 "%s; %" PRIu64 " blocks at most",
+       hka_bytes(s->peak_bytes, a, sizeof a), s->peak_bytes_blocks, s->peak_bytes_seq, when, s->peak_blocks);
   line(t, "at end     %" PRIu64 " blocks, %s live; %" PRIu64 " superslabs registered (peak %" PRIu64 ")",
        s->live_blocks, hka_bytes(s->live_bytes, a, sizeof a), s->ss_live, s->ss_peak);
   if (s->large_maps)
@@ -268,7 +287,8 @@ static void leaks(tx *t, const hka_state *s) {
   line(t, "%10s %8s  %s", "bytes", "blocks", "allocated at");
   for (uint32_t i = 0; i < s->nleaks && i < MAX_LEAK_ROWS; i++) {
     const hka_leak *l = &s->leaks[i];
-    line(t, "%10" PRIu64 " %8" PRIu64 "  %s", l->bytes, l->blocks, hka_sym_format(&l->sym, l->caller, a, sizeof a));
+    line(t, "%10" PRIu64 " %8" PRIu64 "  %s", l->bytes, l->blocks,
+         hka_sym_format(&l->sym, t->stable && !l->sym.module ? 0 : l->caller, a, sizeof a));
     const uint64_t *fr = NULL;
     uint32_t n = 0;
     if (l->stack_id && t->r && !HKT_IS_ERR(hkt_reader_stack(t->r, l->stack_id, &fr, &n)))
@@ -360,13 +380,13 @@ static void timeline(tx *t, const hka_state *s) {
     spark(t, label, s, 2 + c);
     rows++;
   }
-  line(t, "%-12s  seq %" PRIu64 "..%" PRIu64 ", %s; max %s live, %" PRIu64 " superslabs", "", s->events ? s->first_seq : 0,
-       s->last_seq, hka_secs(s->last_time, a, sizeof a), hka_bytes(s->peak_bytes, b, sizeof b), s->ss_peak);
+  line(t, "%-12s  seq %" PRIu64 "..%" PRIu64 "%s; max %s live, %" PRIu64 " superslabs", "", s->events ? s->first_seq : 0,
+       s->last_seq, at_time(t, ", ", s->last_time, a, sizeof a), hka_bytes(s->peak_bytes, b, sizeof b), s->ss_peak);
 }
 
 int hka_report_text(const hka_state *s, hka_out *o) {
-  tx t = {o->f, o->width > 20 ? o->width : 100, o->sym, o->r};
-  line(&t, "hakmem analyze: %s", s->path);
+  tx t = {o->f, o->width > 20 ? o->width : 100, o->sym, o->r, o->stable};
+  line(&t, "hakmem analyze: %s", t.stable ? hka_base_name(s->path) : s->path);
   if (s->read_error)
     line(&t, "!! the trace is cut short (%s): this report covers the %" PRIu64 " events up to seq %" PRIu64,
          s->read_errmsg, s->events, s->last_seq);

@@ -41,6 +41,21 @@ uint32_t hka_stack_skip(hka_symbolizer *z, const uint64_t *frames, uint32_t n) {
   return k;
 }
 
+const char *hka_base_name(const char *path) {
+  if (!path) return NULL;
+  const char *s = strrchr(path, '/');
+  return s ? s + 1 : path;
+}
+
+const char *hka_stable_cmd(const char *cmd, char *buf, size_t n) {
+  if (!cmd) return NULL;
+  size_t prog = strcspn(cmd, " ");
+  const char *p = cmd;
+  for (const char *q = cmd; q < cmd + prog; q++) if (*q == '/') p = q + 1;
+  snprintf(buf, n, "%s", p);
+  return buf;
+}
+
 int hka_ss_bad(const hka_ss *ss) {
   return ss->detections || ss->invariant_seq != HKA_NONE ||
          (ss->unreg_seq != HKA_NONE && (ss->live_at_unreg || ss->reported_live));

@@ -545,6 +545,59 @@ static void test_golden(void **state) {
   golden_one("stale", write_stale);
 }
 
+/* Golden reports of the example programs (examples/README.md), recorded
+ * here with the environment each needs and analyzed with --stable, which
+ * leaves out what changes from run to run (times, pid, thread ids, load
+ * addresses, directories); the recorder fixes the arena base, so heap
+ * addresses and SuperSlab bases are the same on every run. The goldens are
+ * tests/golden/examples/NAME.{txt,json} (HAKMEM_UPDATE_GOLDEN=1 rewrites
+ * them). They depend on the examples' code and this machine's libc (its
+ * own allocations appear as leaks). */
+static void golden_example(const char *name, const char *env) {
+  char hakmem[PATH_MAX], prog[PATH_MAX];
+  snprintf(hakmem, sizeof hakmem, "%s/%s/bin/hakmem", repo, build);
+  snprintf(prog, sizeof prog, "%s/%s/examples/%s", repo, build, name);
+  if (getenv("HAKMEM_TEST_SAN")) { skip(); return; }
+  if (access(hakmem, X_OK) != 0 || access(prog, X_OK) != 0) {
+    printf("skip: %s or %s not built\n", hakmem, prog);
+    skip();
+    return;
+  }
+  char trace[64], log[64];
+  snprintf(trace, sizeof trace, "%s.hkt.zst", name);
+  snprintf(log, sizeof log, "%s.record.log", name);
+  unlink(tmp(trace));
+  /* the programs that find their bug abort: only the trace matters */
+  sh("cd '%s' && env -u HAKMEM_DEBUG -u HAKMEM_ON_ERROR -u HAKMEM_INJECT %s '%s' record -o '%s' -- '%s' >'%s' 2>&1",
+     tmpdir, env, hakmem, trace, prog, log);
+  if (access(tmp(trace), F_OK) != 0) {
+    sh("tail -3 '%s'", tmp(log));
+    fail_msg("`hakmem record` wrote no trace of %s", name);
+  }
+  const char *fmts[] = {"text", "json"}, *ext[] = {"txt", "json"};
+  for (int i = 0; i < 2; i++) {
+    char out[64], golden[PATH_MAX];
+    snprintf(out, sizeof out, "%s.%s", name, ext[i]);
+    /* the trace as a relative name: the report names it as given */
+    assert_int_equal(sh("cd '%s' && '%s' analyze '%s' --stable --format %s -o '%s'", tmpdir, hakmem, trace,
+                        fmts[i], out), 0);
+    snprintf(golden, sizeof golden, "%s/tests/golden/examples/%s.%s", repo, name, ext[i]);
+    if (getenv("HAKMEM_UPDATE_GOLDEN")) {
+      assert_int_equal(sh("mkdir -p '%s/tests/golden/examples' && cp '%s' '%s'", repo, tmp(out), golden), 0);
+      continue;
+    }
+    int rc = sh("diff -u '%s' '%s' > '%s'", golden, tmp(out), tmp("golden.diff"));
+    if (rc) {
+      sh("head -40 '%s'", tmp("golden.diff"));
+      fail_msg("%s differs from the golden report (HAKMEM_UPDATE_GOLDEN=1 to regenerate)", golden);
+    }
+  }
+}
+static void test_golden_double_free(void **state) { (void)state; golden_example("double_free", "HAKMEM_DEBUG=1"); }
+static void test_golden_interior_free(void **state) { (void)state; golden_example("interior_free", ""); }
+static void test_golden_overflow(void **state) { (void)state; golden_example("overflow", "HAKMEM_DEBUG=2"); }
+static void test_golden_leaks(void **state) { (void)state; golden_example("leaks", ""); }
+
 static void test_truncated_and_unreadable(void **state) {
   (void)state;
   /* cut inside the last frames: the report covers what is there and says so */
@@ -965,6 +1018,10 @@ int main(void) {
     cmocka_unit_test(test_stale_correlation),
     cmocka_unit_test(test_formats),
     cmocka_unit_test(test_golden),
+    cmocka_unit_test(test_golden_double_free),
+    cmocka_unit_test(test_golden_interior_free),
+    cmocka_unit_test(test_golden_overflow),
+    cmocka_unit_test(test_golden_leaks),
     cmocka_unit_test(test_truncated_and_unreadable),
     cmocka_unit_test(test_long_trace_bounds),
     cmocka_unit_test(test_html_renders),

@@ -126,7 +126,7 @@ static const command commands[] = {
    "  --emit-c OUT.c   also write a standalone C program making the same calls\n"
    "  -h, --help       this help\n"},
   {"analyze", cmd_analyze, "lifecycle correlation report: detections, SuperSlabs, leaks",
-   "usage: hakmem analyze FILE [--format text|json|html|perfetto] [-o OUT]\n"
+   "usage: hakmem analyze FILE [--format text|json|html|perfetto] [-o OUT] [--stable]\n"
    "\n"
    "One pass, memory bounded by live blocks: summary, per-class use, SuperSlab\n"
    "lifecycles, stale-pointer correlation, leaks by callsite, cross-thread\n"
@@ -136,6 +136,8 @@ static const command commands[] = {
    "                   self-contained file with SVG charts), perfetto (Chrome\n"
    "                   trace-event JSON for ui.perfetto.dev)\n"
    "  -o, --output OUT write the report to OUT (default: standard output)\n"
+   "      --stable     text and json: leave out times, pid, thread ids, load addresses\n"
+   "                   and directories, for comparing reports (docs/analyze.md)\n"
    "  -h, --help       this help\n"},
   {"import", cmd_import, "convert an LTTng (CTF) trace of hakmem events",
    "usage: hakmem import LTTNG_TRACE_DIR [-o FILE] [--pid PID] [--window N]\n"
