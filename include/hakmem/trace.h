@@ -47,12 +47,12 @@ enum hkt_kind {
   HKT_EV_SS_REGISTER = 8,   /* ptr = SuperSlab base, size = its bytes, cls, aux = owner thread index, aux2 = SuperSlab id */
   HKT_EV_SS_UNREGISTER = 9, /* same fields; aux3 = blocks still live (0 unless the invariant broke) */
   HKT_EV_REMOTE_PUSH = 10,  /* ptr = block, aux = SuperSlab base, aux2 = owner thread index, cls */
-  HKT_EV_REMOTE_DRAIN = 11, /* aux = SuperSlab base, size = blocks drained, cls */
+  HKT_EV_REMOTE_DRAIN = 11, /* aux = SuperSlab base, size = blocks drained (0: an exiting owner found it empty), cls */
   HKT_EV_CACHE_REFILL = 12, /* size = blocks moved into the thread cache, cls, aux = SuperSlab base, aux2 = of them drained from its remote queue; size may be 0 (an attempt, recorded for ordering) */
   HKT_EV_CACHE_FLUSH = 13,  /* size = blocks moved out, cls */
   HKT_EV_SS_ADOPT = 14,     /* ptr = SuperSlab base, cls, aux2 = id; fn = 0 from the shared pool (abandoned), 1 from the empty cache */
   HKT_EV_SS_ABANDON = 15,   /* ptr = SuperSlab base, cls; the owner exited with blocks still live */
-  HKT_EV_LARGE_MAP = 16,    /* ptr, size = bytes mapped for a large block */
+  HKT_EV_LARGE_MAP = 16,    /* ptr, size = bytes the large block now spans (also after an in-place realloc, or an attempt that failed: size unchanged) */
   HKT_EV_LARGE_UNMAP = 17,  /* ptr, size */
   HKT_EV_MODULE_LOAD = 18,  /* ptr = base, size, str = path, bid/bid_len = build-id */
   HKT_EV_MARK = 19,         /* str = label */
