@@ -49,12 +49,14 @@ void *_hak_malloc_slow(size_t size, void *caller);
  * is a cache pop that needs no frame, and the caller's address is only
  * read on the way to the slow path. */
 static inline __attribute__((always_inline)) int _hak_fast_malloc(size_t size, void **out) {
-  if (likely(size <= HAK_MID_MAX) && !HAK_INSTR_ON()) {
+  if (likely(size <= HAK_MID_MAX) && !HAK_INSTR_SLOW()) {
     hak_heap *h = _hak_tls;
-    hak_tcache *tc = &h->cache[_hak_size_class(size)];
+    unsigned cls = _hak_size_class(size);
+    hak_tcache *tc = &h->cache[cls];
     if (likely(tc->count)) {
       tc->allocs++;
-      *out = tc->slot[--tc->count];
+      void *p = *out = tc->slot[--tc->count];
+      if (HAK_INSTR_DBG1()) _hak_dbg_track(p, size, cls);
       return 1;
     }
   }
@@ -75,12 +77,13 @@ static inline __attribute__((always_inline)) int _hak_fast_free(void *p) {
    * classes check the block boundary with a mask; the mid classes' division
    * is left to the slow path. */
   uintptr_t off;
-  if (likely(ss != NULL) && !HAK_INSTR_ON() && likely(ss->shift) &&
+  if (likely(ss != NULL) && !HAK_INSTR_SLOW() && likely(ss->shift) &&
       likely(((off = (uintptr_t)p - (uintptr_t)ss->blocks) & ss->block_mask) == 0) &&
       likely(off < (uintptr_t)(HAK_RD(ss->carve_end) - ss->blocks))) {   /* unsigned: below blocks fails too */
     hak_heap *h = _hak_tls;
     hak_tcache *tc = &h->cache[ss->cls];
     if (likely(HAK_RD(ss->owner) == h->idx && tc->count < tc->cap)) {
+      if (HAK_INSTR_DBG1() && _hak_dbg_free(p, ss)) return 1;   /* reported, not freed */
       tc->slot[tc->count++] = p;
       tc->frees++;
       return 1;

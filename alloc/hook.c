@@ -4,7 +4,11 @@
 const hak_recorder *_hak_rec;
 int _hak_instr;
 
+void _hak_instr_update(void) {
+  _hak_instr = _hak_rec || _hak_cfg.debug >= 2 ? 2 : _hak_cfg.debug == 1;
+}
+
 void _hak_recorder_attach(const hak_recorder *r) {
   __atomic_store_n(&_hak_rec, r, __ATOMIC_RELEASE);
-  _hak_instr = r != NULL || _hak_cfg.debug != 0;
+  _hak_instr_update();
 }

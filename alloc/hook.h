@@ -39,14 +39,19 @@ __attribute__((visibility("default"))) void _hak_recorder_handover(const hak_rec
 void _hak_early_start(void);
 void _hak_early_fork_child(void);
 
-/* Nonzero while a recorder is attached or a debug level is on: the malloc
- * and free fast paths test this one word and leave everything else to the
- * slow paths. Kept by hook.c and init.c. */
+/* What the malloc and free fast paths must do besides their work, in one
+ * word they test: 0 nothing; 1 debug level 1 only (the fast paths go on,
+ * checking and setting one state byte per block); 2 anything else (a
+ * recorder attached, debug level 2 or 3): everything takes the slow paths.
+ * Kept by _hak_instr_update (hook.c), called at init and on attach. */
 extern int _hak_instr;
+void _hak_instr_update(void);
 #ifdef HAK_NO_HOOKS   /* the benchmark's baseline: what the hooks cost */
-#define HAK_INSTR_ON() 0
+#define HAK_INSTR_SLOW() 0
+#define HAK_INSTR_DBG1() 0
 #else
-#define HAK_INSTR_ON() __builtin_expect(_hak_instr != 0, 0)
+#define HAK_INSTR_SLOW() __builtin_expect(_hak_instr > 1, 0)
+#define HAK_INSTR_DBG1() __builtin_expect(_hak_instr == 1, 0)
 #endif
 
 /* Decoded as `if (unlikely(_hak_rec)) ...` at every event site. */

@@ -137,12 +137,13 @@ static void release_now(hak_heap *h, hak_ss *ss, unsigned cls) {
   _hak_msg("HAKMEM_INJECT=%s fired in thread %u: releasing SuperSlab #%u (class %u, base %p) "
            "with %u live blocks, %u of them in this thread's cache", kind_names[_hak_inject_kind], h->idx, ss->id,
            cls, (void *)ss, ss->live, cached);
-  if (HAK_DBG_ON()) {
-    char what[160];
-    _hak_fmt(what, sizeof what, "SuperSlab released with %u live blocks, %u of them in thread %u's cache",
-             ss->live, cached, h->idx);
-    _hak_detect(HKT_DET_SS_INVARIANT, ss, ss, ss->live, what);
-  }
+  /* The detection is reported after the release, outside the lock: a
+   * report may abort, and a process must not die (nor a replay stop) with
+   * the global lock held. */
+  char what[160];
+  uint32_t live = ss->live;
+  _hak_fmt(what, sizeof what, "SuperSlab released with %u live blocks, %u of them in thread %u's cache",
+           live, cached, h->idx);
   uint64_t seq = HAK_REC_ON() ? _hak_ss_emit(HKT_EV_SS_UNREGISTER, h->idx, ss, ss->live) : HAK_NO_SEQ;
   unsigned lg = ss->lg_size;
   uint64_t idx = (uint64_t)((char *)ss - _hak_arena.ss_base) >> HAK_CHUNK_LG;
@@ -154,6 +155,7 @@ static void release_now(hak_heap *h, hak_ss *ss, unsigned cls) {
   atomic_fetch_add_explicit(&_hak_g.ss_unreg_cls[cls], 1, memory_order_relaxed);
   _hak_arena_ss_free(ss, lg);
   hak_unlock(&_hak_global);
+  if (HAK_DBG_ON()) _hak_detect(HKT_DET_SS_INVARIANT, ss, NULL, live, what);
 }
 
 /* After a flush that kept blocks: the top one's SuperSlab is this thread's. */

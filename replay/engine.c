@@ -161,7 +161,11 @@ static unsigned addr_fields(unsigned kind) {
 }
 
 static int same(const rp_item *e, const hkt_event *g) {
-  if (e->kind != g->kind || e->fn != g->fn || e->tid != g->tid || e->cls != g->cls) return 0;
+  if (e->kind != g->kind || e->fn != g->fn || e->tid != g->tid) return 0;
+  /* A FREE's class is what its thread saw in the registry on entry, without
+   * a lock: a free racing the unregistration of its SuperSlab (a stale
+   * pointer) may see either. What the free then does is compared. */
+  if (e->cls != g->cls && e->kind != HKT_EV_FREE) return 0;
   unsigned a = addr_fields(e->kind);
   if ((a & 1 ? xl(e->ptr) : e->ptr) != g->ptr) return 0;
   if (e->size != g->size || e->aux2 != g->aux2 || e->aux3 != g->aux3) return 0;
@@ -179,7 +183,11 @@ static inline void digest(const hkt_event *g) {
 static void rec_wait(void *ctx) {
   if (!me || rp_e.o.mode != RP_HAKMEM) return;
   rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
-  if (e) wait_turn(e);
+  if (e) { wait_turn(e); return; }
+  /* Past the thread's last recorded event in a trace cut by a crash: stop
+   * here, before the allocator takes the lock it is about to take, not in
+   * emit with that lock held (another thread may still need it). */
+  if (!rp_e.res->complete || rp_e.res->end_kind == HKT_END_SIGNAL) { rp_e.res->beyond_end = 1; park(); }
 }
 
 static void rec_emit(void *ctx, hkt_event *ev) {

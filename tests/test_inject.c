@@ -157,9 +157,25 @@ static void test_bad_spec_is_reported_and_ignored(void **state) {
 
 /* Record the injected example with the real recorder (it aborts at the
  * detection, inside a free) and replay it: the replay shows the same
- * detection at the same seq. */
+ * detection at the same seq. One recording and replay; returns 0 when the
+ * replay reproduced it, else writes why into `why`. */
+static int record_and_replay(char *why, size_t whylen);
+
+/* A multi-threaded trace cut by a crash does not always replay: a free
+ * that races the early release it follows can be classified differently
+ * (docs/replay.md, "Limits"). So: up to three fresh recordings, one of
+ * which must reproduce; each failure is printed. */
 static void test_replay_reproduces(void **state) {
   if (under_sanitizer() || !*test_libhakmem()) skip();
+  char why[4096];
+  for (int attempt = 1; attempt <= 3; attempt++) {
+    if (record_and_replay(why, sizeof why) == 0) return;
+    printf("attempt %d: %s\n", attempt, why);
+  }
+  fail_msg("three recordings, none replayed to its detection; last: %s", why);
+}
+
+static int record_and_replay(char *why, size_t whylen) {
   char hakmem[PATH_MAX + 32], exe[PATH_MAX + 32], trace[PATH_MAX + 32], pre[PATH_MAX + 16];
   snprintf(hakmem, sizeof hakmem, "%s/bin/hakmem", test_build_dir());
   snprintf(exe, sizeof exe, "%s/examples/injected", test_build_dir());
@@ -192,17 +208,20 @@ static void test_replay_reproduces(void **state) {
 
   char *replay[] = {hakmem, "replay", trace, "--json", NULL};
   assert_int_equal(run_prog(NULL, replay, NULL, 300, &r), 0);
-  if (strstr(r.err, "not built in")) {
+  if (strstr(r.err, "not built in")) {   /* replay is built in this tree: say so loudly */
+    snprintf(why, whylen, "hakmem replay is not built");
     prog_result_free(&r);
     remove_scratch_dir(dir);
-    skip();
+    return -1;
   }
   char want[64];
   snprintf(want, sizeof want, "\"seq\":%llu", seq);
-  if (!strstr(r.out, want) || !strstr(r.out, "ss_invariant"))
-    fail_msg("replay did not reproduce ss_invariant at seq %llu: %s\n%s", seq, prog_describe(&r), r.out);
+  int ok = strstr(r.out, want) && strstr(r.out, "ss_invariant");
+  if (!ok) snprintf(why, whylen, "replay did not reproduce ss_invariant at seq %llu: %s; %.2000s", seq,
+                    prog_describe(&r), r.out);
   prog_result_free(&r);
   remove_scratch_dir(dir);
+  return ok ? 0 : -1;
 }
 
 int main(void) {
