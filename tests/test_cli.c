@@ -32,11 +32,6 @@ typedef struct result {
   char *out, *err;
 } result;
 
-/* A file's whole text ("" if it cannot be read). */
-static char *slurp(const char *path) {
-  char *s = read_whole_file(path, NULL);
-  return s ? s : strdup("");
-}
 
 /* hakmem ARGS... (NULL-terminated), stdout and stderr captured. */
 static result run(const char *arg0, ...) {
@@ -48,23 +43,11 @@ static result run(const char *arg0, ...) {
   va_end(ap);
   argv[argc] = NULL;
 
-  char out[128], err[128];
-  snprintf(out, sizeof out, "%s/stdout", tmpdir);
-  snprintf(err, sizeof err, "%s/stderr", tmpdir);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(o, 1);
-    dup2(e, 2);
-    execv(hakmem_bin, (char **)argv);
-    _exit(127);
-  }
-  int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-  result r = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)};
-  r.out = slurp(out);
-  r.err = slurp(err);
+  prog_result pr;
+  assert_int_equal(run_prog(NULL, (char *const *)argv, NULL, 300, &pr), 0);
+  assert_false(pr.timed_out);
+  int st = pr.status;
+  result r = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), .out = pr.out, .err = pr.err};
   /* under a sanitizer a memory error exits 1, like a verify failure: look */
   if (strstr(r.err, "Sanitizer") || strstr(r.err, "runtime error:"))
     fail_msg("hakmem %s: sanitizer report:\n%s", arg0 ? arg0 : "", r.err);

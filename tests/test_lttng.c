@@ -133,22 +133,16 @@ static void write_file(const char *path, const char *text) {
 
 /* Runs argv (env: extra "NAME=VALUE" entries, NULL-terminated) with output
  * to tmp/out and tmp/err; returns exit code or 128+signal. */
+static char *tmp_path(const char *name);
+
 static int run(const char *const *argv, const char *const *env) {
-  char out[128], err[128];
-  snprintf(out, sizeof out, "%s/out", tmp);
-  snprintf(err, sizeof err, "%s/err", tmp);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(o, 1);
-    dup2(e, 2);
-    for (; env && *env; env++) putenv((char *)*env);
-    execvp(argv[0], (char **)argv);
-    _exit(127);
-  }
-  int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  prog_result pr;
+  assert_int_equal(run_prog(NULL, (char *const *)argv, env, 600, &pr), 0);
+  assert_false(pr.timed_out);
+  write_whole_file(tmp_path("out"), pr.out);
+  write_whole_file(tmp_path("err"), pr.err);
+  int st = pr.status;
+  prog_result_free(&pr);
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "hakmem/trace.h"
+#include "testutil.h"
 
 static char tmpdir[64];
 static char hakmem_bin[4096];
@@ -92,42 +93,21 @@ static const char *prog_bad =
 
 /* ---- helpers ---- */
 
+/* A file's whole text ("" if it cannot be read). */
 static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return strdup("");
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = 0;
-  fclose(f);
-  return s;
+  char *t = read_whole_file(path, NULL);
+  return t ? t : strdup("");
 }
 
 typedef struct result { int status; char *out, *err; } result;
 
 /* argv[0] is run as is (a path); env: "NAME=VALUE" strings to add, NULL-ended. */
 static result runv(const char **env, const char **argv) {
-  char out[128], err[128];
-  snprintf(out, sizeof out, "%s/stdout", tmpdir);
-  snprintf(err, sizeof err, "%s/stderr", tmpdir);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(o, 1);
-    dup2(e, 2);
-    for (const char **v = env; v && *v; v++) putenv((char *)*v);
-    execv(argv[0], (char **)argv);
-    _exit(127);
-  }
-  int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-  result r = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)};
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+  prog_result pr;
+  assert_int_equal(run_prog(NULL, (char *const *)argv, env, 900, &pr), 0);
+  assert_false(pr.timed_out);
+  int st = pr.status;
+  return (result){.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), .out = pr.out, .err = pr.err};
 }
 
 #define HAKMEM(...) runv(NULL, (const char *[]){hakmem_bin, __VA_ARGS__, NULL})
@@ -283,17 +263,29 @@ static void test_injected_faults_reproduced(void **state) {
     snprintf(path, sizeof path, "%s/inj.hkt.zst", tmpdir);
     snprintf(bin, sizeof bin, "%s/mt", tmpdir);
     const char *env[] = {inj, "HAKMEM_DEBUG=1", "HAKMEM_ON_ERROR=continue", NULL};
-    result r = runv(env, (const char *[]){hakmem_bin, "record", "-o", path, "--", bin, "2", "10", NULL});
-    result_free(&r);
-    uint64_t ndet = 0;
-    uint64_t det = find_seq(path, HKT_EV_DETECTION, -1, NULL);
-    if (det == UINT64_MAX) fail_msg("%s: no detection recorded", kinds[k]);
-    hkt_reader *rd;
-    hkt_event ev;
-    assert_int_equal(hkt_reader_open(&rd, path), 0);
-    while (hkt_reader_next(rd, &ev) == 1) ndet += ev.kind == HKT_EV_DETECTION;
-    hkt_reader_close(rd);
-    r = HAKMEM("replay", path, "--repeat", "3", "--json");
+    /* The injected bugs hand out blocks that the program still writes to;
+     * where such a write lands in allocator state (a freelist link), the
+     * replay, which re-drives calls and not the program's writes, can part
+     * from the recording (docs/replay.md, "Limits"). A fresh recording
+     * then reproduces: up to three, each failure printed. */
+    result r = {0};
+    uint64_t ndet = 0, det = UINT64_MAX;
+    for (int attempt = 1; attempt <= 3; attempt++) {
+      r = runv(env, (const char *[]){hakmem_bin, "record", "-o", path, "--", bin, "2", "10", NULL});
+      result_free(&r);
+      ndet = 0;
+      det = find_seq(path, HKT_EV_DETECTION, -1, NULL);
+      if (det == UINT64_MAX) fail_msg("%s: no detection recorded", kinds[k]);
+      hkt_reader *rd;
+      hkt_event ev;
+      assert_int_equal(hkt_reader_open(&rd, path), 0);
+      while (hkt_reader_next(rd, &ev) == 1) ndet += ev.kind == HKT_EV_DETECTION;
+      hkt_reader_close(rd);
+      r = HAKMEM("replay", path, "--repeat", "3", "--json");
+      if (r.status == 3 || attempt == 3) break;
+      print_message("%s: attempt %d: replay exit %d: %.300s\n", kinds[k], attempt, r.status, r.out);
+      result_free(&r);
+    }
     if (r.status != 3) fail_msg("%s: replay exit %d\n%s\n%s", kinds[k], r.status, r.out, r.err);
     assert_non_null(strstr(r.out, "\"identical\":true"));
     assert_int_equal(json_u64(r.out, "runs_identical"), 3);
