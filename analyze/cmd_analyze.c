@@ -15,23 +15,6 @@
 
 static const char CMD[] = "analyze";
 
-static int usage_help(void) {
-  puts("usage: hakmem analyze FILE [--format text|json|html|perfetto] [-o OUT] [--stable]\n"
-       "\n"
-       "Lifecycle correlation report of a trace: stale pointers and detections\n"
-       "joined with their block's and SuperSlab's history, summary, size classes,\n"
-       "SuperSlab lifecycles, leaks by callsite, cross-thread frees, timeline.\n"
-       "\n"
-       "  --format FMT  text (default, fits the terminal), json (docs/report-schema.md),\n"
-       "                html (one self-contained file with SVG charts), perfetto\n"
-       "                (Chrome trace-event JSON for ui.perfetto.dev / chrome://tracing)\n"
-       "  -o OUT        write the report to OUT instead of standard output\n"
-       "  --stable      text and json only: leave out what changes from run to run of\n"
-       "                the same program (times, pid, thread ids, load addresses,\n"
-       "                directories): for comparing reports (docs/analyze.md)");
-  return CLI_EXIT_OK;
-}
-
 static int term_width(FILE *f) {
   struct winsize ws;
   if (isatty(fileno(f)) && ioctl(fileno(f), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 40) return ws.ws_col;
@@ -39,7 +22,7 @@ static int term_width(FILE *f) {
 }
 
 int cmd_analyze(int argc, char **argv) {
-  if (cli_help_requested(argc, argv)) return usage_help();
+  if (cli_help_requested(argc, argv)) return cli_help(CMD);
   const char *path = NULL, *out_path = NULL, *format = "text";
   int stable = 0;
   for (int i = 1; i < argc; i++) {

@@ -37,6 +37,14 @@ void cli_err(const char *cmd, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* Help texts (help.c): one entry per command, NULL-terminated. */
+typedef struct cli_command_help {
+  const char *name, *summary, *help;
+} cli_command_help;
+extern const cli_command_help cli_commands[];
+const cli_command_help *cli_find_help(const char *name);
+int cli_help(const char *name);   /* prints CMD's help on stdout: CLI_EXIT_OK */
+
 /* A usage error: one line, a pointer to the help, exit code 2. */
 static inline int cli_usage(const char *cmd, const char *what) {
   fprintf(stderr, "hakmem %s: %s (see 'hakmem help %s')\n", cmd, what, cmd);

@@ -7,15 +7,9 @@
 #include <unistd.h>
 
 #include "hakmem/trace.h"
+#include "cli.h"
 #include "lttng_session.h"
 
-
-static void hkl_import_usage(FILE *f) {
-  fprintf(f, "usage: hakmem import CTF_DIR [-o FILE] [--pid PID] [--window N]\n"
-             "  Converts an LTTng trace of the hakmem:* tracepoints into a .hkt.zst trace\n"
-             "  (default FILE: hakmem-PID.hkt.zst). --window: how far (in events) seq order\n"
-             "  may differ from timestamp order (default %u).\n", HKL_DEFAULT_WINDOW);
-}
 
 static int hkl_number(const char *s, unsigned long long *v) {
   char *end;
@@ -30,7 +24,7 @@ int cmd_import(int argc, char **argv) {
   unsigned long long v;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) { hkl_import_usage(stdout); return 0; }
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) return cli_help("import");
     if ((!strcmp(a, "-o") || !strcmp(a, "--pid") || !strcmp(a, "--window")) && i + 1 < argc) {
       const char *val = argv[++i];
       if (a[1] == 'o') { out = val; continue; }
@@ -42,9 +36,9 @@ int cmd_import(int argc, char **argv) {
       continue;
     }
     if (a[0] == '-' && a[1]) {
-      fprintf(stderr, "hakmem import: %s: unknown option or missing value\n", a);
-      hkl_import_usage(stderr);
-      return 2;
+      char what[160];
+      snprintf(what, sizeof what, "%s: unknown option or missing value", a);
+      return cli_usage("import", what);
     }
     if (dir) {
       fprintf(stderr, "hakmem import: %s: one CTF directory at a time\n", a);
@@ -52,10 +46,7 @@ int cmd_import(int argc, char **argv) {
     }
     dir = a;
   }
-  if (!dir) {
-    hkl_import_usage(stderr);
-    return 2;
-  }
+  if (!dir) return cli_usage("import", "which LTTng trace directory?");
   char def[64];
   if (!out) {
     /* The pid is known only after reading: import, then name. */

@@ -132,20 +132,8 @@ static void describe(const char *path, char *buf, size_t cap) {
   hkt_reader_close(r);
 }
 
-static const char record_usage[] =
-  "usage: hakmem record [-o FILE] [--backtrace N] [--lttng [--snapshot]] -- CMD [ARGS...]\n"
-  "\n"
-  "Runs CMD with libhakmem.so preloaded and recording on, and exits with its\n"
-  "status (128+N if it died of signal N). A forked child or an exec'd image\n"
-  "writes FILE.<pid>.hkt.zst (FILE.<pid>.<n>.hkt.zst if taken) next to FILE.\n"
-  "\n"
-  "  -o FILE          trace file (default hakmem-<pid>.hkt.zst)\n"
-  "  --backtrace N    also record call stacks of up to N frames (deduplicated)\n"
-  "  --lttng          record through an LTTng-UST session, then import it\n"
-  "  -h, --help       this help\n";
-
 int cmd_record(int argc, char **argv) {
-  if (cli_help_requested(argc, argv)) { fputs(record_usage, stdout); return CLI_EXIT_OK; }
+  if (cli_help_requested(argc, argv)) return cli_help("record");
   for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
     if (!strcmp(argv[i], "--lttng")) {
       if (!hak_lttng_record) { cli_err("record", "--lttng is not built in this version"); return CLI_EXIT_USAGE; }

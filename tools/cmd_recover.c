@@ -9,19 +9,8 @@
 #include "cli.h"
 #include "spool.h"
 
-static const char recover_usage[] =
-  "usage: hakmem recover SPOOL [-o FILE] [--force]\n"
-  "\n"
-  "Finishes the trace of a recording whose process died, from its spool\n"
-  "(FILE.spool next to the trace). Without -o the trace named in the spool\n"
-  "is completed in place; with -o FILE a completed copy is written instead.\n"
-  "\n"
-  "  -o FILE          the trace to write\n"
-  "  --force          even if the recorded process still seems to run\n"
-  "  -h, --help       this help\n";
-
 int cmd_recover(int argc, char **argv) {
-  if (cli_help_requested(argc, argv)) { fputs(recover_usage, stdout); return CLI_EXIT_OK; }
+  if (cli_help_requested(argc, argv)) return cli_help("recover");
   static const struct option opts[] = {
     { "output", required_argument, NULL, 'o' },
     { "force", no_argument, NULL, 'f' },
