@@ -96,9 +96,9 @@ $(BUILD)/examples/%: examples/%.c
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -Wall -Wextra -pthread -Iinclude -o $@ $< -lm
-$(LTTNG_SO): $(LTTNG_SRC) $(wildcard trace/lttng/*.h)
+$(LTTNG_SO): $(LTTNG_SRC) $(wildcard trace/lttng/*.h) trace/modinfo.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itrace/lttng -shared -o $@ $^ -llttng-ust -ldl
+	$(CC) $(CFLAGS) -Itrace/lttng -shared -o $@ $(filter %.c,$^) -llttng-ust -ldl
 $(BUILD)/hakmem.pc: tools/hakmem.pc.in
 	@mkdir -p $(dir $@)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' $< > $@

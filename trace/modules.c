@@ -1,10 +1,7 @@
 /* modules.c — the loaded modules (path, base, size, GNU build-id), from
- * dl_iterate_phdr and the PT_NOTE segments in memory: no file is opened and
- * nothing is allocated but through hkt_mem, so it can run in the recorder's
- * writer thread. */
-#include <elf.h>
-#include <link.h>
-#include <unistd.h>
+ * dl_iterate_phdr (modinfo.h): no file is opened and nothing is allocated
+ * but through hkt_mem, so it can run in the recorder's writer thread. */
+#include "modinfo.h"
 #include "recorder.h"
 
 typedef struct scan_ctx {
@@ -12,29 +9,6 @@ typedef struct scan_ctx {
   const hkt_modlist *known;   /* report only modules not in here (NULL: all) */
   int err;
 } scan_ctx;
-
-static void build_id(const struct dl_phdr_info *info, hkt_module *m) {
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    if (ph->p_type != PT_NOTE) continue;
-    const uint8_t *p = (const uint8_t *)(info->dlpi_addr + ph->p_vaddr);
-    const uint8_t *end = p + ph->p_memsz;
-    while (p + sizeof(ElfW(Nhdr)) <= end) {
-      const ElfW(Nhdr) *n = (const ElfW(Nhdr) *)p;
-      const uint8_t *name = p + sizeof *n;
-      const uint8_t *desc = name + ((n->n_namesz + 3) & ~3u);
-      const uint8_t *next = desc + ((n->n_descsz + 3) & ~3u);
-      if (next > end || next <= p) break;
-      if (n->n_type == NT_GNU_BUILD_ID && n->n_namesz == 4 && !memcmp(name, "GNU", 4)) {
-        uint32_t len = n->n_descsz > 40 ? 40 : n->n_descsz;
-        memcpy(m->build_id, desc, len);
-        m->build_id_len = len;
-        return;
-      }
-      p = next;
-    }
-  }
-}
 
 static int known(const hkt_modlist *k, uint64_t base) {
   for (uint32_t i = 0; k && i < k->n; i++)
@@ -45,16 +19,6 @@ static int known(const hkt_modlist *k, uint64_t base) {
 static int on_module(struct dl_phdr_info *info, size_t size, void *arg) {
   (void)size;
   scan_ctx *c = arg;
-  uint64_t lo = UINT64_MAX, hi = 0;
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    if (ph->p_type != PT_LOAD) continue;
-    if (ph->p_vaddr < lo) lo = ph->p_vaddr;
-    if (ph->p_vaddr + ph->p_memsz > hi) hi = ph->p_vaddr + ph->p_memsz;
-  }
-  if (lo == UINT64_MAX) return 0;
-  uint64_t base = info->dlpi_addr + lo;
-  if (known(c->known, base)) return 0;
   hkt_modlist *l = c->list;
   if (l->n == l->cap) {
     uint32_t cap = l->cap ? l->cap * 2 : 64;
@@ -67,23 +31,9 @@ static int on_module(struct dl_phdr_info *info, size_t size, void *arg) {
     l->cap = cap;
     for (uint32_t i = 0; i < l->n; i++) l->mods[i].path = l->paths[i];
   }
+  /* filled in the next free slot; kept only if new */
   hkt_module *m = &l->mods[l->n];
-  memset(m, 0, sizeof *m);
-  char *path = l->paths[l->n];
-  const char *name = info->dlpi_name;
-  if (!name || !*name) {
-    ssize_t k = readlink("/proc/self/exe", path, HKT_MOD_PATH - 1);
-    path[k > 0 ? k : 0] = 0;
-  } else {
-    size_t k = strnlen(name, HKT_MOD_PATH - 1);
-    memcpy(path, name, k);
-    path[k] = 0;
-  }
-  m->path = path;
-  m->base = base;
-  m->size = hi - lo;
-  build_id(info, m);
-  l->n++;
+  if (hkt_modinfo(info, m, l->paths[l->n], HKT_MOD_PATH) && !known(c->known, m->base)) l->n++;
   return 0;
 }
 

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "hook.h"
+#include "modinfo.h"
 #include "hakmem.h"
 
 /* Resolved against libhakmem.so when it exports them; weak so that this
@@ -125,50 +126,15 @@ static const char *hkl_keep_path(const char *s) {
   return d;
 }
 
-static void hkl_build_id(const struct dl_phdr_info *info, hkt_module *m) {
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    if (ph->p_type != PT_NOTE) continue;
-    const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_memsz;
-    while (p + sizeof(ElfW(Nhdr)) <= end) {
-      const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
-      const char *name = p + sizeof *nh;
-      const uint8_t *desc = (const uint8_t *)name + ((nh->n_namesz + 3) & ~3u);
-      if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4)) {
-        m->build_id_len = nh->n_descsz < sizeof m->build_id ? nh->n_descsz : sizeof m->build_id;
-        memcpy(m->build_id, desc, m->build_id_len);
-        return;
-      }
-      p = (const char *)desc + ((nh->n_descsz + 3) & ~3u);
-    }
-  }
-}
-
 static int hkl_module_cb(struct dl_phdr_info *info, size_t sz, void *arg) {
+  (void)sz;
   uint32_t *n = arg;
   if (*n >= HKL_MAX_MODULES) return 1;
-  uint64_t lo = UINT64_MAX, hi = 0;
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    if (ph->p_type != PT_LOAD) continue;
-    if (ph->p_vaddr < lo) lo = ph->p_vaddr;
-    if (ph->p_vaddr + ph->p_memsz > hi) hi = ph->p_vaddr + ph->p_memsz;
+  char path[4096];
+  if (hkt_modinfo(info, &hkl_modules[*n], path, sizeof path)) {
+    hkl_modules[*n].path = hkl_keep_path(path);
+    (*n)++;
   }
-  if (lo == UINT64_MAX) return 0;
-  hkt_module *m = &hkl_modules[*n];
-  memset(m, 0, sizeof *m);
-  m->base = (info->dlpi_addr + lo) & ~(uint64_t)4095;
-  m->size = info->dlpi_addr + hi - m->base;
-  const char *path = info->dlpi_name;
-  char exe[4096];
-  if (*n == 0 && (!path || !*path)) {  /* the main program */
-    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    exe[k > 0 ? k : 0] = 0;
-    path = exe;
-  }
-  m->path = hkl_keep_path(path ? path : "");
-  hkl_build_id(info, m);
-  (*n)++;
   return 0;
 }
 
