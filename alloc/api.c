@@ -71,15 +71,18 @@ void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls) {
   return p;
 }
 
-void _hak_free_remote(hak_heap *h, hak_ss *ss, void *p) {
+/* 0 pushed; -1 (recording only) ss is no longer SuperSlab `id`. */
+int _hak_free_remote(hak_heap *h, hak_ss *ss, void *p, uint32_t id) {
   if (h->state == HAK_HEAP_EMPTY && (h = _hak_heap_init()) == NULL) h = &_hak_heap_dead;
+  unsigned cls = ss->cls;
+  if (_hak_ss_push_remote(h, ss, p, id)) return -1;
   if (h->state != HAK_HEAP_LIVE) {
-    atomic_fetch_add_explicit(&_hak_g.late_frees[ss->cls], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&_hak_g.late_frees[cls], 1, memory_order_relaxed);
   } else {
-    h->cache[ss->cls].frees++;
-    h->ctr[ss->cls].remote_frees++;
+    h->cache[cls].frees++;
+    h->ctr[cls].remote_frees++;
   }
-  _hak_ss_push_remote(h, ss, p);
+  return 0;
 }
 
 /* Say what is wrong with the pointer given to free(), in one line, then
@@ -91,17 +94,65 @@ void _hak_invalid_free(const void *p, unsigned det, const hak_ss *ss) {
   _hak_detect(det, p, ss, 0, why);   /* event, one line, abort unless HAKMEM_ON_ERROR=continue */
 }
 
+/* Into this thread's cache (it owns ss). */
+static inline void free_local(hak_heap *h, hak_ss *ss, void *p) {
+  hak_tcache *tc = &h->cache[ss->cls];
+  if (tc->count == tc->cap) _hak_flush(h, ss->cls, tc->cap / 2);
+  tc->slot[tc->count++] = p;
+  tc->frees++;
+}
+
+/* free() while recording (or replaying). The registry look-up has no lock,
+ * and a stale pointer's SuperSlab can be unregistered (or a new one made at
+ * its base) by its owner at any moment. So every decision such a change
+ * could turn is made again under the lock that orders it, together with
+ * the event that says what was decided: a remote push under the
+ * SuperSlab's remote lock (_hak_ss_push_remote), a stale or invalid free
+ * under the global lock. Its place in seq order is that event's, and a
+ * replay, which releases that event in the same place, decides the same.
+ * A block of a SuperSlab this thread owns needs no lock: only the owner
+ * unregisters a SuperSlab. */
+static void free_recorded(void *p, hak_ss *ss, void *caller) {
+  unsigned cls = ss && HAK_RD(ss->magic) == HAK_SS_MAGIC ? ss->cls : HKT_NO_CLASS;
+  _hak_emit_call(HKT_EV_FREE, 0, p, 0, 0, 0, cls, caller);
+  for (;;) {
+    if (ss && HAK_RD(ss->magic) == HAK_SS_MAGIC) {
+      uint32_t id = HAK_RD(ss->id);
+      if (HAK_DBG_ON() && _hak_dbg_free(p, ss)) return;
+      if (_hak_block_index(ss, p) < 0) { _hak_invalid_free(p, HKT_DET_INTERIOR_FREE, ss); return; }
+      hak_heap *h = _hak_tls;
+      if (HAK_RD(ss->owner) == h->idx) { free_local(h, ss, p); return; }
+      if (_hak_free_remote(h, ss, p, id) == 0) return;
+      /* ss was unregistered before the push could happen: a stale free */
+    } else if (!ss && _hak_in_large(p)) {
+      if (_hak_large_free(p) != 0) _hak_invalid_free(p, HKT_DET_INTERIOR_FREE, NULL);
+      return;
+    }
+    _hak_rec_wait();
+    hak_lock(&_hak_global);
+    ss = _hak_ss_of(p);            /* under the global lock: registered means whole */
+    if (ss) { hak_unlock(&_hak_global); continue; }   /* a SuperSlab is there (again): decide as for it */
+    uint64_t off = (uint64_t)((char *)p - _hak_arena.ss_base);
+    unsigned det = off < HAK_RD(_hak_arena.ss_top) ? HKT_DET_STALE_FREE : HKT_DET_INVALID_FREE;
+    uint64_t seq = _hak_detect_emit(det, p, NULL, 0);
+    char where[256];
+    _hak_detect_where(where, sizeof where, p, NULL);
+    hak_unlock(&_hak_global);
+    atomic_fetch_add_explicit(&_hak_g.invalid_frees, 1, memory_order_relaxed);
+    _hak_detect_report(det, p, NULL, det == HKT_DET_STALE_FREE ?
+                       "free(): invalid pointer (stale: its SuperSlab is no longer registered)" :
+                       "free(): invalid pointer", seq, where);
+    return;
+  }
+}
+
 /* free() for everything the fast path did not take: recording on, large
  * blocks, and pointers that are not ours. */
 void _hak_free_slow(void *p, void *caller) {
   if (!p) return;
   _hak_init();
   hak_ss *ss = _hak_ss_of(p);
-  int rec = HAK_REC_ON();
-  if (rec) {
-    unsigned cls = ss && ss->magic == HAK_SS_MAGIC ? ss->cls : HKT_NO_CLASS;
-    _hak_emit_call(HKT_EV_FREE, 0, p, 0, 0, 0, cls, caller);
-  }
+  if (HAK_REC_ON()) { free_recorded(p, ss, caller); return; }
   if (ss) {
     if (HAK_DBG_ON() && ss->magic == HAK_SS_MAGIC && _hak_dbg_free(p, ss)) return;
     if (ss->magic != HAK_SS_MAGIC || _hak_block_index(ss, p) < 0) {
@@ -109,15 +160,8 @@ void _hak_free_slow(void *p, void *caller) {
       return;
     }
     hak_heap *h = _hak_tls;
-    if (HAK_RD(ss->owner) == h->idx) {
-      unsigned cls = ss->cls;
-      hak_tcache *tc = &h->cache[cls];
-      if (tc->count == tc->cap) _hak_flush(h, cls, tc->cap / 2);
-      tc->slot[tc->count++] = p;
-      tc->frees++;
-    } else {
-      _hak_free_remote(h, ss, p);
-    }
+    if (HAK_RD(ss->owner) == h->idx) free_local(h, ss, p);
+    else _hak_free_remote(h, ss, p, ss->id);
     return;
   }
   if (_hak_in_large(p)) {
@@ -149,14 +193,10 @@ void _hak_free_raw(void *p) {
   hak_ss *ss = _hak_ss_of(p);
   if (ss) {
     hak_heap *h = _hak_tls;
-    if (HAK_RD(ss->owner) == h->idx) {
-      hak_tcache *tc = &h->cache[ss->cls];
-      if (tc->count == tc->cap) _hak_flush(h, ss->cls, tc->cap / 2);
-      tc->slot[tc->count++] = p;
-      tc->frees++;
-    } else {
-      _hak_free_remote(h, ss, p);
-    }
+    /* realloc's old block, a quarantined one: ours; a SuperSlab gone under
+     * it (recording, an injected release) is not written to */
+    if (HAK_RD(ss->owner) == h->idx) free_local(h, ss, p);
+    else _hak_free_remote(h, ss, p, ss->id);
   } else {
     _hak_large_free(p);
   }

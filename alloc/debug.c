@@ -114,23 +114,30 @@ static void describe_ss(char *out, size_t n, const void *p, const hak_ss *ss) {
   }
 }
 
-void _hak_detect(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2, const char *what) {
-  uint64_t seq = HAK_NO_SEQ;
+uint64_t _hak_detect_emit(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2) {
   if (ss && ss->magic != HAK_SS_MAGIC) ss = NULL;
-  if (HAK_REC_ON()) {
-    uint64_t base = ss ? (uint64_t)(uintptr_t)ss : 0;
-    unsigned cls = ss ? ss->cls : HKT_NO_CLASS;
-    if (!ss && hist && (uint64_t)((const char *)p - _hak_arena.ss_base) < HAK_RD(_hak_arena.ss_top)) {
-      const ss_hist *h = &hist[chunk_of(p)];
-      if (h->id) { base = h->base; cls = h->cls; }
-    }
-    hkt_event ev = {.kind = HKT_EV_DETECTION, .fn = (uint16_t)det, .tid = _hak_tls_idx, .cls = cls,
-                    .ptr = (uint64_t)(uintptr_t)p, .aux = base, .aux2 = aux2, .seq = HAK_NO_SEQ};
-    _hak_emit(&ev);
-    seq = ev.seq;
+  if (!HAK_REC_ON()) return HAK_NO_SEQ;
+  uint64_t base = ss ? (uint64_t)(uintptr_t)ss : 0;
+  unsigned cls = ss ? ss->cls : HKT_NO_CLASS;
+  if (!ss && hist && (uint64_t)((const char *)p - _hak_arena.ss_base) < HAK_RD(_hak_arena.ss_top)) {
+    const ss_hist *h = &hist[chunk_of(p)];
+    if (h->id) { base = h->base; cls = h->cls; }
   }
+  hkt_event ev = {.kind = HKT_EV_DETECTION, .fn = (uint16_t)det, .tid = _hak_tls_idx, .cls = cls,
+                  .ptr = (uint64_t)(uintptr_t)p, .aux = base, .aux2 = aux2, .seq = HAK_NO_SEQ};
+  _hak_emit(&ev);
+  return ev.seq;
+}
+
+void _hak_detect_where(char *out, size_t n, const void *p, const hak_ss *ss) {
+  describe_ss(out, n, p, ss && ss->magic == HAK_SS_MAGIC ? ss : NULL);
+}
+
+void _hak_detect_report(unsigned det, const void *p, const hak_ss *ss, const char *what, uint64_t seq,
+                        const char *where_given) {
   char where[256], s[24], t[16];
-  describe_ss(where, sizeof where, p, ss);
+  if (where_given) _hak_fmt(where, sizeof where, "%s", where_given);
+  else _hak_detect_where(where, sizeof where, p, ss);
   if (!strncmp(what, "free(): ", 8))   /* glibc's words first, as users grep for them */
     _hak_msg("%s %p (%s, seq %s, thread %s); %s", what, p, hkt_detect_name(det),
              seq_str(s, sizeof s, seq), tid_str(t, sizeof t, _hak_tls_idx), where);
@@ -138,6 +145,10 @@ void _hak_detect(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2, c
     _hak_msg("%s at %p (seq %s, thread %s): %s; %s", hkt_detect_name(det), p,
              seq_str(s, sizeof s, seq), tid_str(t, sizeof t, _hak_tls_idx), what, where);
   if (!_hak_cfg.on_error_continue) abort();
+}
+
+void _hak_detect(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2, const char *what) {
+  _hak_detect_report(det, p, ss, what, _hak_detect_emit(det, p, ss, aux2), NULL);
 }
 
 /* ---- block state ------------------------------------------------------- */
@@ -220,7 +231,13 @@ void _hak_dbg_track(void *p, size_t req, unsigned cls) {
   hak_ss *ss = _hak_ss_of(p);
   dbg_meta *m;
   uint32_t idx;
-  if (!locate(ss, p, &m, &idx)) return;
+  /* A block handed out of this thread's cache is of a SuperSlab it owns,
+   * unless that SuperSlab was released under the cache (an injected early
+   * release): then its chunk is unregistered or already another thread's
+   * new SuperSlab, which of the two depending on timing alone. Its state
+   * bytes are not this block's: leave them, so that recording and replay
+   * decide the same (the release itself was the detection). */
+  if (!locate(ss, p, &m, &idx) || unlikely(HAK_RD(ss->owner) != _hak_tls_idx)) return;
   uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
   if (unlikely(st == ST_USED || st == ST_QUAR)) {
     handout_report(p, ss, idx, st);

@@ -33,6 +33,13 @@
  * the chunk p is in), then abort unless HAKMEM_ON_ERROR=continue.
  * `what` says what is wrong in a few words; aux2 goes into the event. */
 void _hak_detect(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2, const char *what);
+/* The same in two steps, for a detection whose event must be emitted under
+ * a lock (its place in seq order is the decision's) and whose report, which
+ * may abort, must come after the lock is dropped. */
+uint64_t _hak_detect_emit(unsigned det, const void *p, const hak_ss *ss, uint64_t aux2);
+void _hak_detect_report(unsigned det, const void *p, const hak_ss *ss, const char *what, uint64_t seq,
+                        const char *where);   /* where: as _hak_detect_where wrote it, or NULL: now */
+void _hak_detect_where(char *out, size_t n, const void *p, const hak_ss *ss);   /* the SuperSlab, in words */
 
 /* SuperSlab history: called under the global lock with the seq of the
  * REGISTER/UNREGISTER event (HAK_NO_SEQ when not recording). */

@@ -20,7 +20,7 @@
 
 void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls);
 void  _hak_free_slow(void *p, void *caller);
-void  _hak_free_remote(hak_heap *h, hak_ss *ss, void *p);
+int   _hak_free_remote(hak_heap *h, hak_ss *ss, void *p, uint32_t id);   /* -1: ss gone (recording) */
 void  _hak_emit_call(uint16_t kind, uint16_t fn, void *p, uint64_t size, uint64_t aux,
                      uint64_t aux2, unsigned cls, void *caller);
 void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *caller);

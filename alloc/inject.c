@@ -137,25 +137,29 @@ static void release_now(hak_heap *h, hak_ss *ss, unsigned cls) {
   _hak_msg("HAKMEM_INJECT=%s fired in thread %u: releasing SuperSlab #%u (class %u, base %p) "
            "with %u live blocks, %u of them in this thread's cache", kind_names[_hak_inject_kind], h->idx, ss->id,
            cls, (void *)ss, ss->live, cached);
-  /* The detection is reported after the release, outside the lock: a
-   * report may abort, and a process must not die (nor a replay stop) with
-   * the global lock held. */
+  /* The detection's event is emitted under the lock, right after the
+   * release: what it says of the chunk (its class, in the history) is then
+   * this SuperSlab's, not that of one another thread registers there next.
+   * Its report, which may abort, comes after the lock is dropped: a process
+   * must not die (nor a replay stop) with the global lock held. */
   char what[160];
   uint32_t live = ss->live;
   _hak_fmt(what, sizeof what, "SuperSlab released with %u live blocks, %u of them in thread %u's cache",
            live, cached, h->idx);
-  uint64_t seq = HAK_REC_ON() ? _hak_ss_emit(HKT_EV_SS_UNREGISTER, h->idx, ss, ss->live) : HAK_NO_SEQ;
   unsigned lg = ss->lg_size;
-  uint64_t idx = (uint64_t)((char *)ss - _hak_arena.ss_base) >> HAK_CHUNK_LG;
-  for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) _hak_arena.ssmap[idx + i] = NULL;
-  _hak_dbg_ss_unregistered(ss, h->idx, seq);
-  ss->magic = 0;
+  _hak_ss_unregister(h, ss);
+  uint64_t dseq = HAK_NO_SEQ;
+  char where[256];
+  if (HAK_DBG_ON()) {
+    dseq = _hak_detect_emit(HKT_DET_SS_INVARIANT, ss, NULL, live);
+    _hak_detect_where(where, sizeof where, ss, NULL);
+  }
   atomic_fetch_sub_explicit(&_hak_g.ss_live, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&_hak_g.ss_unreg, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&_hak_g.ss_unreg_cls[cls], 1, memory_order_relaxed);
   _hak_arena_ss_free(ss, lg);
   hak_unlock(&_hak_global);
-  if (HAK_DBG_ON()) _hak_detect(HKT_DET_SS_INVARIANT, ss, NULL, live, what);
+  if (HAK_DBG_ON()) _hak_detect_report(HKT_DET_SS_INVARIANT, ss, NULL, what, dseq, where);
 }
 
 /* After a flush that kept blocks: the top one's SuperSlab is this thread's. */

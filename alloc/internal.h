@@ -183,6 +183,14 @@ static inline hak_ss *_hak_ss_of(const void *p) {
   if (off >= HAK_RD(_hak_arena.ss_top)) return NULL;
   return HAK_RD(_hak_arena.ssmap[off >> HAK_CHUNK_LG]);
 }
+/* Is ss still the registered SuperSlab `id` (not unregistered, nor a new
+ * one made at the same base)? Exact under ss->remote_lock while recording:
+ * register and unregister change the registry under that lock too. */
+static inline int _hak_ss_is(const hak_ss *ss, uint32_t id) {
+  uint64_t off = (uint64_t)((const char *)ss - _hak_arena.ss_base);
+  return HAK_RD(_hak_arena.ssmap[off >> HAK_CHUNK_LG]) == ss && HAK_RD(ss->magic) == HAK_SS_MAGIC &&
+         HAK_RD(ss->id) == id;
+}
 static inline int _hak_in_large(const void *p) {
   return (uint64_t)((const char *)p - _hak_arena.lg_base) < HAK_RD(_hak_arena.lg_top);
 }
@@ -216,8 +224,10 @@ static inline int64_t _hak_block_index(const hak_ss *ss, const void *p) {
 hak_ss *_hak_ss_acquire(struct hak_heap *h, unsigned cls);   /* adopt, reuse or create; global lock taken inside */
 void    _hak_ss_retire(struct hak_heap *h, hak_ss *ss);      /* owner: empty -> cache or release */
 void    _hak_ss_abandon(struct hak_heap *h, hak_ss *ss);     /* owner exits with live blocks */
+void    _hak_ss_unregister(struct hak_heap *h, hak_ss *ss);  /* registry and event; global lock held */
 uint32_t _hak_ss_drain_remote(struct hak_heap *h, hak_ss *ss); /* owner: take the remote queue back */
-void    _hak_ss_push_remote(struct hak_heap *h, hak_ss *ss, void *p);
+/* 0 pushed; -1 (only while recording) ss is no longer SuperSlab `id`: not pushed. */
+int     _hak_ss_push_remote(struct hak_heap *h, hak_ss *ss, void *p, uint32_t id);
 uint64_t _hak_ss_emit(uint16_t kind, uint32_t tid, const hak_ss *ss, uint64_t aux3);  /* returns the event's seq */
 extern uint32_t _hak_ss_next_id;
 extern hak_sslist _hak_shared[HAK_CLASSES], _hak_empty[HAK_CLASSES];

@@ -74,15 +74,39 @@ static hak_ss *ss_create(hak_heap *h, unsigned cls) {
   ss->shift = ss->pow2 ? (uint8_t)__builtin_ctz(bs) : 0;
   ss->capacity = (uint32_t)(((1ull << lg) - HAK_SS_HEADER) / bs);
   ss->reg_tid = h->idx;
-  /* Register: both 1 MiB chunks of a 2 MiB SuperSlab map to it. */
+  /* Register: both 1 MiB chunks of a 2 MiB SuperSlab map to it. While
+   * recording, the registry change and its event are one step under the
+   * SuperSlab's remote lock, as a remote free's check (_hak_ss_is). */
+  int rec = HAK_REC_ON();
+  uint64_t seq = HAK_NO_SEQ;
+  if (rec) hak_lock(&ss->remote_lock);
   uint64_t idx = (uint64_t)(base - _hak_arena.ss_base) >> HAK_CHUNK_LG;
   for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) HAK_WR(_hak_arena.ssmap[idx + i], ss);
+  if (rec) {
+    seq = _hak_ss_emit(HKT_EV_SS_REGISTER, h->idx, ss, 0);
+    hak_unlock(&ss->remote_lock);
+  }
   uint64_t n = atomic_fetch_add_explicit(&_hak_g.ss_live, 1, memory_order_relaxed) + 1;
   _hak_stat_max(&_hak_g.ss_peak, n);
   atomic_fetch_add_explicit(&_hak_g.ss_reg, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&_hak_g.ss_reg_cls[cls], 1, memory_order_relaxed);
-  _hak_dbg_ss_registered(ss, HAK_REC_ON() ? _hak_ss_emit(HKT_EV_SS_REGISTER, h->idx, ss, 0) : HAK_NO_SEQ);
+  _hak_dbg_ss_registered(ss, seq);
   return ss;
+}
+
+/* Take ss out of the registry (global lock held), with its event: while
+ * recording one step under its remote lock, so that a remote free checking
+ * it (_hak_ss_is, under that lock) is ordered before or after. */
+void _hak_ss_unregister(hak_heap *h, hak_ss *ss) {
+  int rec = HAK_REC_ON();
+  uint64_t seq = HAK_NO_SEQ;
+  if (rec) hak_lock(&ss->remote_lock);
+  uint64_t idx = (uint64_t)((char *)ss - _hak_arena.ss_base) >> HAK_CHUNK_LG;
+  for (unsigned i = 0; i < (1u << (ss->lg_size - HAK_CHUNK_LG)); i++) HAK_WR(_hak_arena.ssmap[idx + i], NULL);
+  if (rec) seq = _hak_ss_emit(HKT_EV_SS_UNREGISTER, h->idx, ss, ss->live);
+  HAK_WR(ss->magic, 0);
+  if (rec) hak_unlock(&ss->remote_lock);
+  _hak_dbg_ss_unregistered(ss, h->idx, seq);
 }
 
 /* Unregister and give back to the arena. Global lock held. */
@@ -93,11 +117,8 @@ static void ss_release(hak_heap *h, hak_ss *ss) {
     _hak_detect(HKT_DET_SS_INVARIANT, ss, ss, ss->live, "SuperSlab released with live blocks or a non-empty remote queue");
     return;  /* HAKMEM_ON_ERROR=continue: keep it registered and leaked, the safest thing left */
   }
-  _hak_dbg_ss_unregistered(ss, h->idx, HAK_REC_ON() ? _hak_ss_emit(HKT_EV_SS_UNREGISTER, h->idx, ss, ss->live) : HAK_NO_SEQ);
   unsigned lg = ss->lg_size, cls = ss->cls;
-  uint64_t idx = (uint64_t)((char *)ss - _hak_arena.ss_base) >> HAK_CHUNK_LG;
-  for (unsigned i = 0; i < (1u << (lg - HAK_CHUNK_LG)); i++) HAK_WR(_hak_arena.ssmap[idx + i], NULL);
-  ss->magic = 0;
+  _hak_ss_unregister(h, ss);
   atomic_fetch_sub_explicit(&_hak_g.ss_live, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&_hak_g.ss_unreg, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&_hak_g.ss_unreg_cls[cls], 1, memory_order_relaxed);
@@ -177,11 +198,16 @@ void _hak_ss_abandon(hak_heap *h, hak_ss *ss) {
 /* Free by a thread that does not own ss: a lock-free push. While recording,
  * the SuperSlab's lock makes the push and its sequence number one step, so
  * that replay sees pushes and drains in the order they happened. */
-void _hak_ss_push_remote(hak_heap *h, hak_ss *ss, void *p) {
+int _hak_ss_push_remote(hak_heap *h, hak_ss *ss, void *p, uint32_t id) {
   int rec = HAK_REC_ON();
   if (rec) {
     _hak_rec_wait();
     hak_lock(&ss->remote_lock);
+    /* The look-up that found ss had no lock: a stale pointer's SuperSlab
+     * may have been unregistered since. Whether it still is ss is decided
+     * here, ordered by this lock against (un)registration, so that replay
+     * decides the same (hook.h). */
+    if (!_hak_ss_is(ss, id)) { hak_unlock(&ss->remote_lock); return -1; }
     hkt_event ev = {.kind = HKT_EV_REMOTE_PUSH, .tid = _hak_tls_idx, .cls = ss->cls,
                     .ptr = (uint64_t)(uintptr_t)p, .aux = (uint64_t)(uintptr_t)ss, .aux2 = ss->owner};
     _hak_emit(&ev);
@@ -192,6 +218,7 @@ void _hak_ss_push_remote(hak_heap *h, hak_ss *ss, void *p) {
   } while (!atomic_compare_exchange_weak_explicit(&ss->remote, &head, p, memory_order_release,
                                                   memory_order_relaxed));
   if (rec) hak_unlock(&ss->remote_lock);
+  return 0;
 }
 
 /* Owner: move the remote queue onto the SuperSlab's freelist. The caller

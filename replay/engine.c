@@ -38,6 +38,7 @@ rp_map rp_blocks;
 rp_engine rp_e;
 static __thread rp_thread *me;
 static __thread const rp_item *cur_call;
+static __thread int guessing;   /* driving a call the trace lost (guess_call) */
 
 /* ---- waiting ---- */
 
@@ -49,6 +50,10 @@ static __attribute__((noreturn)) void park(void) {
   static _Atomic uint32_t never;
   for (;;) futex_wait(&never, 0, 1000);
 }
+
+/* The trace ends where the recorded process died (other threads were
+ * inside calls), not at its own end event. */
+static int trace_cut(void) { return !rp_e.res->complete || rp_e.res->end_kind == HKT_END_SIGNAL; }
 
 static void advance(void) {
   uint64_t t = atomic_load_explicit(&rp_e.turn, memory_order_relaxed) + 1;
@@ -187,7 +192,7 @@ static void rec_wait(void *ctx) {
   /* Past the thread's last recorded event in a trace cut by a crash: stop
    * here, before the allocator takes the lock it is about to take, not in
    * emit with that lock held (another thread may still need it). */
-  if (!rp_e.res->complete || rp_e.res->end_kind == HKT_END_SIGNAL) { rp_e.res->beyond_end = 1; park(); }
+  if (trace_cut()) { rp_e.res->beyond_end = 1; park(); }
 }
 
 static void rec_emit(void *ctx, hkt_event *ev) {
@@ -208,13 +213,15 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     }
     return;
   }
+  /* A guessed call's own event is not in the trace: the process died in it. */
+  if (guessing && rp_is_call(ev->kind)) return;
   rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
   if (!e) {
     /* Past the thread's last recorded event. In a trace cut by a crash
      * this is where the recording stopped: the replay is there too. A
      * trace that ends with a fatal signal is cut the same way: other
      * threads were inside calls when the recorder closed it. */
-    if (!rp_e.res->complete || rp_e.res->end_kind == HKT_END_SIGNAL) { rp_e.res->beyond_end = 1; park(); }
+    if (trace_cut()) { rp_e.res->beyond_end = 1; park(); }
     diverge(NULL, ev);
     park();
   }
@@ -242,8 +249,30 @@ static rp_item *next_drive(void) {
   for (;; d++) {
     rp_item *it = item_at(d);
     if (!it) return NULL;
-    if (it->flags & (IT_DRIVE | IT_EXIT)) { me->drive = d + 1; return it; }
+    if (it->flags & (IT_DRIVE | IT_EXIT | IT_START)) { me->drive = d + 1; return it; }
   }
+}
+
+/* A trace cut by a crash can end inside a call: a thread that was in its
+ * malloc when another thread aborted has the events that malloc made (its
+ * THREAD_START, a SuperSlab register, a refill) and not the MALLOC, which is
+ * written when the call returns. Nothing is left to drive them, and without
+ * them every other thread would wait at their seq (a stall). Drive the call
+ * they tell of: a malloc of the class of the first of them that has one
+ * (the smallest size of that class, so a debug canary does not push it to
+ * the next), or of a large block's size; its own MALLOC, after the cut, is
+ * not checked. A guess that makes other events diverges, as any call. */
+static void guess_call(rp_item *first) {
+  rp_item g = {.kind = HKT_EV_MALLOC, .size = 1, .tid = me->tid, .cls = HKT_NO_CLASS};
+  for (uint64_t i = atomic_load(&me->head); i < atomic_load(&me->tail); i++) {
+    const rp_item *it = &me->q[i & QMASK];
+    if (it->cls < HAK_CLASSES) { g.size = it->cls ? _hak_cls_size[it->cls - 1] + 1 : 1; break; }
+    if (it->kind == HKT_EV_LARGE_MAP) { g.size = it->size; break; }
+  }
+  wait_turn(first);
+  guessing = 1;
+  rp_call_hak(&g);
+  guessing = 0;
 }
 
 void *rp_thread_main(void *arg) {
@@ -254,7 +283,22 @@ void *rp_thread_main(void *arg) {
   }
   for (;;) {
     rp_item *it = next_drive();
-    if (!it) park();
+    if (rp_e.o.mode == RP_HAKMEM && (!it || (it->flags & IT_EXIT)) && _hak_tls->state == HAK_HEAP_EMPTY) {
+      /* A thread with no call to start it (minimize keeps such threads for
+       * their index): it starts where it was recorded to. */
+      rp_item *h = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
+      if (h && h->kind == HKT_EV_THREAD_START) {
+        wait_turn(h);
+        _hak_thread_index();
+        me->drive = 0;   /* look for `it` again: from the head */
+        continue;
+      }
+    }
+    if (!it) {
+      rp_item *left = rp_e.o.mode == RP_HAKMEM && trace_cut() ? item_at(atomic_load(&me->head)) : NULL;
+      if (left) guess_call(left);
+      park();
+    }
     if (rp_e.o.mode == RP_HAKMEM) {
       /* Exit: what the allocator's thread-exit key destructor does, called
        * here so that this thread knows when its last event is done; its
@@ -270,6 +314,12 @@ void *rp_thread_main(void *arg) {
     }
     /* RP_LENIENT, RP_FUNCS: hold the turn for the whole call. */
     wait_turn(it);
+    if (it->flags & IT_START) {   /* RP_LENIENT: the allocator registers the thread now */
+      _hak_thread_index();
+      consume();
+      advance();
+      continue;
+    }
     cur_call = it;
     if (rp_e.o.shared_seq) *rp_e.o.shared_seq = it->seq;
     if (it->flags & IT_EXIT) {

@@ -20,7 +20,7 @@
 #define MAX_TIDS   (1u << 20)
 #define BATCH      32
 
-enum { IT_DRIVE = 1, IT_EXIT = 2, IT_RINVALID = 4, IT_KEEP = 0x100 };
+enum { IT_DRIVE = 1, IT_EXIT = 2, IT_RINVALID = 4, IT_START = 8, IT_KEEP = 0x100 };
 
 typedef struct rp_item {
   uint64_t rseq, seq, ptr, size, aux, aux2, aux3;

@@ -97,6 +97,11 @@ static unsigned classify(const hkt_event *ev, rp_thread *t) {
     if (!rfree) f = IT_DRIVE;
   } else if (k == HKT_EV_THREAD_EXIT) {
     f = IT_EXIT;
+  } else if (k == HKT_EV_THREAD_START && rp_e.o.mode == RP_LENIENT) {
+    /* Lenient (minimize): a thread starts in the allocator at its recorded
+     * start, so that thread indices are the recording's even where a
+     * candidate dropped calls (an injection names its thread by index). */
+    f = IT_START;
   }
   if (!f && rp_e.o.mode != RP_HAKMEM) return 0;
   return f | IT_KEEP;

@@ -51,6 +51,8 @@ typedef struct mz {
   rp_server srv;             /* forks the candidate replays (else one exec each) */
   int have_srv;
   double t0;
+  double deadline;           /* no test replays after this (0: none yet) */
+  int timed_out;
   int tty;
 } mz;
 
@@ -124,13 +126,21 @@ static void make_units(mz *z) {
 static int write_candidate(mz *z, const char *out) {
   hkt_writer *w;
   HKT_TRY(hkt_writer_open(&w, out, z->hdr));
-  /* Threads with no call left are left out altogether. */
-  uint32_t maxtid = 0;
+  /* Threads with no call left are left out, but for those below the
+   * highest one kept: a thread's index is the number of threads that
+   * started before it, and an injection names its thread by index. */
+  uint32_t maxtid = 0, maxused = 0;
+  int any = 0;
   for (uint64_t i = 0; i < z->n; i++) if (z->ev[i].ev.tid != HKT_TID_RECORDER && z->ev[i].ev.tid > maxtid) maxtid = z->ev[i].ev.tid;
   uint8_t *used = calloc((size_t)maxtid + 1, 1);
   if (!used) { hkt_writer_close(w, 0); return HKT_ERR_NOMEM; }
   for (uint64_t i = 0; i < z->n; i++)
-    if (z->ev[i].unit != UINT32_MAX && z->keep[z->ev[i].unit]) used[z->ev[i].ev.tid] = 1;
+    if (z->ev[i].unit != UINT32_MAX && z->keep[z->ev[i].unit]) {
+      used[z->ev[i].ev.tid] = 1;
+      if (z->ev[i].ev.tid >= maxused) maxused = z->ev[i].ev.tid;
+      any = 1;
+    }
+  for (uint32_t t = 0; any && t < maxused; t++) used[t] = 1;
   uint64_t seq = 0;
   int e = 0;
   for (uint64_t i = 0; i < z->n && !HKT_IS_ERR(e); i++) {
@@ -150,6 +160,10 @@ static int write_candidate(mz *z, const char *out) {
 /* Replay the kept units: the index (in ev[]) of the call that made the
  * first detection, if it is of the kind sought; UINT64_MAX otherwise. */
 static uint64_t probe(mz *z) {
+  if (z->deadline && now_s() > z->deadline) {   /* out of time: keep what is reduced so far */
+    z->timed_out = 1;
+    return UINT64_MAX;
+  }
   char cand[4096];
   snprintf(cand, sizeof cand, "%s/candidate.hkt.zst", z->dir);
   int e = write_candidate(z, cand);
@@ -183,7 +197,7 @@ static int interesting(mz *z) { return probe(z) == z->det_call; }
 static void ddmin(mz *z, uint32_t *set, uint32_t n) {
   uint32_t gran = 2;
   uint32_t *tmp = malloc(sizeof(uint32_t) * (n ? n : 1));
-  while (n >= 2) {
+  while (n >= 2 && !z->timed_out) {
     int reduced = 0;
     uint32_t chunk = (n + gran - 1) / gran;
     /* Try each complement (drop one chunk), then each chunk alone. */
@@ -377,8 +391,9 @@ static int load(mz *z) {
 int cmd_minimize(int argc, char **argv) {
   static const struct option opts[] = {
     {"output", required_argument, NULL, 'o'}, {"emit-c", required_argument, NULL, 'c'},
-    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    {"max-time", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   const char *out = NULL, *out_c = NULL;
+  double max_time = 60;
   int c;
   optind = 1;
   opterr = 0;
@@ -386,6 +401,12 @@ int cmd_minimize(int argc, char **argv) {
     switch (c) {
     case 'o': out = optarg; break;
     case 'c': out_c = optarg; break;
+    case 't': {
+      char *end;
+      max_time = strtod(optarg, &end);
+      if (end == optarg || *end || !(max_time > 0)) return cli_usage("minimize", "--max-time wants seconds > 0");
+      break;
+    }
     case 'h': return 0;
     default: return cli_bad_option("minimize", c, argv, optind);
     }
@@ -421,6 +442,7 @@ int cmd_minimize(int argc, char **argv) {
             z.path, hkt_detect_name(z.det_kind));
     goto done;
   }
+  z.deadline = now_s() + max_time;
   z.n = z.det_call + 1;          /* calls after it cannot matter */
   z.nunits = 0;
   make_units(&z);
@@ -483,6 +505,8 @@ int cmd_minimize(int argc, char **argv) {
          " of the minimized trace\n", hkt_detect_name(z.det_kind), z.ev[z.det_call].ev.seq, ok ? v.det[0].seq : 0);
   printf("%" PRIu64 " test replays in %.1f s; `hakmem replay %s` %s\n", z.tests, now_s() - z.t0, out,
          ok ? "reproduces it" : "DOES NOT reproduce it");
+  if (z.timed_out)
+    printf("stopped at the time limit (--max-time %g): smaller than the input, not the smallest\n", max_time);
   rc = ok ? 0 : 1;
   if (out_c) {
     if (emit_c(&z, out_c)) { cli_err("minimize", "%s: cannot write: %s", out_c, strerror(errno)); rc = 2; }

@@ -156,23 +156,18 @@ static void test_bad_spec_is_reported_and_ignored(void **state) {
 }
 
 /* Record the injected example with the real recorder (it aborts at the
- * detection, inside a free) and replay it: the replay shows the same
- * detection at the same seq. One recording and replay; returns 0 when the
- * replay reproduced it, else writes why into `why`. */
+ * detection, inside a free, while other threads are inside calls) and
+ * replay it five times: every replay shows the same detection at the same
+ * seq, identical to the recording. Returns 0 when it did, else writes why
+ * into `why`. */
 static int record_and_replay(char *why, size_t whylen);
 
-/* A multi-threaded trace cut by a crash does not always replay: a free
- * that races the early release it follows can be classified differently
- * (docs/replay.md, "Limits"). So: up to three fresh recordings, one of
- * which must reproduce; each failure is printed. */
+/* One recording, replayed exactly: frees racing the early release are
+ * ordered against it (docs/replay.md, "Frees and the registry"). */
 static void test_replay_reproduces(void **state) {
   if (under_sanitizer() || !*test_libhakmem()) skip();
   char why[4096];
-  for (int attempt = 1; attempt <= 3; attempt++) {
-    if (record_and_replay(why, sizeof why) == 0) return;
-    printf("attempt %d: %s\n", attempt, why);
-  }
-  fail_msg("three recordings, none replayed to its detection; last: %s", why);
+  if (record_and_replay(why, sizeof why) != 0) fail_msg("%s", why);
 }
 
 static int record_and_replay(char *why, size_t whylen) {
@@ -206,7 +201,7 @@ static int record_and_replay(char *why, size_t whylen) {
   if (!strstr(r.out, "ss_invariant")) fail_msg("trace has no detection at seq %llu: %s", seq, r.out);
   prog_result_free(&r);
 
-  char *replay[] = {hakmem, "replay", trace, "--json", NULL};
+  char *replay[] = {hakmem, "replay", trace, "--repeat", "5", "--json", NULL};
   assert_int_equal(run_prog(NULL, replay, NULL, 300, &r), 0);
   if (strstr(r.err, "not built in")) {   /* replay is built in this tree: say so loudly */
     snprintf(why, whylen, "hakmem replay is not built");
@@ -216,7 +211,8 @@ static int record_and_replay(char *why, size_t whylen) {
   }
   char want[64];
   snprintf(want, sizeof want, "\"seq\":%llu", seq);
-  int ok = strstr(r.out, want) && strstr(r.out, "ss_invariant");
+  int ok = strstr(r.out, want) && strstr(r.out, "ss_invariant") && strstr(r.out, "\"runs_identical\":5") &&
+           strstr(r.out, "\"runs_same_as_each_other\":true");
   if (!ok) snprintf(why, whylen, "replay did not reproduce ss_invariant at seq %llu: %s; %.2000s", seq,
                     prog_describe(&r), r.out);
   prog_result_free(&r);
