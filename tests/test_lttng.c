@@ -569,6 +569,10 @@ static void test_snapshot_crash_real(void **state) {
 static int group_setup(void **state) {
   (void)state;
   if (getenv("HAKMEM_TEST_SAN")) return 0;
+  /* Traced children wait for the session daemon's registration at most
+   * 3 s by default; on a loaded machine that can pass, and the program runs
+   * untraced. Every child inherits this. */
+  setenv("LTTNG_UST_REGISTER_TIMEOUT", "30000", 0);
   const char *b = getenv("HAKMEM_BUILD");
   snprintf(build, sizeof build, "%s", b && *b ? b : "build");
   char cwd[900];
