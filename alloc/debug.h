@@ -73,5 +73,10 @@ void   _hak_inject_refill(hak_heap *h, hak_ss *ss, unsigned cls, uint32_t n);
 void   _hak_inject_flush(hak_heap *h, unsigned cls);
 void   _hak_inject_drain(hak_heap *h, hak_ss *ss, uint32_t n);
 void   _hak_inject_push(hak_heap *h, hak_ss *ss);
+/* minimize's hold on the fault: count sites but fire only when armed, at
+ * this thread's next site; then say at which count it fired. */
+void   _hak_inject_hold(void);
+void   _hak_inject_arm(void);
+int    _hak_inject_fired_here(uint64_t *after);
 
 #endif /* HAK_DEBUG_H */

@@ -47,6 +47,13 @@ static uint64_t inj_after;
 static uint32_t inj_tid = HAK_NO_OWNER;     /* any */
 static __thread uint64_t inj_count __attribute__((tls_model("initial-exec")));
 static __thread int inj_fired __attribute__((tls_model("initial-exec")));
+/* Minimize (replay/) moves the firing point to a call it chooses: held, the
+ * injection counts its site events as ever but fires only in a thread the
+ * replay armed, at that thread's next site event. The count it fired at is
+ * the `@after` that fires there without help (in a plain run, on replay). */
+static int inj_held;
+static __thread int inj_armed __attribute__((tls_model("initial-exec")));
+static __thread uint64_t inj_fired_after __attribute__((tls_model("initial-exec")));
 
 static const char *const kind_names[] = {
   [HAK_INJ_NONE] = "none", [HAK_INJ_EARLY_RELEASE] = "early_release",
@@ -112,8 +119,19 @@ static int due(int kind, unsigned cls) {
   if (_hak_inject_kind != kind || inj_fired) return 0;
   if (inj_cls != HKT_NO_CLASS && cls != inj_cls) return 0;
   if (inj_tid != HAK_NO_OWNER && _hak_tls_idx != inj_tid) return 0;
-  if (inj_count++ < inj_after) return 0;
+  if (inj_held ? !inj_armed : inj_count < inj_after) { inj_count++; return 0; }
+  inj_fired_after = inj_count++;
   inj_fired = 1;
+  return 1;
+}
+
+void _hak_inject_hold(void) { inj_held = 1; }
+void _hak_inject_arm(void) { inj_armed = 1; }
+
+/* Did the injection fire in this thread? Then *after is its `@after`. */
+int _hak_inject_fired_here(uint64_t *after) {
+  if (!inj_fired) return 0;
+  *after = inj_fired_after;
   return 1;
 }
 

@@ -102,7 +102,12 @@ if built minimize; then
     fail "minimize: exit status $rc"
   elif [ -s "$OUT/min.hkt.zst" ]; then
     "$HAKMEM" stats "$OUT/min.hkt.zst" | grep -E '^(events|threads)'
-    [ -s "$OUT/min.c" ] && echo "   the calls as a C program: $OUT/min.c"
+    n=$("$HAKMEM" stats "$OUT/min.hkt.zst" | awk '$1 == "events" {print $2}')
+    [ "${n:-100}" -lt 100 ] || fail "minimize: ${n:-?} events left (fewer than 100 expected)"
+    if [ -s "$OUT/min.c" ]; then
+      echo "   the calls as a C program: $OUT/min.c; it runs as its header says:"
+      grep -E '^ \* Run:' "$OUT/min.c"
+    fi
   fi
 else
   note "hakmem minimize is not built in this version"

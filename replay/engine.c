@@ -329,7 +329,15 @@ void *rp_thread_main(void *arg) {
       advance();
       return NULL;
     }
+    if (it->seq >= rp_e.arm_seq) _hak_inject_arm();   /* a held fault fires from this call on */
     uint64_t r = rp_e.o.mode == RP_LENIENT ? rp_call_hak(it) : rp_call_libc(it);
+    uint64_t after;
+    if (rp_e.o.mode == RP_LENIENT && _hak_inject_kind && !rp_e.res->inj_fired && _hak_inject_fired_here(&after)) {
+      rp_e.res->inj_fired = 1;   /* calls run one at a time: the first to see it fired made it fire */
+      rp_e.res->inj_seq = it->seq;
+      rp_e.res->inj_after = after;
+      rp_e.res->inj_tid = _hak_tls_idx;
+    }
     if (it->kind == HKT_EV_FREE) rp_map_kill(&rp_blocks, it->ptr);
     else if (it->kind == HKT_EV_REALLOC && !r && !it->size && it->aux) rp_map_kill(&rp_blocks, it->aux);
     else rp_track(it, r);
@@ -376,6 +384,12 @@ int rp_run(const rp_options *o, rp_result *res) {
   }
   rp_e.hdr = hkt_reader_header(rp_e.rd);
   res->rec_base = rp_e.hdr->arena_base;
+  rp_e.arm_seq = UINT64_MAX;
+  const char *at = rp_e.hdr->config ? strstr(rp_e.hdr->config, RP_INJECT_AT) : NULL;
+  if (o->mode == RP_LENIENT && at) {
+    rp_e.arm_seq = strtoull(at + strlen(RP_INJECT_AT), NULL, 10);
+    _hak_inject_hold();
+  }
   if (o->mode != RP_FUNCS) {
     _hak_init();
     res->rep_base = (uint64_t)(uintptr_t)_hak_arena.ss_base;

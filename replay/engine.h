@@ -73,6 +73,7 @@ typedef struct rp_engine {
   hkt_writer *w;                 /* RP_LENIENT with record_to */
   int w_err;
   uint64_t t0_ns;
+  uint64_t arm_seq;              /* RP_LENIENT: calls from this seq on arm the held injection */
 } rp_engine;
 
 extern rp_engine rp_e;

@@ -11,7 +11,15 @@
  * mapped. It is interesting when its first detection is of the same kind
  * and made by the same call. The result is replayed once more in a child
  * that records what the allocator does, so OUT is a whole trace that
- * `hakmem replay` reproduces as it is. */
+ * `hakmem replay` reproduces as it is.
+ *
+ * An injected fault (HAKMEM_INJECT) fires at a thread's N-th event of its
+ * site: a candidate that drops calls shifts that count, and most would no
+ * longer fire it. So candidates fire it at the first site event of its
+ * thread and class (RP_INJECT_AT in their header: the count is held), and
+ * one is interesting when the fault fired in that thread and the first
+ * detection, of the same kind, came from it: made by the call it fired in
+ * or a later one. OUT's header gets the `@after` of where it fired. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -41,8 +49,13 @@ typedef struct mz {
   const hkt_header *hdr;
   mz_ev *ev;
   uint64_t n;
-  uint32_t nunits, pinned;
+  uint32_t nunits, pinned, pinned_fire;
   uint64_t det_call;         /* index in ev[] of the call that made the detection */
+  uint64_t fire_call;        /* ... of the call an injected fault fired in, UINT64_MAX none */
+  uint32_t fire_tid;         /* ... in this thread */
+  int arm;                   /* candidates fire the fault at its first site event */
+  rp_result last;            /* the last probe's result */
+  const char *config;        /* header config of candidates (the injection retargeted for OUT) */
   unsigned det_kind;
   uint8_t *keep;             /* per unit, for the candidate being tested */
   uint64_t *cand_idx;        /* candidate seq -> index in ev[] */
@@ -124,8 +137,6 @@ static void make_units(mz *z) {
 /* ---- candidates ---- */
 
 static int write_candidate(mz *z, const char *out) {
-  hkt_writer *w;
-  HKT_TRY(hkt_writer_open(&w, out, z->hdr));
   /* Threads with no call left are left out, but for those below the
    * highest one kept: a thread's index is the number of threads that
    * started before it, and an injection names its thread by index. */
@@ -133,7 +144,7 @@ static int write_candidate(mz *z, const char *out) {
   int any = 0;
   for (uint64_t i = 0; i < z->n; i++) if (z->ev[i].ev.tid != HKT_TID_RECORDER && z->ev[i].ev.tid > maxtid) maxtid = z->ev[i].ev.tid;
   uint8_t *used = calloc((size_t)maxtid + 1, 1);
-  if (!used) { hkt_writer_close(w, 0); return HKT_ERR_NOMEM; }
+  if (!used) return HKT_ERR_NOMEM;
   for (uint64_t i = 0; i < z->n; i++)
     if (z->ev[i].unit != UINT32_MAX && z->keep[z->ev[i].unit]) {
       used[z->ev[i].ev.tid] = 1;
@@ -142,14 +153,23 @@ static int write_candidate(mz *z, const char *out) {
     }
   for (uint32_t t = 0; any && t < maxused; t++) used[t] = 1;
   uint64_t seq = 0;
-  int e = 0;
-  for (uint64_t i = 0; i < z->n && !HKT_IS_ERR(e); i++) {
+  for (uint64_t i = 0; i < z->n; i++) {
     mz_ev *m = &z->ev[i];
     if (m->unit == UINT32_MAX ? !used[m->ev.tid] : !z->keep[m->unit]) continue;
     z->cand_idx[seq++] = i;
-    e = hkt_writer_put(w, &m->ev);
   }
   free(used);
+  /* The header: the configuration, and where a held fault fires. */
+  hkt_header h = *z->hdr;
+  char cfg[4096];
+  snprintf(cfg, sizeof cfg, "%s", z->config ? z->config : "");
+  size_t cl = strlen(cfg);
+  if (z->arm) snprintf(cfg + cl, sizeof cfg - cl, "%s%s0\n", cl && cfg[cl - 1] != '\n' ? "\n" : "", RP_INJECT_AT);
+  h.config = cfg;
+  hkt_writer *w;
+  HKT_TRY(hkt_writer_open(&w, out, &h));
+  int e = 0;
+  for (uint64_t k = 0; k < seq && !HKT_IS_ERR(e); k++) e = hkt_writer_put(w, &z->ev[z->cand_idx[k]].ev);
   if (HKT_IS_ERR(e)) { hkt_writer_close(w, 0); return e; }
   hkt_event end = {.kind = HKT_EV_END, .fn = HKT_END_EXIT, .cls = HKT_NO_CLASS,
                    .time_ns = z->n ? z->ev[z->n - 1].ev.time_ns : 0};
@@ -186,12 +206,18 @@ static uint64_t probe(mz *z) {
     e2 = rp_spawn(cand, "lenient", NULL, MZ_STALL_S, NULL, &r, &c);
   }
   if (e2 || !c.finished) return UINT64_MAX;
+  z->last = r;
   if (!r.ndet || r.diverged || r.stalled || r.det[0].kind != z->det_kind) return UINT64_MAX;
   return z->cand_idx[r.det[0].seq];
 }
 
 /* Interesting: the same detection, made by the same call. */
-static int interesting(mz *z) { return probe(z) == z->det_call; }
+static int interesting(mz *z) {
+  uint64_t d = probe(z);
+  if (!z->arm) return d == z->det_call;
+  const rp_result *r = &z->last;   /* a fault moved to its first site: where it fired counts */
+  return d != UINT64_MAX && r->inj_fired && r->inj_tid == z->fire_tid && r->det[0].seq >= r->inj_seq;
+}
 
 /* ddmin over the units not pinned: `set` holds candidates, n of them. */
 static void ddmin(mz *z, uint32_t *set, uint32_t n) {
@@ -205,7 +231,7 @@ static void ddmin(mz *z, uint32_t *set, uint32_t n) {
       for (uint32_t start = 0; start < n && !reduced; start += chunk) {
         uint32_t end = start + chunk < n ? start + chunk : n;
         for (uint32_t i = 0; i < n; i++) z->keep[set[i]] = pass == 0 ? (i < start || i >= end) : (i >= start && i < end);
-        z->keep[z->pinned] = 1;
+        z->keep[z->pinned] = z->keep[z->pinned_fire] = 1;
         if (interesting(z)) {
           uint32_t m = 0;
           for (uint32_t i = 0; i < n; i++) if (z->keep[set[i]]) tmp[m++] = set[i];
@@ -223,12 +249,65 @@ static void ddmin(mz *z, uint32_t *set, uint32_t n) {
   }
   memset(z->keep, 0, z->nunits);
   for (uint32_t i = 0; i < n; i++) z->keep[set[i]] = 1;
-  z->keep[z->pinned] = 1;
+  z->keep[z->pinned] = z->keep[z->pinned_fire] = 1;
   if (n == 1) {   /* a last try: the pinned unit alone */
     z->keep[set[0]] = 0;
     if (!interesting(z)) z->keep[set[0]] = 1;
   }
   free(tmp);
+}
+
+/* cfg: config with the value of its NAME= line replaced by val. */
+static int set_line(char *cfg, size_t n, const char *config, const char *name, const char *val) {
+  const char *c = config ? config : "", *l = c;
+  size_t nl = strlen(name);
+  while ((l = strstr(l, name)) && ((l != c && l[-1] != '\n') || l[nl] != '=')) l++;
+  if (!l) return -1;
+  const char *end = l + nl + 1 + strcspn(l + nl + 1, "\n");
+  int k = snprintf(cfg, n, "%.*s%s=%s%s", (int)(l - c), c, name, val, end);
+  return k < 0 || (size_t)k >= n ? -1 : 0;
+}
+
+/* Candidates run with config from now on: the replay server (which has it
+ * in its environment) is started again. */
+static void use_config(mz *z, const char *config) {
+  hkt_header h = *z->hdr;
+  h.config = config;
+  z->config = config;
+  rp_env_for_hakmem(&h);
+  if (z->have_srv) rp_server_stop(&z->srv);
+  z->have_srv = rp_server_start(&z->srv, "lenient", MZ_STALL_S) == 0;
+}
+
+/* A bug in a cache flush (or one that needs blocks to sit in a cache)
+ * takes a full cache: at the default size, a hundred frees and more. With
+ * smaller caches (HAKMEM_TCACHE, percent of the default) a few calls fill
+ * it; the smallest that still makes the same detection at the same call is
+ * kept (the user's configuration otherwise). */
+static void shrink_cache(mz *z, char *cfg, size_t n) {
+  static const char *const pct[] = {"1", "3", "10", "30"};
+  const char *orig = z->config, *l = orig ? strstr(orig, "HAKMEM_TCACHE=") : NULL;
+  if (!l || strtoul(l + strlen("HAKMEM_TCACHE="), NULL, 10) <= 1) return;
+  for (unsigned i = 0; i < sizeof pct / sizeof *pct; i++) {
+    if (z->deadline && now_s() > z->deadline) break;
+    if (strtoul(pct[i], NULL, 10) >= strtoul(l + strlen("HAKMEM_TCACHE="), NULL, 10)) break;
+    if (set_line(cfg, n, orig, "HAKMEM_TCACHE", pct[i])) return;
+    use_config(z, cfg);
+    if (interesting(z)) return;
+  }
+  use_config(z, orig);
+}
+
+/* cfg: config with its HAKMEM_INJECT line made to fire where r says the
+ * held fault fired: same kind and class, `@after` and `/thread` from r. */
+static int retarget(char *cfg, size_t n, const char *config, const rp_result *r) {
+  const char *c = config ? config : "", *l = strstr(c, "HAKMEM_INJECT=");
+  while (l && l != c && l[-1] != '\n') l = strstr(l + 1, "HAKMEM_INJECT=");
+  if (!l) return -1;
+  const char *v = l + strlen("HAKMEM_INJECT=");
+  char spec[128];
+  int k = snprintf(spec, sizeof spec, "%.*s@%" PRIu64 "/%u", (int)strcspn(v, "@/\n"), v, r->inj_after, r->inj_tid);
+  return k < 0 || (size_t)k >= sizeof spec ? -1 : set_line(cfg, n, config, "HAKMEM_INJECT", spec);
 }
 
 /* ---- --emit-c ---- */
@@ -282,12 +361,13 @@ static int emit_c(mz *z, const char *out) {
       break;
     case HKT_EV_FREE: fprintf(b, "free(%s);", arg); break;
     }
-    fprintf(b, "  /* seq %" PRIu64 "%s */\n  done();\n", e->seq, i == z->det_call ? ": the detection" : "");
+    fprintf(b, "  /* seq %" PRIu64 "%s%s */\n  done();\n", e->seq, i == z->fire_call ? ": the injected fault fires" : "",
+            i == z->det_call ? (i == z->fire_call ? ", the detection" : ": the detection") : "");
   }
   /* The configuration the bug needs (debug level, injected fault...). */
   char env[1024] = "";
   size_t el = 0;
-  for (const char *c = z->hdr->config ? z->hdr->config : ""; *c;) {
+  for (const char *c = z->config ? z->config : ""; *c;) {
     size_t len = strcspn(c, "\n");
     if (strncmp(c, "HAKMEM_ARENA_", 13) && strncmp(c, "HAKMEM_ON_ERROR", 15) && len < 200 && el + len + 2 < sizeof env) {
       memcpy(env + el, c, len);
@@ -391,15 +471,17 @@ static int load(mz *z) {
 int cmd_minimize(int argc, char **argv) {
   static const struct option opts[] = {
     {"output", required_argument, NULL, 'o'}, {"emit-c", required_argument, NULL, 'c'},
-    {"max-time", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    {"max-time", required_argument, NULL, 't'}, {"keep-config", no_argument, NULL, 'k'},
+    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   const char *out = NULL, *out_c = NULL;
   double max_time = 60;
-  int c;
+  int c, keep_config = 0;
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
     switch (c) {
     case 'o': out = optarg; break;
+    case 'k': keep_config = 1; break;
     case 'c': out_c = optarg; break;
     case 't': {
       char *end;
@@ -428,6 +510,8 @@ int cmd_minimize(int argc, char **argv) {
     return 2;
   }
   z.dir = dir;
+  z.fire_call = UINT64_MAX;
+  z.config = z.hdr->config;
   rp_env_for_hakmem(z.hdr);
   z.have_srv = rp_server_start(&z.srv, "lenient", MZ_STALL_S) == 0;
 
@@ -443,17 +527,36 @@ int cmd_minimize(int argc, char **argv) {
     goto done;
   }
   z.deadline = now_s() + max_time;
+  /* An injected fault fired in a call at or before the detecting one:
+   * from now on it fires at its first site event (in a smaller cache if
+   * that keeps it), and the detection it makes first is the one kept. */
+  char cache_cfg[4096];
+  if (z.last.inj_fired && z.last.inj_seq < z.n + 1 && z.cand_idx[z.last.inj_seq] <= z.det_call) {
+    z.fire_tid = z.last.inj_tid;
+    z.arm = 1;
+    z.n = z.det_call + 1;
+    memset(z.keep, 1, z.nunits);
+    if (!keep_config) shrink_cache(&z, cache_cfg, sizeof cache_cfg);
+    if (!interesting(&z)) {
+      cli_err("minimize", "%s: the injected fault, fired at its first site, no longer makes the detection; "
+              "minimizing with the recorded count", z.path);
+      z.arm = 0;
+      use_config(&z, z.hdr->config);
+    } else {
+      z.det_call = z.cand_idx[z.last.det[0].seq];
+    }
+  }
   z.n = z.det_call + 1;          /* calls after it cannot matter */
   z.nunits = 0;
   make_units(&z);
-  z.pinned = z.ev[z.det_call].unit;
+  z.pinned = z.pinned_fire = z.ev[z.det_call].unit;
   uint32_t *set = malloc(sizeof(uint32_t) * (z.nunits ? z.nunits : 1)), n = 0;
-  for (uint32_t u = 0; u < z.nunits; u++) if (u != z.pinned) set[n++] = u;
+  for (uint32_t u = 0; u < z.nunits; u++) if (u != z.pinned && u != z.pinned_fire) set[n++] = u;
   /* The pinned unit alone often suffices: one test before ddmin. Failing
    * that, an allocator bug usually lives in one size class, often in one
    * thread: try keeping only those units, and hand ddmin what is left. */
   memset(z.keep, 0, z.nunits);
-  z.keep[z.pinned] = 1;
+  z.keep[z.pinned] = z.keep[z.pinned_fire] = 1;
   if (!interesting(&z)) {
     const hkt_event *pe = &z.ev[z.det_call].ev;
     for (int narrow = 1; narrow >= 0; narrow--) {
@@ -463,7 +566,7 @@ int cmd_minimize(int argc, char **argv) {
         if (m->unit != UINT32_MAX && m->ev.cls == pe->cls && (!narrow || m->ev.tid == pe->tid))
           z.keep[m->unit] = 1;
       }
-      z.keep[z.pinned] = 1;
+      z.keep[z.pinned] = z.keep[z.pinned_fire] = 1;
       if (interesting(&z)) {
         uint32_t m2 = 0;
         for (uint32_t i = 0; i < n; i++) if (z.keep[set[i]]) set[m2++] = set[i];
@@ -478,9 +581,29 @@ int cmd_minimize(int argc, char **argv) {
 
   /* OUT: the kept calls replayed once more, recording what hakmem does,
    * so that it is a whole trace that replays as it is. */
-  char cand[4200];
+  char cand[4200], cfg[4096];
   snprintf(cand, sizeof cand, "%s/candidate.hkt.zst", dir);
+  if (z.arm) {
+    /* The count at which the held fault fired in the kept calls is the
+     * `@after` that fires it there without help: OUT's HAKMEM_INJECT. */
+    double dl = z.deadline;
+    z.deadline = 0;
+    int found = interesting(&z);
+    z.deadline = dl;
+    if (!found || retarget(cfg, sizeof cfg, z.config, &z.last)) {
+      cli_err("minimize", "%s: the kept calls no longer fire the injected fault where they did", z.path);
+      goto done;
+    }
+    z.fire_call = z.cand_idx[z.last.inj_seq];
+    z.config = cfg;
+    z.arm = 0;
+  }
   if (HKT_IS_ERR(write_candidate(&z, cand))) { cli_err("minimize", "%s: cannot write", cand); goto done; }
+  {   /* the final replay (an exec) takes its configuration from the environment */
+    hkt_header h = *z.hdr;
+    h.config = z.config;
+    rp_env_for_hakmem(&h);
+  }
   rp_result r;
   rp_child ch;
   if (rp_spawn(cand, "lenient", NULL, 10, out, &r, &ch) || !ch.finished || r.read_err) {
@@ -505,6 +628,15 @@ int cmd_minimize(int argc, char **argv) {
          " of the minimized trace\n", hkt_detect_name(z.det_kind), z.ev[z.det_call].ev.seq, ok ? v.det[0].seq : 0);
   printf("%" PRIu64 " test replays in %.1f s; `hakmem replay %s` %s\n", z.tests, now_s() - z.t0, out,
          ok ? "reproduces it" : "DOES NOT reproduce it");
+  for (const char *c = z.config ? z.config : ""; *c; c += strcspn(c, "\n"), c += *c == '\n') {
+    size_t len = strcspn(c, "\n");   /* a setting of OUT that is not the input's */
+    const char *o = z.hdr->config ? z.hdr->config : "";
+    while (*o && (strncmp(o, c, len) || (o[len] && o[len] != '\n'))) o += strcspn(o, "\n"), o += *o == '\n';
+    if (len && !*o)
+      printf("configuration of %s: %.*s (the input has %s)\n", out, (int)len, c,
+             !strncmp(c, "HAKMEM_TCACHE=", 14) ? "a larger cache; fewer calls fill this one"
+                                               : "another count: the fault fires at the first site left");
+  }
   if (z.timed_out)
     printf("stopped at the time limit (--max-time %g): smaller than the input, not the smallest\n", max_time);
   rc = ok ? 0 : 1;

@@ -56,7 +56,15 @@ typedef struct rp_result {
   double seconds;
   uint64_t digest;          /* of the emitted events, in order */
   uint64_t rec_base, rep_base;   /* arena bases: recorded, this replay */
+  int inj_fired;            /* RP_LENIENT: the injected fault fired (first time, in call order) */
+  uint64_t inj_seq, inj_after;   /* ... in the call at this seq, at this count of its site (`@after`) */
+  uint32_t inj_tid;         /* ... in this thread */
 } rp_result;
+
+/* A candidate trace's header config line (not a HAKMEM_ setting): the
+ * injected fault's count is held, and from the call at this seq on it fires
+ * at the calling thread's next site event (minimize). */
+#define RP_INJECT_AT "minimize_inject_at="
 
 /* Run one replay in this process. 0, or an hkt_err when the trace cannot
  * be opened (res->read_msg says why). Threads of the replay are left

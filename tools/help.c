@@ -96,7 +96,7 @@ const cli_command_help cli_commands[] = {
    "Exit: 0 identical, 1 diverged, 2 error, 3 the recorded bug reproduced\n"
    "(docs/replay.md).\n"},
   {"minimize", "shrink a trace to the smallest one that shows the same bug",
-   "usage: hakmem minimize FILE -o OUT [--emit-c OUT.c] [--max-time S]\n"
+   "usage: hakmem minimize FILE -o OUT [--emit-c OUT.c] [--max-time S] [--keep-config]\n"
    "\n"
    "Delta debugging over events, keeping the trace valid (allocs before their\n"
    "frees, thread start and exit, realloc chains) and the same first detection.\n"
@@ -105,6 +105,8 @@ const cli_command_help cli_commands[] = {
    "  --emit-c OUT.c   also write a standalone C program making the same calls\n"
    "  --max-time S     stop after S seconds (default 60) with the smallest trace\n"
    "                   found so far that still shows the bug (and say so)\n"
+   "  --keep-config    keep the input's configuration (by default a smaller\n"
+   "                   cache, HAKMEM_TCACHE, is tried)\n"
    "  -h, --help       this help\n"},
   {"analyze", "lifecycle correlation report: detections, SuperSlabs, leaks",
    "usage: hakmem analyze FILE [--format text|json|html|perfetto] [-o OUT] [--stable]\n"
