@@ -242,7 +242,13 @@ void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *c
       r = p;                                   /* large: in place */
     } else if ((r = _hak_alloc(size, &cls)) != NULL) {
       memcpy(r, p, size < old ? size : old);
+      /* The call's event before the old block goes: freed into another
+       * thread's SuperSlab it can be reused there at once, and the trace
+       * must not show this realloc after that reuse. */
+      if (HAK_REC_ON())
+        _hak_emit_call(HKT_EV_REALLOC, fn, r, size, (uint64_t)(uintptr_t)p, 0, cls, caller);
       if (!HAK_DBG_ON() || !_hak_dbg_free(p, _hak_ss_of(p))) _hak_free_raw(p);
+      return r;
     } else {
       err = ENOMEM;
     }

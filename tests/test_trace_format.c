@@ -1,7 +1,8 @@
 /* test_trace_format.c — the trace format through the writer and the reader:
  * a round trip of every kind and field, cuts at every frame boundary and at
- * random bytes, random corruption, a wrong version, foreign files, append,
- * and the zstd command line accepting what we write. */
+ * random bytes, random corruption, a wrong version, foreign files, version
+ * 1 traces read and rewritten as version 2, the version 2 models at their
+ * edges, append, and the zstd command line accepting what we write. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -499,11 +500,15 @@ static void test_bad_files(void **state) {
   read_all(p, &rc, &complete);
   assert_int_equal(rc, HKT_ERR_NOT_TRACE);
 
-  /* version 2 header */
-  uint8_t v2[] = { 'H', 'K', 'T', 'H', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
-  write_raw_frames(p, v2, sizeof v2, NULL, 0);
+  /* a version this build does not know (it reads 1 and 2) */
+  uint8_t v3[] = { 'H', 'K', 'T', 'H', 3, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+  write_raw_frames(p, v3, sizeof v3, NULL, 0);
   read_all(p, &rc, &complete);
   assert_int_equal(rc, HKT_ERR_VERSION);
+  r = NULL;
+  assert_int_equal(hkt_reader_open(&r, p), HKT_ERR_VERSION);
+  assert_non_null(strstr(hkt_reader_errmsg(NULL), "version 3"));
+  hkt_reader_close(r);
 
   /* a valid header, then an event frame that starts at the wrong seq */
   uint8_t v1[] = { 'H', 'K', 'T', 'H', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
@@ -534,6 +539,204 @@ static void test_bad_files(void **state) {
   assert_int_equal(read_all(p, &rc, &complete), 100);
   assert_true(HKT_IS_ERR(rc));
   free(buf);
+}
+
+/* A trace file from decompressed records (as the fuzz seeds keep them):
+ * cut before each record tag, each piece a frame with a checksum. */
+static void frames_from_raw(const char *raw, const char *dst) {
+  uint8_t *in;
+  size_t n = file_load(raw, &in);
+  ZSTD_CCtx *z = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 1);
+  size_t cap = ZSTD_compressBound(n) + 64 * (n / 4 + 1), len = 0, start = 0;
+  uint8_t *out = malloc(cap);
+  assert_non_null(out);
+  for (size_t i = 1; i <= n; i++) {
+    if (i < n && !(n - i >= 4 && !memcmp(in + i, "HKT", 3) && strchr("HEZ", in[i + 3]) && in[i + 3])) continue;
+    size_t c = ZSTD_compress2(z, out + len, cap - len, in + start, i - start);
+    assert_false(ZSTD_isError(c));
+    len += c;
+    start = i;
+  }
+  file_store(dst, out, len);
+  ZSTD_freeCCtx(z);
+  free(out);
+  free(in);
+}
+
+/* Version 1 traces (the fuzz seeds were written by the version 1 writer)
+ * still read, and the writer's version 2 gives back every field of them;
+ * appending to a version 1 trace is refused (its frames would not match
+ * its header). */
+static void test_v1_traces(void **state) {
+  (void)state;
+  int seeds = 0;
+  for (int k = 0; k < 16; k++) {
+    char raw[64], src[160];
+    snprintf(raw, sizeof raw, "tests/fuzz/corpus/seed-%d.raw", k);
+    if (access(raw, R_OK)) continue;
+    snprintf(src, sizeof src, "%s/seed-%d.hkt.zst", tmpdir, k);
+    frames_from_raw(raw, src);
+    hkt_reader *r = NULL;
+    assert_int_equal(hkt_reader_open(&r, src), 0);
+    if (hkt_reader_header(r)->version != 1) { hkt_reader_close(r); continue; }
+    seeds++;
+    static hkt_event got[NEV];
+    static char sv[NEV][80];
+    int n = 0, e;
+    hkt_writer *w = NULL;
+    assert_int_equal(hkt_writer_open(&w, path, hkt_reader_header(r)), 0);
+    while ((e = hkt_reader_next(r, &got[n])) > 0) {
+      if (got[n].str) { snprintf(sv[n], sizeof sv[n], "%s", got[n].str); got[n].str = sv[n]; }
+      got[n].bid = NULL;   /* build-ids: compared by length below */
+      assert_int_equal(hkt_writer_put(w, &got[n]), 0);
+      assert_true(++n < NEV);
+    }
+    assert_int_equal(e, 0);
+    assert_int_equal(hkt_writer_close(w, hkt_reader_complete(r)), 0);
+    hkt_reader_close(r);
+    assert_int_equal(hkt_reader_open(&r, path), 0);
+    assert_int_equal(hkt_reader_header(r)->version, 2);
+    hkt_event ev;
+    for (int i = 0; i < n; i++) {
+      assert_int_equal(hkt_reader_next(r, &ev), 1);
+      const hkt_event *x = &got[i];
+      assert_int_equal(ev.seq, x->seq);
+      assert_int_equal(ev.kind, x->kind);
+      assert_int_equal(ev.tid, x->tid);
+      assert_int_equal(ev.time_ns, x->time_ns);
+      assert_int_equal(ev.fn, x->fn);
+      assert_int_equal(ev.cls, x->cls);
+      assert_int_equal(ev.ptr, x->ptr);
+      assert_int_equal(ev.size, x->size);
+      assert_int_equal(ev.aux, x->aux);
+      assert_int_equal(ev.aux2, x->aux2);
+      assert_int_equal(ev.aux3, x->aux3);
+      assert_int_equal(ev.caller, x->caller);
+      assert_int_equal(ev.stack_id, x->stack_id);
+      if (x->str) assert_string_equal(ev.str, x->str);
+      else assert_null(ev.str);
+    }
+    assert_int_equal(hkt_reader_next(r, &ev), 0);
+    hkt_reader_close(r);
+    /* append refuses the old version and leaves the file alone */
+    char cp[160];
+    snprintf(cp, sizeof cp, "%s/v1.hkt.zst", tmpdir);
+    uint8_t *buf;
+    size_t len = file_load(src, &buf);
+    file_store(cp, buf, len);
+    uint64_t next;
+    assert_int_equal(hkt_writer_append(&w, cp, &next), HKT_ERR_VERSION);
+    uint8_t *after;
+    assert_int_equal(file_load(cp, &after), len);
+    assert_memory_equal(after, buf, len);
+    free(buf);
+    free(after);
+  }
+  assert_true(seeds >= 1);
+}
+
+/* The version 2 models at their edges: threads sharing a slot (tid
+ * modulo 32), frees across threads, blocks coming back in the order they
+ * were freed (the stride) or from deep in a class's ring, rings that wrap
+ * (more than 4096 frees of one class), REMOTE_PUSH bases on and off their
+ * 1 MiB boundary, kinds past 30 (escaped), calloc class predictions that
+ * overflow, a thread's times going backwards. Every field must come back. */
+static void test_v2_models(void **state) {
+  (void)state;
+  enum { N = 60000, T = 40, LIVE = 256 };
+  static hkt_event m[N];
+  static uint64_t live[T][LIVE];
+  static uint64_t fifo[1 << 14];
+  unsigned fhead = 0, ftail = 0;
+  memset(live, 0, sizeof live);
+  uint64_t next = 0x100000000000ull, t = 5000;
+  for (int i = 0; i < N; i++) {
+    hkt_event *e = &m[i];
+    memset(e, 0, sizeof *e);
+    uint32_t tid = (uint32_t)(rnd() % 6 == 0 ? rnd() % T : (uint64_t)(i / 3000 % T));
+    e->tid = tid;
+    t += rnd() % 4 ? rnd() % 300 : 0;
+    e->time_ns = rnd() % 40 == 0 ? t - rnd() % 2000 : t;
+    e->caller = 0x401000 + (rnd() % 3) * 16 + (tid % 2) * 64;
+    int k = (int)(rnd() % LIVE), who = (int)(rnd() % 5 == 0 ? rnd() % T : tid);
+    unsigned r = (unsigned)(rnd() % 100);
+    if (r < 40 && live[who][k]) {           /* a free, maybe of another thread's block */
+      e->kind = HKT_EV_FREE;
+      e->ptr = live[who][k];
+      e->cls = (uint32_t)(e->ptr >> 4) % 4;
+      if (rnd() % 3 == 0 && ftail - fhead < (1u << 14)) fifo[ftail++ & ((1u << 14) - 1)] = e->ptr;
+      live[who][k] = 0;
+      if (i + 1 < N && rnd() % 2) {         /* a remote push right after it */
+        hkt_event *p = &m[++i];
+        memset(p, 0, sizeof *p);
+        p->kind = HKT_EV_REMOTE_PUSH;
+        p->tid = tid;
+        p->time_ns = t;
+        p->ptr = e->ptr;
+        p->cls = e->cls;
+        p->aux = rnd() % 4 ? e->ptr & ~0xfffffull : rnd() % 3 ? (e->ptr & ~0x1fffffull) : rvalue();
+        p->aux2 = (uint64_t)(rnd() % 3);
+      }
+    } else if (r < 90) {                    /* an allocation: new, LIFO or FIFO reuse */
+      e->kind = (uint16_t)(rnd() % 10 ? HKT_EV_MALLOC : HKT_EV_CALLOC);
+      e->size = 1 + rnd() % 1000;
+      if (e->kind == HKT_EV_CALLOC) e->aux = rnd() % 5 ? 1 + rnd() % 4 : UINT64_MAX / 2;
+      if (fhead != ftail && rnd() % 3 == 0) e->ptr = fifo[fhead++ & ((1u << 14) - 1)];
+      else if (rnd() % 4) e->ptr = next += 16 * (1 + rnd() % 3);
+      else e->ptr = i > 0 && m[i - 1].kind == HKT_EV_FREE ? m[i - 1].ptr : (next += 48);
+      e->cls = (uint32_t)(e->ptr >> 4) % 4;
+      if (rnd() % 9 == 0) e->cls = HKT_NO_CLASS;
+      if (!live[tid][k]) live[tid][k] = e->ptr;
+    } else {                                /* anything else, now and then an escaped kind */
+      e->kind = (uint16_t)(rnd() % 2 ? 31 + rnd() % 33 : 6 + rnd() % 17);
+      e->ptr = rnd() % 2 ? rvalue() : 0;
+      e->aux = rvalue();
+      e->aux2 = rnd() % 2 ? rvalue() : 0;
+      e->fn = (uint16_t)(rnd() % 4);
+      e->cls = rnd() % 2 ? HKT_NO_CLASS : (uint32_t)(rnd() % 70);
+      e->caller = rnd() % 2 ? e->caller : 0;
+    }
+  }
+  for (uint32_t frame = 1000; frame <= 40000; frame *= 40) {   /* small frames, and rings that wrap */
+    hkt_header h = hdr;
+    h.num_classes = 4;
+    for (int c = 0; c < 4; c++) h.class_size[c] = 16u << c;
+    hkt_writer *w;
+    assert_int_equal(hkt_writer_open(&w, path, &h), 0);
+    assert_int_equal(hkt_writer_set_frame_events(w, frame), 0);
+    for (int i = 0; i < N; i++) assert_int_equal(hkt_writer_put(w, &m[i]), 0);
+    assert_int_equal(hkt_writer_close(w, 1), 0);
+    hkt_reader *r;
+    assert_int_equal(hkt_reader_open(&r, path), 0);
+    hkt_event ev;
+    int n = 0;
+    while (hkt_reader_next(r, &ev) > 0) {
+      const hkt_event *x = &m[n];
+      assert_int_equal(ev.kind, x->kind);
+      assert_int_equal(ev.tid, x->tid);
+      assert_int_equal(ev.time_ns, x->time_ns);
+      assert_int_equal(ev.ptr, x->ptr);
+      assert_int_equal(ev.cls, x->cls);
+      assert_int_equal(ev.size, x->size);
+      assert_int_equal(ev.aux, x->aux);
+      assert_int_equal(ev.aux2, x->aux2);
+      assert_int_equal(ev.fn, x->fn);
+      assert_int_equal(ev.caller, x->caller);
+      n++;
+    }
+    assert_int_equal(n, N);
+    assert_true(hkt_reader_complete(r));
+    hkt_reader_close(r);
+  }
+  /* kinds the format cannot hold are refused, not written wrong */
+  hkt_writer *w;
+  assert_int_equal(hkt_writer_open(&w, path, &hdr), 0);
+  hkt_event bad = { .kind = 64 };
+  assert_int_equal(hkt_writer_put(w, &bad), HKT_ERR_ARG);
+  bad.kind = 0;
+  assert_int_equal(hkt_writer_put(w, &bad), HKT_ERR_ARG);
+  assert_int_equal(hkt_writer_close(w, 1), 0);
 }
 
 /* Append: a cut trace goes on where its whole frames end. */
@@ -583,6 +786,8 @@ int main(void) {
     cmocka_unit_test(test_truncation),
     cmocka_unit_test(test_corruption),
     cmocka_unit_test(test_bad_files),
+    cmocka_unit_test(test_v1_traces),
+    cmocka_unit_test(test_v2_models),
     cmocka_unit_test(test_append),
     cmocka_unit_test(test_full_disk),
   };

@@ -344,6 +344,144 @@ static void test_threads(void **state) {
   free(t.ev);
 }
 
+/* ---- 2b. blocks handed between threads: the merge of local and global
+ * records (docs/trace-format.md, "Order") must put every allocation before
+ * the free, realloc or remote push of another thread that got the block
+ * through the program's own queue; the trace verifies and replays the same
+ * every time. ---- */
+
+static const char queue_src[] =
+  "#include <malloc.h>\n#include <pthread.h>\n#include <sched.h>\n#include <stdlib.h>\n#include <string.h>\n"
+  "#define T 4\n#define N 5000\n#define Q 64\n"
+  "static struct { pthread_mutex_t mu; void *slot[Q]; unsigned head, tail; } ring[T];\n"
+  /* thread t hands blocks to thread t + 1 and takes those of thread t - 1 */
+  "static void *work(void *arg) {\n"
+  "  long t = (long)arg;\n"
+  "  unsigned long x = 0x9e3779b97f4a7c15ul * (1 + t);\n"
+  "  void *own[8] = {0}, *self[4] = {0};\n"
+  "  for (long j = 0; j < N; j++) {\n"
+  "    x = x * 6364136223846793005ul + 1442695040888963407ul;\n"
+  "    size_t sz = 1 + (x >> 33) % 700;\n"
+  "    void *p = (x >> 20) % 4 == 0 ? calloc(2, sz) : (x >> 20) % 4 == 1 ? aligned_alloc(64, 64 + (sz & ~63ul)) : malloc(sz);\n"
+  "    if (!p) abort();\n"
+  "    memset(p, (int)j, 1);\n"
+  "    void *got = 0;\n"
+  "    __typeof__(ring[0]) *out = &ring[(t + 1) % T], *in = &ring[t];\n"
+  /* waiting a little (yield) when the ring is full or empty makes the
+   * threads take turns even on one core */
+  "    for (int try = 0; p && try < 20; try++) {\n"
+  "      pthread_mutex_lock(&out->mu);\n"
+  "      if (out->tail - out->head < Q) out->slot[out->tail++ % Q] = p, p = 0;\n"
+  "      pthread_mutex_unlock(&out->mu);\n"
+  "      if (p) sched_yield();\n"
+  "    }\n"
+  "    for (int try = 0; !got && try < 3; try++) {\n"
+  "      pthread_mutex_lock(&in->mu);\n"
+  "      if (in->tail != in->head) got = in->slot[in->head++ % Q];\n"
+  "      pthread_mutex_unlock(&in->mu);\n"
+  "      if (!got) sched_yield();\n"
+  "    }\n"
+  "    if (p) free(p);\n"
+  "    if (got) {\n"                                   /* another thread's block */
+  /* in place: a realloc that moves another thread's block records its
+   * free (the remote push) before the call's own event */
+  "      if ((x >> 40) % 3 == 0) got = realloc(got, malloc_usable_size(got) / 2 + 1);\n"
+  "      if ((x >> 50) % 2) free(got);\n"
+  "      else { int k = (x >> 52) % 8; free(own[k]); own[k] = got; }\n"   /* freed later, by this thread */
+  "    }\n"
+  "    int k = (x >> 56) % 4;\n"                                      /* blocks of its own, moved */
+  "    self[k] = realloc(self[k], 1 + (x >> 44) % 2000);\n"
+  "    if ((x >> 60) % 4 == 0) { free(self[k]); self[k] = 0; }\n"
+  "    void *volatile mine = malloc(1 + (x >> 24) % 200);\n"           /* an own block, freed at once */
+  "    free(mine);\n"
+  "  }\n"
+  "  for (int k = 0; k < 8; k++) free(own[k]);\n"
+  "  for (int k = 0; k < 4; k++) free(self[k]);\n"
+  "  return 0;\n"
+  "}\n"
+  "int main(void) {\n"
+  "  pthread_t th[T];\n"
+  "  for (int t = 0; t < T; t++) pthread_mutex_init(&ring[t].mu, 0);\n"
+  "  for (long t = 0; t < T; t++) pthread_create(&th[t], 0, work, (void *)t);\n"
+  "  for (int t = 0; t < T; t++) pthread_join(th[t], 0);\n"
+  "  for (int t = 0; t < T; t++) while (ring[t].head != ring[t].tail) free(ring[t].slot[ring[t].head++ % Q]);\n"
+  "  return 0;\n"
+  "}\n";
+
+static void test_queue_handoff(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("queue", queue_src);
+  char exe[700];
+  snprintf(exe, sizeof exe, "%s/queue", tmp);
+  for (int round = 0; round < 3; round++) {
+    char out[700];
+    snprintf(out, sizeof out, "%s/queue-%d.hkt.zst", tmp, round);
+    char *rec[] = { hakmem_bin, "record", "-o", out, "--", exe, NULL };
+    int st = run(rec, NULL, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fprintf(stderr, "record: %s\n", run_err());
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char *verify[] = { hakmem_bin, "verify", out, NULL };
+    st = run(verify, NULL, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fprintf(stderr, "verify: %s%s\n", run_out(), run_err());
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    /* the same checks here, and that blocks really crossed threads */
+    trace t;
+    load(out, &t, NULL);
+    assert_int_equal(t.rc, 0);
+    assert_true(t.complete);
+    size_t cap = 1 << 16;
+    uint64_t *live = calloc(cap, sizeof *live);
+    uint32_t *by = calloc(cap, sizeof *by);
+    long crossed = 0, calls = 0;
+    for (size_t i = 0; i < t.n; i++) {
+      const hkt_event *e = &t.ev[i];
+      assert_int_equal(e->seq, i);
+      uint64_t gone = e->kind == HKT_EV_FREE ? e->ptr : e->kind == HKT_EV_REALLOC ? e->aux : 0;
+      if (gone) {
+        size_t h = (gone >> 3) & (cap - 1);
+        while (live[h] && live[h] != gone) h = (h + 1) & (cap - 1);
+        if (live[h] != gone) fail_msg("seq %zu: %s of %#llx, which is not allocated", i, hkt_kind_name(e->kind),
+                                      (unsigned long long)gone);
+        crossed += by[h] != e->tid;
+        /* delete with backward shift */
+        size_t j = h;
+        for (;;) {
+          live[j] = 0;
+          size_t k = j, home;
+          do {
+            k = (k + 1) & (cap - 1);
+            if (!live[k]) goto deleted;
+            home = (live[k] >> 3) & (cap - 1);
+          } while ((j <= k) ? (home > j && home <= k) : (home > j || home <= k));
+          live[j] = live[k];
+          by[j] = by[k];
+          j = k;
+        }
+      deleted:;
+      }
+      if (e->kind >= HKT_EV_MALLOC && e->kind <= HKT_EV_FREE) calls++;
+      if (e->kind >= HKT_EV_MALLOC && e->kind <= HKT_EV_ALIGNED && e->ptr) {
+        size_t h = (e->ptr >> 3) & (cap - 1);
+        while (live[h]) h = (h + 1) & (cap - 1);
+        live[h] = e->ptr;
+        by[h] = e->tid;
+      }
+    }
+    assert_true(calls > 4 * 5000 * 3);
+    assert_true(crossed > 500);   /* blocks really went from thread to thread */
+    free(live);
+    free(by);
+    free(t.ev);
+
+    char *replay[] = { hakmem_bin, "replay", out, "--repeat", "2", NULL };
+    st = run(replay, NULL, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fprintf(stderr, "replay: %s%s\n", run_out(), run_err());
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+}
+
 /* ---- 3. crashes at random points of a two-thread program ---- */
 
 static const char crash_src[] =
@@ -470,6 +608,90 @@ static void test_crashes(void **state) {
   }
   crash_case('k', SIGKILL, 0);
   crash_case('s', SIGSEGV, 0);
+}
+
+/* ---- 3b. a crash in one thread while another allocates: that thread stops
+ * at its next call once the crash handler began, so every call it counted
+ * as returned (in a shared file, after each return) is in the trace, and
+ * none returns after the end. ---- */
+
+static const char halt_src[] =
+  "#include <fcntl.h>\n#include <pthread.h>\n#include <stdatomic.h>\n#include <stdlib.h>\n"
+  "#include <sys/mman.h>\n#include <unistd.h>\n"
+  "static _Atomic long *count;\n"
+  "static void *work(void *arg) {\n"
+  "  void *keep[32] = {0};\n"
+  "  for (long j = 0;; j++) {\n"
+  "    int k = j % 32;\n"
+  "    if (keep[k]) { free(keep[k]); atomic_fetch_add(count, 1); }\n"
+  "    keep[k] = malloc(2 + 8 * (j % 100)); atomic_fetch_add(count, 1);\n"
+  "  }\n"
+  "  return arg;\n"
+  "}\n"
+  "int main(int argc, char **argv) {\n"
+  "  int fd = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0644);\n"
+  "  if (fd < 0 || ftruncate(fd, 4096)) return 90;\n"
+  "  count = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);\n"
+  "  if (count == MAP_FAILED) return 91;\n"
+  "  pthread_t th;\n"
+  "  pthread_create(&th, 0, work, 0);\n"
+  "  long at = atol(argv[3]);\n"
+  "  while (atomic_load(count) < at) {}\n"
+  "  if (argv[1][0] == 's') *(volatile int *)16 = 1;\n"
+  "  abort();\n"
+  "}\n";
+
+static void halt_case(char mode, int sig, int use_record) {
+  char exe[700], out[700], cnt[700], at[32], m[2] = { mode, 0 };
+  snprintf(exe, sizeof exe, "%s/halt", tmp);
+  snprintf(out, sizeof out, "%s/halt-%c.hkt.zst", tmp, mode);
+  snprintf(cnt, sizeof cnt, "%s/halt-count", tmp);
+  snprintf(at, sizeof at, "%ld", 2000 + (long)(random() % 100000));
+  int st;
+  if (use_record) {
+    char *argv[] = { hakmem_bin, "record", "-o", out, "--", exe, m, cnt, at, NULL };
+    st = run(argv, NULL, 0);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 128 + sig);
+  } else {
+    char env_trace[800], env_pre[800];
+    snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
+    snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
+    const char *env[] = { env_trace, env_pre, "HAKMEM_TRACE_ROOT=", NULL };
+    char *argv[] = { exe, m, cnt, at, NULL };
+    st = run(argv, env, 0);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), sig);
+  }
+  FILE *f = fopen(cnt, "rb");
+  assert_non_null(f);
+  long made = -1;
+  assert_int_equal(fread(&made, sizeof made, 1, f), 1);
+  fclose(f);
+  assert_true(made >= atol(at));
+  trace t;
+  load(out, &t, NULL);
+  assert_int_equal(t.rc, 0);
+  assert_true(t.complete);
+  const hkt_event *end = end_event(&t);
+  assert_non_null(end);
+  assert_int_equal(end->fn, HKT_END_SIGNAL);
+  assert_int_equal(end->aux, (uint64_t)sig);
+  long calls = calls_of(&t, 1);
+  if (calls < made) fprintf(stderr, "mode %c: the thread counted %ld returned calls, the trace has %ld\n", mode, made, calls);
+  assert_true(calls >= made);
+  free(t.ev);
+}
+
+static void test_crash_halts_others(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("halt", halt_src);
+  srandom((unsigned)getpid() * 7);
+  for (int i = 0; i < 3; i++) {
+    halt_case('s', SIGSEGV, i & 1);
+    halt_case('a', SIGABRT, !(i & 1));
+  }
 }
 
 /* ---- 4. fork and exec ---- */
@@ -637,7 +859,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_own_calls),
     cmocka_unit_test(test_threads),
+    cmocka_unit_test(test_queue_handoff),
     cmocka_unit_test(test_crashes),
+    cmocka_unit_test(test_crash_halts_others),
     cmocka_unit_test(test_fork_exec),
     cmocka_unit_test(test_backtrace_modules),
     cmocka_unit_test(test_full_disk),

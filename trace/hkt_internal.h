@@ -18,19 +18,33 @@
 #define hkt_likely(x)   __builtin_expect(!!(x), 1)
 #define hkt_unlikely(x) __builtin_expect(!!(x), 0)
 
+/* ---- memory: anonymous mmap, page granular; never malloc ---- */
+HKT_INTERNAL void *hkt_mem_alloc(size_t n);          /* zeroed; NULL on failure */
+HKT_INTERNAL void  hkt_mem_free(void *p);
+HKT_INTERNAL void *hkt_mem_realloc(void *p, size_t n);
+
 /* ---- frames: the first 4 bytes of each frame's content ---- */
 #define HKT_MAGIC_HEADER "HKTH"
 #define HKT_MAGIC_EVENTS "HKTE"
 #define HKT_MAGIC_END    "HKTZ"
 
-/* The byte streams of an event frame, in file order. */
+/* The byte streams of an event frame, in file order: version 1 has the
+ * first 10, version 2 all 13 (its stream 0 holds HEAD bytes, not bare
+ * kinds; SIZE holds size >> 8, SIZE_LO the low bytes). Version 2 splits
+ * sizes and FREE codes into a low byte and the rest because zstd's
+ * Huffman stage codes a stream's bytes with one table: a low byte (near
+ * uniform) and a high byte (small) mixed in one stream cost a bit or two
+ * more than the two apart. */
 enum {
   HKT_S_KIND, HKT_S_FLAGS, HKT_S_TID, HKT_S_TIME, HKT_S_CLS,
   HKT_S_PTR, HKT_S_SIZE, HKT_S_AUX, HKT_S_CALLER, HKT_S_STR,
+  HKT_S_SIZE_LO, HKT_S_FREE_LO, HKT_S_FREE_HI,
   HKT_S__COUNT
 };
+#define HKT_S_V1_COUNT 10
+#define HKT_S_HEAD HKT_S_KIND
 
-/* FLAGS byte: which optional fields an event carries (non-zero / present). */
+/* Version 1 FLAGS byte: which optional fields an event carries (non-zero / present). */
 #define HKT_F_PTR    0x01
 #define HKT_F_SIZE   0x02
 #define HKT_F_AUX    0x04
@@ -100,6 +114,229 @@ static inline uint64_t hkt_cls_encode(uint32_t cls, uint32_t predicted) {
   return cls == predicted ? 0 : cls == HKT_NO_CLASS ? 1 : (uint64_t)cls + 2;
 }
 
+/* ---- version 2 event coding (docs/trace-format.md, "Version 2 streams") ----
+ * Each event costs one HEAD byte; every other field is written only when a
+ * model that writer and reader keep alike (per frame) did not predict it. */
+
+/* HEAD byte: the kind (31: it follows in FLAGS as a byte) and what differs
+ * from the prediction. */
+#define HKT_H_KIND   0x1f
+#define HKT_H_KESC   31     /* kinds >= 31 */
+#define HKT_H_TID    0x20   /* thread differs from the previous event's: TID varint */
+#define HKT_H_FLAGS  0x40   /* flags differ from the last event of this kind: FLAGS varint */
+#define HKT_H_CALLER 0x80   /* caller differs from this thread's last of this kind: CALLER varint */
+
+/* Version 2 flags (a varint): fields present, as version 1's F and G, and
+ * whether the class is written (it differs from its prediction). */
+#define HKT_G_PTR    0x001
+#define HKT_G_SIZE   0x002
+#define HKT_G_AUX    0x004
+#define HKT_G_AUX2   0x008
+#define HKT_G_AUX3   0x010
+#define HKT_G_FN     0x020
+#define HKT_G_CALLER 0x040
+#define HKT_G_STACK  0x080
+#define HKT_G_STR    0x100
+#define HKT_G_BID    0x200
+#define HKT_G_CLS    0x400
+#define HKT_G_ALL    0x7ff
+
+/* The aux a version 2 event's aux is written against: a REMOTE_PUSH's
+ * SuperSlab base is its block's 1 MiB boundary (or one below); any other
+ * kind's the last aux of that kind in the frame. */
+#define HKT_SS_ALIGN (1ull << 20)
+static inline uint64_t hkt_aux_base(unsigned kind, uint64_t ptr, uint64_t last) {
+  return kind == HKT_EV_REMOTE_PUSH ? ptr & ~(HKT_SS_ALIGN - 1) : last;
+}
+
+/* Per-thread predictions are kept for thread indexes modulo this. */
+#define HKT_TSLOTS 32
+static inline unsigned hkt_tslot(uint32_t tid) { return tid & (HKT_TSLOTS - 1); }
+
+/* PTR codes (low 2 bits of the first varint u) of version 2. */
+#define HKT_P_DELTA  0      /* u >> 2 = zigzag of the delta / 8 to a predicted pointer */
+#define HKT_P_RING   1      /* allocation: the freed block u >> 2 below the top of its ring */
+#define HKT_P_OTHER  2      /* u == 2: the pointer follows whole; u == 6: the stride entry */
+#define HKT_P_XBACK  1      /* FREE: another thread slot's live allocation of rank u >> 2 (the slot follows in PTR) */
+#define HKT_P_BACK   3      /* FREE: this thread's live allocation of rank u >> 2 (hkt_live) */
+#define HKT_P_ABS    2u
+#define HKT_P_STRIDE 6u
+
+/* The freed blocks of each class slot, in the order they were freed: a
+ * stack whose entries are numbered by position (0 = bottom). An allocation
+ * that hands one out names it by its distance from the top (0: freed last,
+ * a thread cache's LIFO) or as the entry `stride` past the one taken last
+ * (blocks coming back in the order they were freed, as through a remote
+ * queue). A taken entry is emptied; the stack shrinks past empty entries at
+ * its top. Positions below lo were overwritten (the ring holds
+ * HKT_RING_CAP). Writer and reader keep the same rings. */
+#define HKT_RING_CAP 4096u   /* a power of two */
+typedef struct hkt_rings {
+  uint64_t *ent;             /* HKT_PTR_SLOTS x HKT_RING_CAP, 0 = empty */
+  uint32_t top[HKT_PTR_SLOTS], lo[HKT_PTR_SLOTS];   /* entries lo..top-1 valid */
+  uint32_t cursor[HKT_PTR_SLOTS];                   /* position taken last */
+  int32_t stride[HKT_PTR_SLOTS];
+} hkt_rings;
+static inline uint64_t *hkt_ring_at(const hkt_rings *g, unsigned slot, uint32_t pos) {
+  return &g->ent[(size_t)slot * HKT_RING_CAP + (pos & (HKT_RING_CAP - 1))];
+}
+static inline void hkt_rings_reset(hkt_rings *g) {
+  memset(g->top, 0, sizeof g->top);
+  memset(g->lo, 0, sizeof g->lo);
+  memset(g->cursor, 0, sizeof g->cursor);
+  memset(g->stride, 0, sizeof g->stride);
+}
+/* Push a freed block; returns its position. */
+static inline uint32_t hkt_ring_push(hkt_rings *g, unsigned slot, uint64_t ptr) {
+  uint32_t pos = g->top[slot]++;
+  *hkt_ring_at(g, slot, pos) = ptr;
+  if (g->top[slot] - g->lo[slot] > HKT_RING_CAP) g->lo[slot] = g->top[slot] - HKT_RING_CAP;
+  return pos;
+}
+/* The block at pos, or 0 when pos holds none. */
+static inline uint64_t hkt_ring_get(const hkt_rings *g, unsigned slot, uint32_t pos) {
+  if (pos < g->lo[slot] || pos >= g->top[slot]) return 0;
+  return *hkt_ring_at(g, slot, pos);
+}
+/* Take the block at pos (valid, non-empty) out. */
+static inline void hkt_ring_take(hkt_rings *g, unsigned slot, uint32_t pos) {
+  *hkt_ring_at(g, slot, pos) = 0;
+  g->stride[slot] = (int32_t)(pos - g->cursor[slot]);
+  g->cursor[slot] = pos;
+  while (g->top[slot] > g->lo[slot] && !*hkt_ring_at(g, slot, g->top[slot] - 1)) g->top[slot]--;
+}
+
+/* The allocations of a version 2 frame still live, per thread slot, in
+ * the order the thread made them: a FREE names its block by its rank among
+ * the live allocations of the block's thread slot, counted from the latest
+ * (0). A bit per allocation number says live; counts per 64-bit word, per
+ * 16 words and per 256 words make rank and select a few short scans from
+ * the latest end (no chain of dependent loads, as a tree would have).
+ * Memory follows use (grown by doubling); writer and reader keep the same
+ * bits and counts. */
+/* Bits set in v, inline (the build targets CPUs without a popcnt
+ * instruction, where the builtin is a library call). */
+static inline uint32_t hkt_popcount(uint64_t v) {
+  v -= (v >> 1) & 0x5555555555555555ull;
+  v = (v & 0x3333333333333333ull) + ((v >> 2) & 0x3333333333333333ull);
+  v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0full;
+  return (uint32_t)((v * 0x0101010101010101ull) >> 56);
+}
+#define HKT_LIVE_GRAIN 16384u   /* allocation numbers per top-level count */
+typedef struct hkt_live_slot {
+  uint64_t *bits;           /* bit k: allocation number k is live */
+  uint8_t *c1;              /* live per word */
+  uint16_t *c2;             /* per 16 words */
+  uint32_t *c3;             /* per 256 words */
+  uint32_t *ords;           /* frame ordinal of each allocation number */
+  uint32_t n, nlive, cap;   /* cap: a multiple of HKT_LIVE_GRAIN */
+} hkt_live_slot;
+typedef struct hkt_live { hkt_live_slot s[HKT_TSLOTS]; } hkt_live;
+static inline void hkt_live_reset(hkt_live *l) {
+  for (unsigned i = 0; i < HKT_TSLOTS; i++) {
+    hkt_live_slot *s = &l->s[i];
+    if (s->n) {
+      uint32_t words = (s->n + 63) / 64;
+      memset(s->bits, 0, (size_t)words * sizeof *s->bits);
+      memset(s->c1, 0, words);
+      memset(s->c2, 0, (size_t)(words + 15) / 16 * sizeof *s->c2);
+      memset(s->c3, 0, (size_t)(words + 255) / 256 * sizeof *s->c3);
+    }
+    s->n = s->nlive = 0;
+  }
+}
+static inline void hkt_live_release(hkt_live *l) {
+  for (unsigned i = 0; i < HKT_TSLOTS; i++) {
+    hkt_live_slot *s = &l->s[i];
+    hkt_mem_free(s->bits);
+    hkt_mem_free(s->c1);
+    hkt_mem_free(s->c2);
+    hkt_mem_free(s->c3);
+    hkt_mem_free(s->ords);
+    *s = (hkt_live_slot){ 0 };
+  }
+}
+/* Room for allocation number s->n; 0 or HKT_ERR_NOMEM. */
+static inline int hkt_live_grow(hkt_live_slot *s) {
+  uint32_t cap = s->cap ? s->cap * 2 : HKT_LIVE_GRAIN;
+  uint64_t *b = hkt_mem_realloc(s->bits, (size_t)cap / 64 * sizeof *b);
+  if (b) s->bits = b;
+  uint8_t *c1 = b ? hkt_mem_realloc(s->c1, (size_t)cap / 64) : NULL;
+  if (c1) s->c1 = c1;
+  uint16_t *c2 = c1 ? hkt_mem_realloc(s->c2, (size_t)cap / 1024 * sizeof *c2) : NULL;
+  if (c2) s->c2 = c2;
+  uint32_t *c3 = c2 ? hkt_mem_realloc(s->c3, (size_t)cap / HKT_LIVE_GRAIN * sizeof *c3) : NULL;
+  if (c3) s->c3 = c3;
+  uint32_t *o = c3 ? hkt_mem_realloc(s->ords, (size_t)cap * sizeof *o) : NULL;
+  if (o) s->ords = o;
+  if (!o) return HKT_ERR_NOMEM;
+  s->cap = cap;
+  return 0;
+}
+static inline void hkt_live_count(hkt_live_slot *s, uint32_t k, uint32_t v) {
+  uint32_t w = k / 64;
+  s->c1[w] = (uint8_t)(s->c1[w] + v);
+  s->c2[w / 16] = (uint16_t)(s->c2[w / 16] + v);
+  s->c3[w / 256] += v;
+  s->nlive += v;
+}
+/* A new allocation (ordinal ord of the frame) of slot ts: its number there
+ * in *k; 0 or HKT_ERR_NOMEM. */
+static inline int hkt_live_add(hkt_live *l, unsigned ts, uint32_t ord, uint32_t *k) {
+  hkt_live_slot *s = &l->s[ts];
+  if (hkt_unlikely(s->n >= s->cap) && hkt_live_grow(s)) return HKT_ERR_NOMEM;
+  uint32_t i = s->n++;
+  s->ords[i] = ord;
+  s->bits[i / 64] |= 1ull << (i % 64);
+  hkt_live_count(s, i, 1);
+  *k = i;
+  return 0;
+}
+static inline void hkt_live_kill(hkt_live *l, unsigned ts, uint32_t k) {
+  hkt_live_slot *s = &l->s[ts];
+  s->bits[k / 64] &= ~(1ull << (k % 64));
+  hkt_live_count(s, k, (uint32_t)-1);
+}
+/* Live allocations of slot ts numbered after k. */
+static inline uint32_t hkt_live_rank(const hkt_live *l, unsigned ts, uint32_t k) {
+  const hkt_live_slot *s = &l->s[ts];
+  uint32_t w = k / 64, last = (s->n - 1) / 64;
+  uint32_t r = k % 64 == 63 ? 0 : hkt_popcount(s->bits[w] >> (k % 64) >> 1);
+  uint32_t e1 = (w | 15) < last ? (w | 15) : last;
+  for (uint32_t i = w + 1; i <= e1; i++) r += s->c1[i];
+  uint32_t g = w / 16, e2 = (g | 15) < last / 16 ? (g | 15) : last / 16;
+  for (uint32_t i = g + 1; i <= e2; i++) r += s->c2[i];
+  for (uint32_t i = w / 256 + 1; i <= last / 256; i++) r += s->c3[i];
+  return r;
+}
+/* The number of the live allocation of slot ts with `rank` live ones after
+ * it, or UINT32_MAX if there is none. */
+static inline uint32_t hkt_live_find(const hkt_live *l, unsigned ts, uint32_t rank) {
+  const hkt_live_slot *s = &l->s[ts];
+  if (rank >= s->nlive) return UINT32_MAX;
+  uint32_t last = (s->n - 1) / 64, g3 = last / 256;   /* scan down from the latest */
+  while (s->c3[g3] <= rank) { rank -= s->c3[g3]; if (!g3--) return UINT32_MAX; }
+  uint32_t g2 = g3 * 16 + 15;
+  while (s->c2[g2] <= rank) { rank -= s->c2[g2]; if (g2-- == g3 * 16) return UINT32_MAX; }
+  uint32_t w = g2 * 16 + 15;
+  while (s->c1[w] <= rank) { rank -= s->c1[w]; if (w-- == g2 * 16) return UINT32_MAX; }
+  uint64_t b = s->bits[w];
+  uint32_t cnt = hkt_popcount(b);
+  if (cnt <= rank) return UINT32_MAX;
+  uint32_t want = cnt - rank;   /* the want-th set bit from the bottom */
+  /* the byte holding it by byte-wise prefix counts, then within the byte */
+  uint64_t c = b - ((b >> 1) & 0x5555555555555555ull);
+  c = (c & 0x3333333333333333ull) + ((c >> 2) & 0x3333333333333333ull);
+  c = ((c + (c >> 4)) & 0x0f0f0f0f0f0f0f0full) * 0x0101010101010101ull;   /* byte i: bits in bytes 0..i */
+  uint64_t ge = ((c | 0x8080808080808080ull) - want * 0x0101010101010101ull) & 0x8080808080808080ull;
+  unsigned byte = (unsigned)__builtin_ctzll(ge) / 8;
+  want -= byte ? (uint32_t)(c >> (8 * byte - 8)) & 0xff : 0;
+  uint32_t x = (uint32_t)(b >> (8 * byte)) & 0xff;
+  while (--want) x &= x - 1;
+  uint32_t k = w * 64 + byte * 8 + (uint32_t)__builtin_ctz(x);
+  return k < s->n ? k : UINT32_MAX;
+}
+
 /* Limits every reader enforces, so that memory stays bounded on any input. */
 #define HKT_MAX_FRAME_BYTES  (64u << 20)   /* decompressed content of one frame */
 #define HKT_MAX_STR          4096u
@@ -108,15 +345,11 @@ static inline uint64_t hkt_cls_encode(uint32_t cls, uint32_t predicted) {
 #define HKT_MAX_STACK_FRAMES (8u << 20)    /* all stacks of a trace together */
 
 /* Defaults of the writer. */
-#define HKT_DEFAULT_FRAME_EVENTS (64u << 10)
+#define HKT_DEFAULT_FRAME_EVENTS (128u << 10)
 #define HKT_DEFAULT_FRAME_BYTES  (8u << 20)
 #define HKT_DEFAULT_LEVEL        3
 #define HKT_RECORD_LEVEL         1     /* the in-process recorder's writer */
 
-/* ---- memory: anonymous mmap, page granular; never malloc ---- */
-HKT_INTERNAL void *hkt_mem_alloc(size_t n);          /* zeroed; NULL on failure */
-HKT_INTERNAL void  hkt_mem_free(void *p);
-HKT_INTERNAL void *hkt_mem_realloc(void *p, size_t n);
 
 /* ---- a growable byte buffer on hkt_mem ---- */
 typedef struct hkt_buf { uint8_t *p; size_t len, cap; int failed; } hkt_buf;

@@ -51,12 +51,22 @@ struct hkt_reader {
   uint32_t left;            /* events of the frame not yet returned */
   uint64_t prev_t;
   uint64_t pred[HKT_PTR_SLOTS];
-  hkt_freed freed;
+  hkt_freed freed;          /* version 1 */
+  /* version 2 predictions (as the writer's) */
+  uint64_t npred[HKT_PTR_SLOTS];
+  hkt_rings rings;
+  uint16_t fpred[64];
+  uint64_t apred[64];
+  uint32_t lcls[HKT_TSLOTS];
+  uint32_t cpred[HKT_TSLOTS * 64];
+  uint64_t tlast[HKT_TSLOTS];
+  uint32_t prev_tid;
   hkt_cur s[HKT_S__COUNT];
   uint64_t *callers;
   uint32_t ncallers, callers_cap;
   uint64_t *aptr;           /* allocations of this frame (FREE back-references) */
   uint32_t *acls;
+  hkt_live live;            /* version 2: live allocations per thread slot */
   uint32_t nalloc, alloc_cap;
   char str[HKT_MAX_STR + 1];
   uint8_t bid[256];
@@ -163,9 +173,13 @@ static int parse_header(hkt_reader *r) {
   hkt_header *h = &r->hdr;
   uint64_t v = hkt_get_varint(&c);
   if (c.bad) return set_err(r, HKT_ERR_CORRUPT, 0, "header frame too short");
-  if (v != HKT_FORMAT_VERSION)
-    return set_err(r, HKT_ERR_VERSION, 0, "format version %llu, this build reads version %d",
-                   (unsigned long long)v, HKT_FORMAT_VERSION);
+  if (v != 1 && v != 2)
+    return set_err(r, HKT_ERR_VERSION, 0, "format version %llu, this build reads versions 1 and 2",
+                   (unsigned long long)v);
+  if (v == 2 && !r->rings.ent) {
+    r->rings.ent = hkt_mem_alloc((size_t)HKT_PTR_SLOTS * HKT_RING_CAP * sizeof *r->rings.ent);
+    if (!r->rings.ent) return set_err(r, HKT_ERR_NOMEM, 0, "out of memory");
+  }
   h->version = (uint32_t)v;
   h->pid = (uint32_t)hkt_get_varint(&c);
   h->ppid = (uint32_t)hkt_get_varint(&c);
@@ -267,7 +281,9 @@ static int parse_events(hkt_reader *r) {
   if (first != r->next_seq)
     return set_err(r, HKT_ERR_SEQUENCE, r->frame_off, "frame starts at seq %llu, expected %llu",
                    (unsigned long long)first, (unsigned long long)r->next_seq);
-  if (n > (1u << 20) || n * 5 > r->content.len)
+  /* every event takes at least 5 bytes (version 1: kind, flags, tid, time,
+   * class) or 2 (version 2: head, time) */
+  if (n > (1u << 20) || n * (r->hdr.version == 1 ? 5 : 2) > r->content.len)
     return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "frame claims %llu events", (unsigned long long)n);
   for (uint64_t i = 0; i < nst; i++) {
     uint64_t id = hkt_get_varint(&c), nf = hkt_get_varint(&c);
@@ -287,11 +303,12 @@ static int parse_events(hkt_reader *r) {
   uint64_t prev = 0;
   for (uint64_t i = 0; i < nc; i++) r->callers[i] = prev += (uint64_t)hkt_unzz(hkt_get_varint(&c));
   r->ncallers = (uint32_t)nc;
-  uint64_t len[HKT_S__COUNT], total = 0;
-  for (int i = 0; i < HKT_S__COUNT; i++) { len[i] = hkt_get_varint(&c); total += len[i]; }
+  int ns = r->hdr.version == 1 ? HKT_S_V1_COUNT : HKT_S__COUNT;
+  uint64_t len[HKT_S__COUNT] = { 0 }, total = 0;
+  for (int i = 0; i < ns; i++) { len[i] = hkt_get_varint(&c); total += len[i]; }
   if (c.bad || total != (uint64_t)(c.end - c.p) || total < len[0])
     return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "stream lengths do not match the frame");
-  for (int i = 0; i < HKT_S__COUNT; i++) {
+  for (int i = 0; i < HKT_S__COUNT; i++) {   /* streams a version lacks are empty */
     r->s[i] = (hkt_cur){ c.p, c.p + len[i], 0 };
     c.p += len[i];
   }
@@ -306,8 +323,20 @@ static int parse_events(hkt_reader *r) {
   }
   r->nalloc = 0;
   memset(r->pred, 0, sizeof r->pred);
-  memset(r->freed.n, 0, sizeof r->freed.n);
-  memset(r->freed.top, 0, sizeof r->freed.top);
+  if (r->hdr.version == 1) {
+    memset(r->freed.n, 0, sizeof r->freed.n);
+    memset(r->freed.top, 0, sizeof r->freed.top);
+  } else {
+    memset(r->npred, 0, sizeof r->npred);
+    hkt_rings_reset(&r->rings);
+    hkt_live_reset(&r->live);
+    memset(r->fpred, 0, sizeof r->fpred);
+    memset(r->apred, 0, sizeof r->apred);
+    for (unsigned i = 0; i < HKT_TSLOTS; i++) r->lcls[i] = HKT_NO_CLASS;
+    memset(r->cpred, 0xff, sizeof r->cpred);
+    r->prev_tid = 0;
+    for (unsigned i = 0; i < HKT_TSLOTS; i++) r->tlast[i] = r->prev_t;
+  }
   r->left = (uint32_t)n;
   r->in_frame = 1;
   return 0;
@@ -369,10 +398,10 @@ static inline uint32_t predict(const hkt_reader *r, uint64_t size) {
   return hkt_predict_cls(HKT_EV_MALLOC, size, r->hdr.class_size, r->hdr.num_classes);
 }
 
-/* Decode the next events of the frame (at most HKT_BATCH, and none after
- * one with a string) into r->batch. Cursors live in locals for the loop;
- * a bad event ends the chunk before it and sets the (sticky) error. */
-static void decode_chunk(hkt_reader *r) {
+/* Decode the next events of a version 1 frame (at most HKT_BATCH, and none
+ * after one with a string) into r->batch. Cursors live in locals for the
+ * loop; a bad event ends the chunk before it and sets the (sticky) error. */
+static void decode_chunk_v1(hkt_reader *r) {
   uint32_t max = r->left < HKT_BATCH ? r->left : HKT_BATCH;
   const uint8_t *kp = r->s[HKT_S_KIND].p;   /* exactly one byte per event (checked per frame) */
   const uint8_t *fp = r->s[HKT_S_FLAGS].p, *fe = r->s[HKT_S_FLAGS].end;
@@ -517,6 +546,235 @@ static void decode_chunk(hkt_reader *r) {
             (unsigned long long)(seq0 + i), bad - 1);
 }
 
+/* The class a version 2 reader predicts before the pointer (docs: step 8). */
+static inline uint32_t predict_v2(const hkt_reader *r, unsigned kind, uint64_t size, uint64_t aux, unsigned ts) {
+  if (kind == HKT_EV_MALLOC || kind == HKT_EV_REALLOC || kind == HKT_EV_ALIGNED) return predict(r, size);
+  if (kind == HKT_EV_CALLOC) {
+    uint64_t bytes;
+    return __builtin_mul_overflow(size, aux, &bytes) ? HKT_NO_CLASS : predict(r, bytes);
+  }
+  return r->lcls[ts];
+}
+
+/* As decode_chunk_v1, for version 2 frames: the writer's model (writer.c)
+ * run backwards. */
+static void decode_chunk_v2(hkt_reader *r) {
+  uint32_t max = r->left < HKT_BATCH ? r->left : HKT_BATCH;
+  const uint8_t *hp = r->s[HKT_S_HEAD].p;   /* exactly one byte per event (checked per frame) */
+  const uint8_t *fp = r->s[HKT_S_FLAGS].p, *fe = r->s[HKT_S_FLAGS].end;
+  const uint8_t *tp = r->s[HKT_S_TID].p, *te = r->s[HKT_S_TID].end;
+  const uint8_t *mp = r->s[HKT_S_TIME].p, *me = r->s[HKT_S_TIME].end;
+  const uint8_t *cp = r->s[HKT_S_CLS].p, *ce = r->s[HKT_S_CLS].end;
+  const uint8_t *pp = r->s[HKT_S_PTR].p, *pe = r->s[HKT_S_PTR].end;
+  const uint8_t *zp = r->s[HKT_S_SIZE].p, *ze = r->s[HKT_S_SIZE].end;
+  const uint8_t *ap = r->s[HKT_S_AUX].p, *ae = r->s[HKT_S_AUX].end;
+  const uint8_t *lp = r->s[HKT_S_CALLER].p, *le = r->s[HKT_S_CALLER].end;
+  const uint8_t *slp = r->s[HKT_S_SIZE_LO].p, *sle = r->s[HKT_S_SIZE_LO].end;
+  const uint8_t *flp = r->s[HKT_S_FREE_LO].p, *fle = r->s[HKT_S_FREE_LO].end;
+  const uint8_t *fhp = r->s[HKT_S_FREE_HI].p, *fhe = r->s[HKT_S_FREE_HI].end;
+  hkt_cur *sc = &r->s[HKT_S_STR];
+  hkt_rings *rg = &r->rings;
+  const uint64_t seq0 = r->next_seq;
+  const unsigned shift = r->hdr.time_shift;
+  uint32_t tid = r->prev_tid;
+  hkt_event *out = r->batch;
+  int bad = 0, bad_event = 0, nomem = 0;
+  uint32_t i = 0;
+  while (i < max) {
+    hkt_event *ev = &out[i];
+    uint8_t head = *hp++;
+    unsigned kind = head & HKT_H_KIND;
+    if (hkt_unlikely(kind == HKT_H_KESC)) {
+      if (fp < fe) kind = *fp++;
+      else bad = HKT_S_FLAGS + 1;
+    }
+    if (hkt_unlikely(kind == 0 || kind >= 64)) { bad_event = 1; break; }
+    uint64_t g = r->fpred[kind];
+    if (head & HKT_H_FLAGS) {
+      VGET(g, HKT_S_FLAGS, fp, fe);
+      if (g & ~(uint64_t)HKT_G_ALL) { bad_event = 1; break; }
+      r->fpred[kind] = (uint16_t)g;
+    }
+    if (head & HKT_H_TID) {
+      uint64_t t64;
+      VGET(t64, HKT_S_TID, tp, te);
+      if (t64 > UINT32_MAX) { bad_event = 1; break; }
+      tid = (uint32_t)t64;
+    }
+    if (hkt_unlikely((head & HKT_H_CALLER) && !(g & HKT_G_CALLER))) { bad_event = 1; break; }
+    uint64_t dt;
+    VGET(dt, HKT_S_TIME, mp, me);
+    unsigned ts = hkt_tslot(tid);
+    uint64_t t = r->tlast[ts] += (uint64_t)hkt_unzz(dt);   /* against the thread's last */
+    ev->seq = seq0 + i;
+    ev->time_ns = t << shift;
+    ev->tid = tid;
+    ev->kind = (uint16_t)kind;
+    uint64_t u = 0, abs = 0, size = 0, ptr = 0;
+    if (g & HKT_G_PTR) {
+      if (kind == HKT_EV_FREE) {   /* low byte and the rest apart */
+        uint64_t hi;
+        if (flp < fle) u = *flp++;
+        else bad = HKT_S_FREE_LO + 1;
+        VGET(hi, HKT_S_FREE_HI, fhp, fhe);
+        if (hi >> 56) bad = HKT_S_FREE_HI + 1;
+        u |= hi << 8;
+      } else {
+        VGET(u, HKT_S_PTR, pp, pe);
+      }
+      if (u == HKT_P_ABS) VGET(abs, HKT_S_PTR, pp, pe);
+    }
+    if (g & HKT_G_SIZE) {
+      uint64_t hi;
+      if (slp < sle) size = *slp++;
+      else bad = HKT_S_SIZE_LO + 1;
+      VGET(hi, HKT_S_SIZE, zp, ze);
+      if (hi >> 56) bad = HKT_S_SIZE + 1;
+      size |= hi << 8;
+    }
+    uint64_t aux = 0, aux2 = 0, aux3 = 0, fn = 0, sid = 0, caller = 0;
+    if (g & (HKT_G_AUX | HKT_G_AUX2 | HKT_G_AUX3 | HKT_G_FN | HKT_G_STACK)) {
+      if (g & HKT_G_AUX) {   /* a REMOTE_PUSH's once its pointer is known */
+        VGET(aux, HKT_S_AUX, ap, ae);
+        if (kind != HKT_EV_REMOTE_PUSH) aux = r->apred[kind] += (uint64_t)hkt_unzz(aux);
+      }
+      if (g & HKT_G_AUX2) VGET(aux2, HKT_S_AUX, ap, ae);
+      if (g & HKT_G_AUX3) VGET(aux3, HKT_S_AUX, ap, ae);
+      if (g & HKT_G_FN) {
+        VGET(fn, HKT_S_AUX, ap, ae);
+        if (fn > 0xffff) bad = HKT_S_AUX + 1;
+      }
+      if (g & HKT_G_STACK) {
+        VGET(sid, HKT_S_AUX, ap, ae);
+        if (sid > UINT32_MAX) bad = HKT_S_AUX + 1;
+      }
+    }
+    uint32_t predicted = predict_v2(r, kind, size, aux, ts);
+    int is_alloc = hkt_is_alloc(kind);
+    unsigned form = (unsigned)(u & 3);
+    int back = (g & HKT_G_PTR) && kind == HKT_EV_FREE && (form == HKT_P_BACK || form == HKT_P_XBACK);
+    if (back) {   /* a live allocation of this frame */
+      uint64_t d = u >> 2;
+      uint32_t ord = UINT32_MAX, k = 0;
+      unsigned at = ts;
+      if (form == HKT_P_XBACK) {   /* another slot's: the slot follows in PTR */
+        uint64_t a;
+        VGET(a, HKT_S_PTR, pp, pe);
+        if (a >= HKT_TSLOTS) bad = HKT_S_PTR + 1;
+        at = (unsigned)a & (HKT_TSLOTS - 1);
+      }
+      k = d <= UINT32_MAX ? hkt_live_find(&r->live, at, (uint32_t)d) : UINT32_MAX;
+      if (k != UINT32_MAX) ord = r->live.s[at].ords[k];
+      if (ord == UINT32_MAX) bad = HKT_S_PTR + 1;
+      else {
+        hkt_live_kill(&r->live, at, k);
+        ptr = r->aptr[ord];
+        predicted = r->acls[ord];
+      }
+    }
+    uint32_t cls = predicted;
+    if (g & HKT_G_CLS) {
+      uint64_t c;
+      VGET(c, HKT_S_CLS, cp, ce);
+      if (c > (uint64_t)UINT32_MAX + 1) bad = HKT_S_CLS + 1;
+      cls = c == 0 ? HKT_NO_CLASS : (uint32_t)(c - 1);
+      if (cls == predicted) bad = HKT_S_CLS + 1;   /* a written class differs from the prediction */
+    }
+    if (cls != HKT_NO_CLASS) r->lcls[ts] = cls;
+    ev->cls = cls;
+    if (g & HKT_G_PTR) {
+      unsigned slot = hkt_slot(cls);
+      if (u == HKT_P_ABS) ptr = abs;
+      else if (form == HKT_P_DELTA) {
+        uint64_t base = is_alloc ? r->npred[slot] : r->pred[slot];
+        ptr = base + ((uint64_t)hkt_unzz(u >> 2) << 3);
+      } else if (is_alloc && (form == HKT_P_RING || u == HKT_P_STRIDE)) {
+        uint32_t pos = u == HKT_P_STRIDE ? rg->cursor[slot] + (uint32_t)rg->stride[slot]
+                                         : rg->top[slot] - 1 - (uint32_t)(u >> 2);
+        if ((u >> 2) >= rg->top[slot] || !(ptr = hkt_ring_get(rg, slot, pos))) bad = HKT_S_PTR + 1;
+        else hkt_ring_take(rg, slot, pos);
+      } else if (!back) {
+        bad = HKT_S_PTR + 1;   /* a code this kind does not have */
+      }
+      if (hkt_unlikely(bad)) break;
+      if (is_alloc && (form == HKT_P_DELTA || u == HKT_P_ABS)) r->npred[slot] = ptr;
+      r->pred[slot] = ptr;
+      if (kind == HKT_EV_FREE) hkt_ring_push(rg, slot, ptr);
+      else if (is_alloc && r->nalloc < r->alloc_cap) {
+        uint32_t k;
+        if (hkt_live_add(&r->live, ts, r->nalloc, &k)) { nomem = 1; break; }
+        r->aptr[r->nalloc] = ptr;
+        r->acls[r->nalloc++] = cls;
+      }
+    }
+    if (kind == HKT_EV_REMOTE_PUSH && (g & HKT_G_AUX))
+      aux = r->apred[kind] = hkt_aux_base(kind, ptr, 0) + (uint64_t)hkt_unzz(aux);
+    ev->ptr = ptr;
+    ev->size = size;
+    ev->aux = aux;
+    ev->aux2 = aux2;
+    ev->aux3 = aux3;
+    ev->fn = (uint16_t)fn;
+    ev->stack_id = (uint32_t)sid;
+    ev->str = NULL;
+    ev->bid = NULL;
+    ev->bid_len = 0;
+    if (g & HKT_G_CALLER) {
+      uint32_t *cpd = &r->cpred[ts * 64 + kind];
+      uint64_t k = *cpd;
+      if (head & HKT_H_CALLER) {
+        VGET(k, HKT_S_CALLER, lp, le);
+        if (k < r->ncallers) *cpd = (uint32_t)k;
+      }
+      if (k >= r->ncallers) bad = HKT_S_CALLER + 1;
+      else caller = r->callers[k];
+    }
+    ev->caller = caller;
+    if (hkt_unlikely(g & (HKT_G_STR | HKT_G_BID))) {
+      if (g & HKT_G_STR) {
+        uint64_t n = hkt_get_varint(sc);
+        const uint8_t *b = n <= HKT_MAX_STR ? hkt_get_bytes(sc, n) : NULL;
+        if (!b) bad = HKT_S_STR + 1;
+        else { memcpy(r->str, b, n); r->str[n] = 0; ev->str = r->str; }
+      }
+      if (g & HKT_G_BID) {
+        uint64_t n = hkt_get_varint(sc);
+        const uint8_t *b = n <= 255 ? hkt_get_bytes(sc, n) : NULL;
+        if (!b) bad = HKT_S_STR + 1;
+        else { memcpy(r->bid, b, n); ev->bid = r->bid; ev->bid_len = (uint32_t)n; }
+      }
+      if (!bad) i++;
+      break;   /* the string lives in r->str until the next chunk */
+    }
+    if (hkt_unlikely(bad)) break;
+    i++;
+  }
+  r->s[HKT_S_HEAD].p = hp;
+  r->s[HKT_S_FLAGS].p = fp;
+  r->s[HKT_S_TID].p = tp;
+  r->s[HKT_S_TIME].p = mp;
+  r->s[HKT_S_CLS].p = cp;
+  r->s[HKT_S_PTR].p = pp;
+  r->s[HKT_S_SIZE].p = zp;
+  r->s[HKT_S_AUX].p = ap;
+  r->s[HKT_S_CALLER].p = lp;
+  r->s[HKT_S_SIZE_LO].p = slp;
+  r->s[HKT_S_FREE_LO].p = flp;
+  r->s[HKT_S_FREE_HI].p = fhp;
+  r->prev_tid = tid;
+  r->next_seq = seq0 + i;
+  r->left -= i;
+  r->bpos = 0;
+  r->bn = i;
+  if (nomem)
+    set_err(r, HKT_ERR_NOMEM, r->frame_off, "out of memory");
+  else if (bad_event)
+    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad event at seq %llu", (unsigned long long)(seq0 + i));
+  else if (bad)
+    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "event at seq %llu runs past its stream %d",
+            (unsigned long long)(seq0 + i), bad - 1);
+}
+
 /* Make sure decoded events wait in r->batch: 1, or 0 at the end, or the
  * error (after the events decoded before it were handed out). */
 static int fill(hkt_reader *r) {
@@ -524,7 +782,11 @@ static int fill(hkt_reader *r) {
     if (r->bpos < r->bn) return 1;
     if (r->err) return r->err;
     if (r->in_frame) {
-      if (r->left) { decode_chunk(r); continue; }
+      if (r->left) {
+        if (r->hdr.version == 1) decode_chunk_v1(r);
+        else decode_chunk_v2(r);
+        continue;
+      }
       HKT_TRY(finish_events(r));
     }
     if (r->complete) return 0;
@@ -653,6 +915,8 @@ void hkt_reader_close(hkt_reader *r) {
   hkt_mem_free(r->callers);
   hkt_mem_free(r->aptr);
   hkt_mem_free(r->acls);
+  hkt_mem_free(r->rings.ent);
+  hkt_live_release(&r->live);
   hkt_mem_free(r->stab);
   hkt_mem_free(r->sframes);
   hkt_mem_free(r->path);

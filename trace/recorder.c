@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -49,6 +50,7 @@ static struct {
   hkt_spool sp;
   _Atomic int active;         /* attached and recording */
   _Atomic int ending;         /* an end was requested */
+  _Atomic int halt;           /* a crash ends the process: other threads stop in emit */
   int started;                /* autostart ran in this process */
   int trace_fd;
   pid_t pid;
@@ -77,6 +79,7 @@ static __thread struct rec_tls {
   uint32_t left, tid;
   uint64_t stamp;             /* the last TSC read, reused by the next few events */
   uint32_t stamp_age;
+  int exempt;                 /* the crashing thread and the writer: never halted */
 } T __attribute__((tls_model("initial-exec")));
 
 /* Reading the TSC costs 10-25 ns in a VM, as much as the rest of the hot
@@ -260,6 +263,23 @@ static inline unsigned ext_records(const hkt_event *ev, size_t *sl, size_t *bl) 
   return 1 + (unsigned)(data > 44 ? (data - 44 + HKT_REC_BYTES - 1) / HKT_REC_BYTES : 0);
 }
 
+/* A crash is ending the process (on_crash) and this thread's event took a
+ * seq after the end's: it stops here, before publishing, so no call returns
+ * after the trace's end. An event whose seq came before the end's goes on
+ * (the writer waits for it); the thread stops at its next one. Signals stay
+ * blocked: the crashing thread takes them, and the process dies with it. */
+static __attribute__((noinline, cold)) void halt_if_after_end(uint64_t seq) {
+  hkt_spool_hdr *h = R.sp.h;
+  uint64_t end;
+  while ((end = atomic_load_explicit(&h->end_seq, memory_order_acquire)) == UINT64_MAX) sched_yield();
+  if (seq < end) return;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  static uint32_t never;
+  for (;;) syscall(SYS_futex, &never, FUTEX_WAIT, 0, NULL, NULL, 0);
+}
+
 static void rec_emit(void *ctx, hkt_event *ev) {
   (void)ctx;
   struct rec_tls *t = &T;
@@ -275,7 +295,9 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   }
   hkt_rec *r = t->cur;
   __builtin_prefetch(r + 4, 1);   /* the line a few events ahead: its miss overlaps this one */
-  uint64_t seq = atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_relaxed);
+  /* acq_rel (the same lock xadd on x86): a seq after the end's sees halt */
+  uint64_t seq = atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_acq_rel);
+  if (hkt_unlikely(atomic_load_explicit(&R.halt, memory_order_relaxed)) && !t->exempt) halt_if_after_end(seq);
   if (hkt_unlikely(++t->stamp_age >= STAMP_EVERY || ev->kind > HKT_EV_FREE)) {
     t->stamp = __rdtsc();
     t->stamp_age = 0;
@@ -367,6 +389,7 @@ static int start(const char *base, int forked) {
   atomic_store(&R.stalled_at, 0);
   atomic_store(&R.dropped_reported, 0);
   atomic_store(&R.ending, 0);
+  atomic_store(&R.halt, 0);
   atomic_store(&R.writer_up, 0);
   atomic_store_explicit(&R.active, 1, memory_order_release);
   _hak_recorder_attach(&recorder);
@@ -448,6 +471,7 @@ static void *writer_main(void *arg) {
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   R.writer_tid = (pid_t)syscall(SYS_gettid);
+  T.exempt = 1;
   pthread_setname_np(pthread_self(), "hakmem-writer");   /* for top and perf */
   hkt_spool *s = &R.sp;
   hkt_spool_hdr *h = s->h;
@@ -584,6 +608,14 @@ static void on_exit_status(int status, void *arg) {
 static void on_crash(int sig, siginfo_t *si, void *uc) {
   (void)uc;
   int saved = errno;
+  /* The signal kills the process (the program has no handler of its own
+   * to go on with): every other thread stops at its next event after the
+   * end (the writer and this thread go on), so the trace holds every call
+   * that returned. Not at exit: a stopped thread may hold a lock exit needs. */
+  if (atomic_load(&R.active) && R.old[sig].sa_handler == SIG_DFL) {
+    T.exempt = 1;
+    atomic_store(&R.halt, 1);
+  }
   finish(HKT_END_SIGNAL, (uint32_t)sig, 5000);
   for (size_t i = 0; i < sizeof crash_signals / sizeof *crash_signals; i++)
     sigaction(crash_signals[i], &R.old[crash_signals[i]], NULL);

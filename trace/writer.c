@@ -1,27 +1,43 @@
 /* writer.c — encode events into zstd frames (docs/trace-format.md).
  *
- * Events of a frame are split into byte streams by field (kinds, flags,
+ * Events of a frame are split into byte streams by field (heads, flags,
  * threads, times, ...) and the streams are compressed together as one zstd
  * frame with a content checksum. Each frame is self-contained: predictors
  * and the callsite table start afresh, so a file cut after any whole frame
  * reads to there, and recovery can append frames to it. Memory comes from
- * hkt_mem: the writer runs inside recorded processes. */
+ * hkt_mem: the writer runs inside recorded processes.
+ *
+ * Version 2 models what an allocator trace repeats, so that most fields
+ * cost nothing: a malloc mostly hands out a block freed lately in its class
+ * (the freed rings of hkt_internal.h), a free mostly names a block allocated
+ * lately in the frame (a back-reference), the class follows from the size
+ * or the block, flags repeat per kind and callers per thread and kind.
+ * zstd then packs what is left. */
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <zstd.h>
 #include "hkt_internal.h"
 
-#define ATAB_SIZE (1u << 14)
 #define CLS_LUT_MAX 4096u   /* class prediction by table for sizes up to this */
+#define PTAB_PROBES 8       /* a pointer not found within this many slots is forgotten */
+#ifndef PTAB_SHRINK
+#define PTAB_SHRINK 4
+#endif
 
 /* Most bytes one event can add to each stream (STR is checked per put):
  * the streams are sized for a whole frame when it starts, so encoding
  * writes without capacity checks. */
 static const uint8_t stream_max[HKT_S__COUNT] = {
-  [HKT_S_KIND] = 1, [HKT_S_FLAGS] = 2, [HKT_S_TID] = 5, [HKT_S_TIME] = 10, [HKT_S_CLS] = 5,
+  [HKT_S_HEAD] = 1, [HKT_S_FLAGS] = 3, [HKT_S_TID] = 5, [HKT_S_TIME] = 10, [HKT_S_CLS] = 5,
   [HKT_S_PTR] = 20, [HKT_S_SIZE] = 10, [HKT_S_AUX] = 48, [HKT_S_CALLER] = 5, [HKT_S_STR] = 0,
+  [HKT_S_SIZE_LO] = 1, [HKT_S_FREE_LO] = 1, [HKT_S_FREE_HI] = 10,
 };
+
+/* What the writer knows of a pointer seen in this frame: live (val = the
+ * allocation's ordinal) or freed (val = its position in the slot's ring). */
+enum { P_LIVE = 1, P_FREED = 2 };
+struct ptr_ent { uint64_t ptr; uint32_t val; uint16_t gen; uint8_t state, slot; };
 
 struct hkt_writer {
   int fd;
@@ -39,24 +55,36 @@ struct hkt_writer {
 
   /* the frame being built */
   uint32_t n;
-  uint64_t first_seq, t0, prev_t;
+  uint64_t first_seq, t0;
+  uint32_t prev_tid;
   hkt_buf s[HKT_S__COUNT];
   hkt_buf stacks;
   uint32_t nstacks;
-  uint64_t pred[HKT_PTR_SLOTS];
-  hkt_freed freed;
+  /* the predictions writer and reader share (docs/trace-format.md) */
+  uint64_t pred[HKT_PTR_SLOTS];     /* last pointer per class slot */
+  uint64_t npred[HKT_PTR_SLOTS];    /* last allocation not from a ring */
+  hkt_rings rings;
+  uint16_t fpred[64];               /* flags of the last event of each kind */
+  uint64_t apred[64];               /* aux of the last event of each kind */
+  uint32_t lcls[HKT_TSLOTS];        /* last class per thread */
+  uint64_t tlast[HKT_TSLOTS];       /* last time per thread */
+  uint32_t cpred[HKT_TSLOTS * 64];  /* last caller index per thread and kind */
+  uint32_t *acls;           /* class of each allocation ordinal */
+  uint32_t *ak;             /* its number in its thread slot's hkt_live */
+  uint8_t *aslot;           /* its thread slot */
+  uint32_t nalloc;
+  hkt_live live;
   /* callsite interning: open addressing; entries of older frames differ
    * by gen, so nothing is cleared per frame */
   struct caller_ent { uint64_t caller; uint32_t gen, idx; } *ctab;
-  uint32_t ccap;            /* power of two, > 2 * frame_events */
+  uint32_t ccap;            /* power of two, > frame_events */
   uint64_t *callers;        /* table in order of first use */
   uint32_t ncallers;
-  /* allocations of this frame, for FREE back-references: ptr -> ordinal,
-   * direct-mapped and small enough to stay in cache (a block pushed out
-   * is just written as a delta); older frames' entries differ by gen */
-  struct alloc_ent { uint64_t ptr; uint32_t ord, gen; } *atab;
-  uint32_t *acls;           /* class of each allocation ordinal */
-  uint32_t nalloc, gen;
+  /* pointers of this frame (the writer's side only: what to reference),
+   * open addressing, older frames' entries differ by gen */
+  struct ptr_ent *ptab;
+  uint32_t pcap;            /* power of two, > frame_events */
+  uint32_t gen;
 
   hkt_buf frame;            /* assembled content */
   uint8_t *out;
@@ -97,10 +125,13 @@ static int write_all(hkt_writer *w, const uint8_t *p, size_t n) {
 }
 
 /* Compress `content` as one frame (checksum on, content size known) into
- * a buffer big enough for any outcome, and write it with one call. */
-static int write_frame(hkt_writer *w, const uint8_t *content, size_t len) {
+ * a buffer big enough for any outcome, and write it with one call. A zstd
+ * block ends at each of the ncut offsets in cut: each stream of an event
+ * frame gets blocks, so Huffman tables, of its own (one table over several
+ * streams' bytes would cost up to a bit a byte more). */
+static int write_frame(hkt_writer *w, const uint8_t *content, size_t len, const size_t *cut, unsigned ncut) {
   if (w->err) return w->err;
-  size_t bound = ZSTD_compressBound(len);
+  size_t bound = ZSTD_compressBound(len) + 64 * (size_t)(ncut + 1) + 1024;
   if (w->out_cap < bound) {
     size_t cap = w->out_cap ? w->out_cap : 1u << 16;
     while (cap < bound) cap *= 2;
@@ -110,9 +141,23 @@ static int write_frame(hkt_writer *w, const uint8_t *content, size_t len) {
     w->out = o;
     w->out_cap = cap;
   }
-  size_t n = ZSTD_compress2(w->cctx, w->out, w->out_cap, content, len);
-  if (ZSTD_isError(n)) return fail(w, HKT_ERR_ZSTD);
-  return write_all(w, w->out, n);
+  ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
+  ZSTD_CCtx_setPledgedSrcSize(w->cctx, len);
+  ZSTD_outBuffer out = { w->out, w->out_cap, 0 };
+  size_t from = 0;
+  for (unsigned i = 0; i <= ncut; i++) {
+    size_t to = i < ncut ? cut[i] : len;
+    ZSTD_inBuffer in = { content + from, to - from, 0 };
+    ZSTD_EndDirective op = i < ncut ? ZSTD_e_flush : ZSTD_e_end;
+    size_t left;
+    do {
+      left = ZSTD_compressStream2(w->cctx, &out, &in, op);
+      if (ZSTD_isError(left)) return fail(w, HKT_ERR_ZSTD);
+    } while (left && out.pos < out.size);
+    if (left) return fail(w, HKT_ERR_ZSTD);   /* cannot happen: out has the bound */
+    from = to;
+  }
+  return write_all(w, w->out, out.pos);
 }
 
 void hkt_header_encode(hkt_buf *b, const hkt_header *h) {
@@ -154,38 +199,72 @@ static void frame_reset(hkt_writer *w) {
   w->nstacks = 0;
   w->ncallers = 0;
   w->nalloc = 0;
-  if (++w->gen == 0) {   /* wrapped: entries of gen 0 would look current */
-    memset(w->atab, 0, (size_t)ATAB_SIZE * sizeof *w->atab);
+  if ((uint16_t)++w->gen == 0) {   /* wrapped: entries of gen 0 would look current */
+    memset(w->ptab, 0, (size_t)w->pcap * sizeof *w->ptab);
     memset(w->ctab, 0, (size_t)w->ccap * sizeof *w->ctab);
-    w->gen = 1;
+    w->gen++;
   }
   memset(w->pred, 0, sizeof w->pred);
-  memset(w->freed.n, 0, sizeof w->freed.n);
-  memset(w->freed.top, 0, sizeof w->freed.top);
+  memset(w->npred, 0, sizeof w->npred);
+  hkt_rings_reset(&w->rings);
+  hkt_live_reset(&w->live);
+  memset(w->fpred, 0, sizeof w->fpred);
+  memset(w->apred, 0, sizeof w->apred);
+  for (unsigned i = 0; i < HKT_TSLOTS; i++) w->lcls[i] = HKT_NO_CLASS;
+  memset(w->cpred, 0xff, sizeof w->cpred);
+  w->prev_tid = 0;
   w->n = 0;
+}
+
+static void free_tables(hkt_writer *w) {
+  hkt_mem_free(w->ctab);
+  hkt_mem_free(w->callers);
+  hkt_mem_free(w->ptab);
+  hkt_mem_free(w->acls);
+  hkt_mem_free(w->ak);
+  hkt_mem_free(w->aslot);
+  w->ak = NULL;
+  w->aslot = NULL;
+  w->ctab = NULL;
+  w->callers = NULL;
+  w->ptab = NULL;
+  w->acls = NULL;
 }
 
 /* Tables and streams for frames of frame_events events (fresh memory is
  * zero: gen 1 starts clean). */
 static int alloc_tables(hkt_writer *w) {
   uint32_t cap = 1024;
-  while (cap < 2 * w->frame_events + 2) cap *= 2;
-  hkt_mem_free(w->ctab);
-  hkt_mem_free(w->callers);
-  hkt_mem_free(w->atab);
-  hkt_mem_free(w->acls);
+  while (cap < w->frame_events + 2) cap *= 2;
+  free_tables(w);
   w->ccap = cap;
-  w->atab = hkt_mem_alloc((size_t)ATAB_SIZE * sizeof *w->atab);
+  w->pcap = cap / PTAB_SHRINK;
+  w->ptab = hkt_mem_alloc((size_t)cap * sizeof *w->ptab);
   w->acls = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->acls);
-  w->gen = 1;
+  w->ak = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->ak);
+  w->aslot = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->aslot);
   w->ctab = hkt_mem_alloc((size_t)cap * sizeof *w->ctab);
   w->callers = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->callers);
-  int failed = !w->ctab || !w->callers || !w->atab || !w->acls;
+  w->gen = 0;
+  int failed = !w->ctab || !w->callers || !w->ptab || !w->acls || !w->ak || !w->aslot;
   for (int i = 0; i < HKT_S__COUNT; i++) {
     hkt_buf_release(&w->s[i]);
     if (stream_max[i] && hkt_buf_reserve(&w->s[i], (size_t)stream_max[i] * w->frame_events + 64)) failed = 1;
   }
+  if (!failed) frame_reset(w);
   return failed ? HKT_ERR_NOMEM : 0;
+}
+
+static void writer_free(hkt_writer *w) {
+  for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_release(&w->s[i]);
+  hkt_buf_release(&w->stacks);
+  hkt_buf_release(&w->frame);
+  free_tables(w);
+  hkt_live_release(&w->live);
+  hkt_mem_free(w->rings.ent);
+  hkt_mem_free(w->out);
+  ZSTD_freeCCtx(w->cctx);
+  hkt_mem_free(w);
 }
 
 static int writer_new(hkt_writer **out, int fd) {
@@ -198,35 +277,16 @@ static int writer_new(hkt_writer **out, int fd) {
   w->cctx = hkt_zstd_cctx();
   w->out_cap = 1u << 16;
   w->out = hkt_mem_alloc(w->out_cap);
+  w->rings.ent = hkt_mem_alloc((size_t)HKT_PTR_SLOTS * HKT_RING_CAP * sizeof *w->rings.ent);
   set_classes(w, 0, w->class_size);
-  if (!w->cctx || !w->out || alloc_tables(w)) {
-    for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_release(&w->s[i]);
-    hkt_mem_free(w->ctab);
-    hkt_mem_free(w->callers);
-    hkt_mem_free(w->atab);
-    hkt_mem_free(w->acls);
-    ZSTD_freeCCtx(w->cctx);
-    hkt_mem_free(w->out);
-    hkt_mem_free(w);
+  if (!w->cctx || !w->out || !w->rings.ent || alloc_tables(w)) {
+    writer_free(w);
     return HKT_ERR_NOMEM;
   }
   ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
   ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, w->level);
   *out = w;
   return 0;
-}
-
-static void writer_free(hkt_writer *w) {
-  for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_release(&w->s[i]);
-  hkt_buf_release(&w->stacks);
-  hkt_buf_release(&w->frame);
-  hkt_mem_free(w->ctab);
-  hkt_mem_free(w->callers);
-  hkt_mem_free(w->atab);
-  hkt_mem_free(w->acls);
-  hkt_mem_free(w->out);
-  ZSTD_freeCCtx(w->cctx);
-  hkt_mem_free(w);
 }
 
 int hkt_writer_fdopen(hkt_writer **out, int fd, const char *path, const hkt_header *h) {
@@ -238,7 +298,7 @@ int hkt_writer_fdopen(hkt_writer **out, int fd, const char *path, const hkt_head
   set_classes(w, h->num_classes, h->class_size);
   hkt_buf_reserve(&w->frame, 4096);
   hkt_header_encode(&w->frame, h);
-  int e = w->frame.failed ? HKT_ERR_NOMEM : write_frame(w, w->frame.p, w->frame.len);
+  int e = w->frame.failed ? HKT_ERR_NOMEM : write_frame(w, w->frame.p, w->frame.len, NULL, 0);
   w->frame.len = 0;
   if (HKT_IS_ERR(e)) {
     int saved = errno;
@@ -305,11 +365,16 @@ static int flush_frame(hkt_writer *w) {
     prev = w->callers[i];
   }
   for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_varint(f, w->s[i].len);
-  for (int i = 0; i < HKT_S__COUNT; i++) hkt_buf_put(f, w->s[i].p, w->s[i].len);
+  size_t cut[HKT_S__COUNT];
+  unsigned ncut = 0;
+  for (int i = 0; i < HKT_S__COUNT; i++) {
+    if (f->len - (ncut ? cut[ncut - 1] : 0) >= 1024) cut[ncut++] = f->len;   /* small streams share a block */
+    hkt_buf_put(f, w->s[i].p, w->s[i].len);
+  }
   int failed = f->failed || w->stacks.failed;
   for (int i = 0; i < HKT_S__COUNT; i++) failed |= w->s[i].failed;
   if (failed) return fail(w, HKT_ERR_NOMEM);
-  int e = write_frame(w, f->p, f->len);
+  int e = write_frame(w, f->p, f->len, cut, ncut);
   frame_reset(w);
   return e;
 }
@@ -330,85 +395,171 @@ static inline uint8_t *put_varint(uint8_t *o, uint64_t v) {
 #define S_VARINT(i, v) (w->s[i].len = (size_t)(put_varint(S_END(i), (v)) - w->s[i].p))
 #define S_BYTE(i, v) (w->s[i].p[w->s[i].len++] = (uint8_t)(v))
 
+/* The entry of ptr in this frame's pointer table: its own (*found = 1), or
+ * the one to fill for it (a full neighbourhood gives up its first entry). */
+static inline struct ptr_ent *ptab_find(hkt_writer *w, uint64_t ptr, int *found) {
+  uint32_t h = (uint32_t)((ptr * 0x9e3779b97f4a7c15ull) >> 32) & (w->pcap - 1);
+  uint16_t gen = (uint16_t)w->gen;
+  for (unsigned i = 0; i < PTAB_PROBES; i++) {
+    struct ptr_ent *e = &w->ptab[(h + i) & (w->pcap - 1)];
+    if (e->gen != gen) { *found = 0; return e; }
+    if (e->ptr == ptr) { *found = 1; return e; }
+  }
+  *found = 0;
+  return &w->ptab[h];
+}
+
+/* A FREE's code: low byte and the rest apart. */
+static inline void put_free_code(hkt_writer *w, uint64_t u) {
+  S_BYTE(HKT_S_FREE_LO, u);
+  S_VARINT(HKT_S_FREE_HI, u >> 8);
+}
+
+/* A pointer as a delta to `base` (u even), or escaped whole (u = 2, then
+ * the pointer in PTR); a FREE's code goes to FREE_LO/HI. */
+static inline void put_ptr_delta(hkt_writer *w, uint64_t ptr, uint64_t base, int is_free) {
+  int64_t d = (int64_t)(ptr - base);
+  uint64_t u = (d & 7) == 0 ? hkt_zz(d >> 3) << 2 | HKT_P_DELTA : HKT_P_ABS;
+  if (is_free) put_free_code(w, u);
+  else S_VARINT(HKT_S_PTR, u);
+  if (u == HKT_P_ABS) S_VARINT(HKT_S_PTR, ptr);
+}
+
+/* The PTR code of an event with a pointer; returns the class the reader
+ * will predict when the pointer brings one (a FREE's back-reference), else
+ * `predicted` unchanged. Updates the shared model. */
+static inline uint32_t put_ptr(hkt_writer *w, const hkt_event *ev, unsigned kind, unsigned ts, uint32_t predicted) {
+  uint64_t ptr = ev->ptr;
+  unsigned slot = hkt_slot(ev->cls);
+  int found;
+  struct ptr_ent *e;
+  if (kind == HKT_EV_FREE) {
+    e = ptab_find(w, ptr, &found);
+    if (found && e->state == P_LIVE) {
+      uint32_t ord = e->val, at = w->aslot[ord];
+      uint64_t rank = hkt_live_rank(&w->live, at, w->ak[ord]);
+      if (at == ts) put_free_code(w, rank << 2 | HKT_P_BACK);
+      else {
+        put_free_code(w, rank << 2 | HKT_P_XBACK);
+        S_BYTE(HKT_S_PTR, at);
+      }
+      hkt_live_kill(&w->live, at, w->ak[ord]);
+      predicted = w->acls[ord];
+    } else {
+      put_ptr_delta(w, ptr, w->pred[slot], 1);
+    }
+    uint32_t pos = hkt_ring_push(&w->rings, slot, ptr);
+    *e = (struct ptr_ent){ ptr, pos, (uint16_t)w->gen, P_FREED, (uint8_t)slot };
+  } else if (hkt_is_alloc(kind)) {
+    hkt_rings *g = &w->rings;
+    e = ptab_find(w, ptr, &found);
+    if (found && e->state == P_FREED && e->slot == slot && hkt_ring_get(g, slot, e->val) == ptr) {
+      uint32_t pos = e->val, top = g->top[slot];
+      if (pos == top - 1) S_BYTE(HKT_S_PTR, HKT_P_RING);
+      else if (pos == g->cursor[slot] + (uint32_t)g->stride[slot]) S_BYTE(HKT_S_PTR, HKT_P_STRIDE);
+      else S_VARINT(HKT_S_PTR, (uint64_t)(top - 1 - pos) << 2 | HKT_P_RING);
+      hkt_ring_take(g, slot, pos);
+    } else {
+      put_ptr_delta(w, ptr, w->npred[slot], 0);
+      w->npred[slot] = ptr;
+    }
+    *e = (struct ptr_ent){ ptr, w->nalloc, (uint16_t)w->gen, P_LIVE, (uint8_t)slot };
+    if (hkt_live_add(&w->live, ts, w->nalloc, &w->ak[w->nalloc])) fail(w, HKT_ERR_NOMEM);
+    w->aslot[w->nalloc] = (uint8_t)ts;
+    w->acls[w->nalloc++] = ev->cls;
+  } else {
+    put_ptr_delta(w, ptr, w->pred[slot], 0);
+  }
+  w->pred[slot] = ptr;
+  return predicted;
+}
+
+/* The class a reader predicts before it sees a pointer (docs: step 8). */
+static inline uint32_t predict_v2(const hkt_writer *w, const hkt_event *ev, unsigned kind, unsigned ts) {
+  if (kind == HKT_EV_MALLOC || kind == HKT_EV_REALLOC || kind == HKT_EV_ALIGNED)
+    return predict_cls(w, HKT_EV_MALLOC, ev->size);
+  if (kind == HKT_EV_CALLOC) {
+    uint64_t bytes;
+    if (__builtin_mul_overflow(ev->size, ev->aux, &bytes)) return HKT_NO_CLASS;
+    return predict_cls(w, HKT_EV_MALLOC, bytes);
+  }
+  return w->lcls[ts];
+}
+
 /* Internal (the spool drain): as hkt_writer_put, but 1 when this event
  * completed a frame that is now written. */
 int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
   if (hkt_unlikely(!w || !ev)) return HKT_ERR_ARG;
   if (hkt_unlikely(w->err)) return w->err;
   unsigned kind = ev->kind;
+  if (hkt_unlikely(kind == 0 || kind >= 64)) return HKT_ERR_ARG;
   uint64_t t = ev->time_ns >> w->time_shift;
-  if (hkt_unlikely(!w->n)) { w->first_seq = w->next_seq; w->t0 = t; w->prev_t = t; }
+  if (hkt_unlikely(!w->n)) {
+    w->first_seq = w->next_seq;
+    w->t0 = t;
+    for (unsigned i = 0; i < HKT_TSLOTS; i++) w->tlast[i] = t;
+  }
+  unsigned ts = hkt_tslot(ev->tid);
 
-  uint8_t fl = (uint8_t)((ev->ptr != 0) * HKT_F_PTR | (ev->size != 0) * HKT_F_SIZE | (ev->aux != 0) * HKT_F_AUX |
-                         (ev->aux2 != 0) * HKT_F_AUX2 | (ev->aux3 != 0) * HKT_F_AUX3 | (ev->fn != 0) * HKT_F_FN |
-                         (ev->caller != 0) * HKT_F_CALLER);
-  uint8_t f2 = 0;
+  unsigned g = (ev->ptr != 0) * HKT_G_PTR | (ev->size != 0) * HKT_G_SIZE | (ev->aux != 0) * HKT_G_AUX |
+               (ev->aux2 != 0) * HKT_G_AUX2 | (ev->aux3 != 0) * HKT_G_AUX3 | (ev->fn != 0) * HKT_G_FN |
+               (ev->caller != 0) * HKT_G_CALLER;
   if (hkt_unlikely(ev->stack_id | (ev->str != NULL) | (ev->bid != NULL))) {
-    if (ev->stack_id) f2 |= HKT_F2_STACK;
-    if (ev->str) f2 |= HKT_F2_STR;
-    if (ev->bid && ev->bid_len) f2 |= HKT_F2_BID;
-    if (f2) fl |= HKT_F_EXT;
+    if (ev->stack_id) g |= HKT_G_STACK;
+    if (ev->str) g |= HKT_G_STR;
+    if (ev->bid && ev->bid_len) g |= HKT_G_BID;
   }
+  uint32_t predicted = predict_v2(w, ev, kind, ts);
+  if (g & HKT_G_PTR) predicted = put_ptr(w, ev, kind, ts, predicted);
+  if (ev->cls != predicted) {
+    g |= HKT_G_CLS;
+    S_VARINT(HKT_S_CLS, ev->cls == HKT_NO_CLASS ? 0 : (uint64_t)ev->cls + 1);
+  }
+  if (ev->cls != HKT_NO_CLASS) w->lcls[ts] = ev->cls;
 
-  S_BYTE(HKT_S_KIND, kind);
-  S_BYTE(HKT_S_FLAGS, fl);
-  if (hkt_unlikely(f2)) S_BYTE(HKT_S_FLAGS, f2);
-  S_VARINT(HKT_S_TID, ev->tid);
-  S_VARINT(HKT_S_TIME, hkt_zz((int64_t)(t - w->prev_t)));
-  w->prev_t = t;
-  uint32_t predicted = predict_cls(w, kind, ev->size);
-  if (fl & HKT_F_PTR) {
-    /* A FREE of a block allocated earlier in this frame names it by
-     * allocation distance (u = d << 2 | 3), and its class comes with it.
-     * Other pointers: the delta to the last pointer of the same class (a
-     * block freed is usually the next one handed out): multiples of 8 drop
-     * their zero bits (u even); anything else is escaped (u = 1, then the
-     * pointer whole). */
-    uint64_t ptr = ev->ptr;
-    struct alloc_ent *e = &w->atab[(uint32_t)((ptr * 0x9e3779b97f4a7c15ull) >> 40) & (ATAB_SIZE - 1)];
-    unsigned slot = hkt_slot(ev->cls);
-    int is_alloc = hkt_is_alloc(kind), depth;
-    if (kind == HKT_EV_FREE) {
-      if (e->gen == w->gen && e->ptr == ptr) {
-        S_VARINT(HKT_S_PTR, ((uint64_t)(w->nalloc - 1 - e->ord) << 2) | 3);
-        predicted = w->acls[e->ord];
-        goto ptr_done;
-      }
-    } else if (is_alloc && (depth = hkt_freed_find(&w->freed, slot, ptr)) >= 0) {
-      /* an allocation that hands out a block freed lately: its depth */
-      S_VARINT(HKT_S_PTR, ((uint64_t)depth << 2) | 3);
-      hkt_freed_take(&w->freed, slot, (unsigned)depth);
-      goto ptr_done;
-    }
-    int64_t d = (int64_t)(ptr - w->pred[slot]);
-    if ((d & 7) == 0) S_VARINT(HKT_S_PTR, hkt_zz(d >> 3) << 1);
-    else { S_BYTE(HKT_S_PTR, 1); S_VARINT(HKT_S_PTR, ptr); }
-  ptr_done:
-    w->pred[slot] = ptr;
-    if (kind == HKT_EV_FREE) hkt_freed_push(&w->freed, slot, ptr);
-    if (is_alloc) {
-      e->ptr = ptr;
-      e->gen = w->gen;
-      e->ord = w->nalloc;
-      w->acls[w->nalloc++] = ev->cls;
+  unsigned head = kind < HKT_H_KESC ? kind : HKT_H_KESC;
+  if (hkt_unlikely(head == HKT_H_KESC)) S_BYTE(HKT_S_FLAGS, kind);
+  if (hkt_unlikely(g != w->fpred[kind])) {
+    head |= HKT_H_FLAGS;
+    S_VARINT(HKT_S_FLAGS, g);
+    w->fpred[kind] = (uint16_t)g;
+  }
+  if (ev->tid != w->prev_tid) {
+    head |= HKT_H_TID;
+    S_VARINT(HKT_S_TID, ev->tid);
+    w->prev_tid = ev->tid;
+  }
+  if (g & HKT_G_CALLER) {
+    uint32_t idx = intern_caller(w, ev->caller), *cp = &w->cpred[ts * 64 + kind];
+    if (idx != *cp) {
+      head |= HKT_H_CALLER;
+      S_VARINT(HKT_S_CALLER, idx);
+      *cp = idx;
     }
   }
-  S_VARINT(HKT_S_CLS, hkt_cls_encode(ev->cls, predicted));
-  if (fl & HKT_F_SIZE) S_VARINT(HKT_S_SIZE, ev->size);
-  if (hkt_unlikely(fl & (HKT_F_AUX | HKT_F_AUX2 | HKT_F_AUX3 | HKT_F_FN) || f2 & HKT_F2_STACK)) {
-    if (fl & HKT_F_AUX) S_VARINT(HKT_S_AUX, ev->aux);
-    if (fl & HKT_F_AUX2) S_VARINT(HKT_S_AUX, ev->aux2);
-    if (fl & HKT_F_AUX3) S_VARINT(HKT_S_AUX, ev->aux3);
-    if (fl & HKT_F_FN) S_VARINT(HKT_S_AUX, ev->fn);
-    if (f2 & HKT_F2_STACK) S_VARINT(HKT_S_AUX, ev->stack_id);
+  S_BYTE(HKT_S_HEAD, head);
+  S_VARINT(HKT_S_TIME, hkt_zz((int64_t)(t - w->tlast[ts])));
+  w->tlast[ts] = t;
+  if (g & HKT_G_SIZE) {
+    S_BYTE(HKT_S_SIZE_LO, ev->size);
+    S_VARINT(HKT_S_SIZE, ev->size >> 8);
   }
-  if (fl & HKT_F_CALLER) S_VARINT(HKT_S_CALLER, intern_caller(w, ev->caller));
-  if (hkt_unlikely(f2 & (HKT_F2_STR | HKT_F2_BID))) {
-    if (f2 & HKT_F2_STR) {
+  if (hkt_unlikely(g & (HKT_G_AUX | HKT_G_AUX2 | HKT_G_AUX3 | HKT_G_FN | HKT_G_STACK))) {
+    if (g & HKT_G_AUX) {
+      S_VARINT(HKT_S_AUX, hkt_zz((int64_t)(ev->aux - hkt_aux_base(kind, ev->ptr, w->apred[kind]))));
+      w->apred[kind] = ev->aux;
+    }
+    if (g & HKT_G_AUX2) S_VARINT(HKT_S_AUX, ev->aux2);
+    if (g & HKT_G_AUX3) S_VARINT(HKT_S_AUX, ev->aux3);
+    if (g & HKT_G_FN) S_VARINT(HKT_S_AUX, ev->fn);
+    if (g & HKT_G_STACK) S_VARINT(HKT_S_AUX, ev->stack_id);
+  }
+  if (hkt_unlikely(g & (HKT_G_STR | HKT_G_BID))) {
+    if (g & HKT_G_STR) {
       size_t n = strnlen(ev->str, HKT_MAX_STR);
       hkt_buf_str(&w->s[HKT_S_STR], ev->str, n);
     }
-    if (f2 & HKT_F2_BID) {
+    if (g & HKT_G_BID) {
       uint32_t n = ev->bid_len > 255 ? 255 : ev->bid_len;
       hkt_buf_varint(&w->s[HKT_S_STR], n);
       hkt_buf_put(&w->s[HKT_S_STR], ev->bid, n);
@@ -416,8 +567,9 @@ int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
   }
   w->n++;
   w->next_seq++;
+  if (hkt_unlikely(w->err)) return w->err;
   if (hkt_unlikely(w->n >= w->frame_events)) return frame_done(w);
-  if (hkt_unlikely((w->n & 255) == 0 || (f2 & HKT_F2_STR))) {   /* big strings or many events: bound the frame's bytes */
+  if (hkt_unlikely((w->n & 255) == 0 || (g & HKT_G_STR))) {   /* big strings or many events: bound the frame's bytes */
     size_t bytes = w->stacks.len;
     for (int i = 0; i < HKT_S__COUNT; i++) bytes += w->s[i].len;
     if (bytes >= HKT_DEFAULT_FRAME_BYTES) return frame_done(w);
@@ -458,7 +610,7 @@ int hkt_writer_close(hkt_writer *w, int complete) {
     f->len = 0;
     hkt_buf_put(f, HKT_MAGIC_END, 4);
     hkt_buf_varint(f, w->next_seq);
-    e = f->failed ? fail(w, HKT_ERR_NOMEM) : write_frame(w, f->p, f->len);
+    e = f->failed ? fail(w, HKT_ERR_NOMEM) : write_frame(w, f->p, f->len, NULL, 0);
   }
   int saved = errno;
   if (close(w->fd) && !HKT_IS_ERR(e) && errno != EINTR) e = HKT_ERR_IO;
@@ -484,6 +636,10 @@ int hkt_writer_append(hkt_writer **out, const char *path, uint64_t *next_seq) {
   /* a cut or damaged tail is dropped: keep what reads */
   uint64_t keep = hkt_reader_data_end(r), events = hkt_reader_data_events(r);
   const hkt_header *hh = hkt_reader_header(r);
+  if (hh->version != HKT_FORMAT_VERSION) {   /* frames of this version would not read after its header */
+    hkt_reader_close(r);
+    return HKT_ERR_VERSION;
+  }
   uint32_t shift = hh->time_shift, ncls = hh->num_classes;
   uint32_t csz[64];
   memcpy(csz, hh->class_size, sizeof csz);

@@ -24,7 +24,7 @@ extern "C" {
 #define HAK_API __attribute__((visibility("default")))
 #endif
 
-#define HKT_FORMAT_VERSION 1
+#define HKT_FORMAT_VERSION 2       /* what the writer writes; the reader reads 1 and 2 */
 #define HKT_NO_CLASS 0xffffu
 
 /* ---- events ------------------------------------------------------------ */
