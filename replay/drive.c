@@ -86,18 +86,18 @@ uint64_t rp_call_libc(const rp_item *it) {
 }
 
 /* Keep the map of live blocks (for the state report) as calls complete. */
-void rp_track(const rp_item *e, uint64_t got_ptr) {
+void rp_track(const rp_item *e, uint32_t tid, uint64_t got_ptr) {
   switch (e->kind) {
   case HKT_EV_MALLOC: case HKT_EV_ALIGNED:
-    if (got_ptr) rp_map_put(&rp_blocks, e->ptr, got_ptr, e->size, e->seq, e->tid);
+    if (got_ptr) rp_map_put(&rp_blocks, e->ptr, got_ptr, e->size, e->seq, tid);
     break;
   case HKT_EV_CALLOC:
-    if (got_ptr) rp_map_put(&rp_blocks, e->ptr, got_ptr, e->size * e->aux, e->seq, e->tid);
+    if (got_ptr) rp_map_put(&rp_blocks, e->ptr, got_ptr, e->size * e->aux, e->seq, tid);
     break;
   case HKT_EV_REALLOC:
     if (got_ptr) {
       if (e->aux) rp_map_kill(&rp_blocks, e->aux);
-      rp_map_put(&rp_blocks, e->ptr, got_ptr, e->size, e->seq, e->tid);
+      rp_map_put(&rp_blocks, e->ptr, got_ptr, e->size, e->seq, tid);
     }
     break;
   case HKT_EV_FREE:
@@ -118,8 +118,8 @@ void rp_blocks_rebuild(void) {
   if (rp_map_init(&rp_blocks)) { hkt_reader_close(rd); return; }
   while (hkt_reader_next(rd, &ev) == 1 && ev.seq < upto) {
     if (!rp_is_call(ev.kind)) continue;
-    rp_item it = {.seq = ev.seq, .ptr = ev.ptr, .size = ev.size, .aux = ev.aux, .tid = ev.tid, .kind = ev.kind};
-    rp_track(&it, xl(ev.ptr));
+    rp_item it = {.seq = ev.seq, .ptr = ev.ptr, .size = ev.size, .aux = ev.aux, .kind = ev.kind};
+    rp_track(&it, ev.tid, xl(ev.ptr));
   }
   hkt_reader_close(rd);
 }

@@ -46,7 +46,7 @@ static __thread int guessing;   /* driving a call the trace lost (guess_call) */
  * what gets reported. Parked threads may hold allocator locks; nothing
  * after this takes them. */
 static __attribute__((noreturn)) void park(void) {
-  if (me && !me->parked) { me->parked = 1; atomic_fetch_sub(&rp_e.running, 1); }
+  if (me && !me->parked) { me->parked = 1; atomic_fetch_sub(&rp_e.running, 1); wake(&rp_e.reader); }
   static _Atomic uint32_t never;
   for (;;) futex_wait(&never, 0, 1000);
 }
@@ -55,11 +55,31 @@ static __attribute__((noreturn)) void park(void) {
  * inside calls), not at its own end event. */
 static int trace_cut(void) { return !rp_e.res->complete || rp_e.res->end_kind == HKT_END_SIGNAL; }
 
-static void advance(void) {
+/* The reader sleeps only when it is MAX_AHEAD events ahead of the turn:
+ * it needs to see the turn move, not every step of it. */
+static void wake_reader(void) {
+  me->quiet = 0;
+  atomic_thread_fence(memory_order_seq_cst);   /* our turn store before its `sleeping` */
+  wake(&rp_e.reader);
+}
+
+/* Hand the turn on. When the next event is this thread's own (already in
+ * its queue, so nobody else waits for it), a release store is the whole
+ * hand-off: no fence, no look at other threads' wait slots. Otherwise the
+ * store is ordered before reading the sleeper's slot (each waiter sets its
+ * slot, then re-reads the turn) and the next owner is woken. */
+static inline void advance(void) {
   uint64_t t = atomic_load_explicit(&rp_e.turn, memory_order_relaxed) + 1;
+  uint64_t h = atomic_load_explicit(&me->head, memory_order_relaxed);
+  if (likely(h < me->tail_seen && me->q[h & QMASK].rseq == t)) {
+    atomic_store_explicit(&rp_e.turn, t, memory_order_release);
+    if (unlikely(++me->quiet == 64)) wake_reader();
+    return;
+  }
   atomic_store(&rp_e.turn, t);
   rp_thread *o = atomic_load_explicit(&rp_e.owner[t & (OWN_CAP - 1)], memory_order_relaxed);
   if (o) wake(o);
+  me->quiet = 0;
   wake(&rp_e.reader);
 }
 
@@ -93,50 +113,77 @@ static void check_stop_at(const rp_item *it) {
 }
 
 /* Wait until `it` is due; park if the replay stopped meanwhile. Only a
- * thread whose turn is a few events away spins: on few cores, spinning
- * waiters would take the CPU from the thread whose turn it is. advance()
- * wakes the exact owner of the next turn. */
-static void wait_turn(const rp_item *it) {
-  for (unsigned spin = 0;;) {
+ * thread whose turn is a few events away spins, and only while spinning
+ * pays: when the threads outnumber the free cores (2 cores, the reader and
+ * two replay threads, other load) a spinning waiter takes the CPU from the
+ * thread whose turn it is, and a futex hand-off is faster. A score counts
+ * recent spins that saw the turn come (up) or ended in sleep (down); below
+ * zero the thread sleeps at once, but every 32nd wait still probes, so a
+ * machine that frees up is noticed. advance() wakes the exact owner of the
+ * next turn. */
+#define SPIN_MAX 2048u   /* pauses: about 10 us */
+static __attribute__((noinline)) void wait_turn_slow(const rp_item *it) {
+  if (me->quiet) wake_reader();   /* before waiting: the reader may wait for us */
+  unsigned spin = 0, slept = 0;
+  unsigned limit = me->spin_score >= 0 || (++me->spin_probe & 31) == 0 ? SPIN_MAX : 0;
+  for (;;) {
     uint64_t t = atomic_load(&rp_e.turn);
     if (t == it->rseq || atomic_load_explicit(&rp_e.stop, memory_order_relaxed)) break;
-    if (it->rseq - t <= 4 && spin < 2048) { spin++; __builtin_ia32_pause(); continue; }
+    if (!slept && (uint64_t)it->rseq - t <= 4 && spin < limit) { spin++; __builtin_ia32_pause(); continue; }
+    if (!slept && spin && me->spin_score > -4) me->spin_score--;
+    slept = 1;
     atomic_store(&me->sleeping, 1);
     if (atomic_load(&rp_e.turn) == it->rseq || atomic_load(&rp_e.stop)) { atomic_store(&me->sleeping, 0); break; }
     futex_wait(&me->sleeping, 1, 20);
   }
+  if (!slept && spin) me->spin_score = me->spin_score < 0 ? 0 : me->spin_score < 4 ? me->spin_score + 1 : 4;
   if (atomic_load(&rp_e.stop)) park();
   check_stop_at(it);
 }
 
+static inline void wait_turn(const rp_item *it) {
+  if (likely(atomic_load_explicit(&rp_e.turn, memory_order_acquire) == it->rseq &&
+             !atomic_load_explicit(&rp_e.stop, memory_order_relaxed) && it->seq < rp_e.o.stop_at))
+    return;
+  wait_turn_slow(it);
+}
+
 /* This thread's next unconsumed item, waiting for the reader; NULL when
  * the trace has no more for it. */
-static rp_item *item_at(uint64_t i) {
+static __attribute__((noinline)) rp_item *item_wait(uint64_t i) {
+  if (me->quiet) wake_reader();
   WAIT_UNTIL(me, i < atomic_load_explicit(&me->tail, memory_order_acquire) || atomic_load(&rp_e.reader_done));
   if (atomic_load(&rp_e.stop)) park();
-  if (i < atomic_load_explicit(&me->tail, memory_order_acquire)) return &me->q[i & QMASK];
+  me->tail_seen = atomic_load_explicit(&me->tail, memory_order_acquire);
+  if (i < me->tail_seen) return &me->q[i & QMASK];
   return NULL;
 }
 
-static void consume(void) {
+static inline rp_item *item_at(uint64_t i) {
+  if (likely(i < me->tail_seen)) return &me->q[i & QMASK];
+  return item_wait(i);
+}
+
+static inline void consume(void) {
   atomic_store_explicit(&me->head, atomic_load_explicit(&me->head, memory_order_relaxed) + 1,
                         memory_order_release);
 }
 
 /* ---- results ---- */
 
-static void to_event(hkt_event *ev, const rp_item *it) {
+static void to_event(hkt_event *ev, const rp_thread *t, const rp_item *it) {
   memset(ev, 0, sizeof *ev);
-  ev->seq = it->seq; ev->tid = it->tid; ev->kind = it->kind; ev->fn = it->fn; ev->cls = it->cls;
+  ev->seq = it->seq; ev->tid = item_tid(t, it); ev->kind = it->kind; ev->fn = it->fn; ev->cls = it->cls;
   ev->ptr = it->ptr; ev->size = it->size; ev->aux = it->aux; ev->aux2 = it->aux2; ev->aux3 = it->aux3;
 }
 
-static void diverge(const rp_item *exp, const hkt_event *got) {
+/* exp: an item of t's queue, or NULL */
+static void diverge(const rp_thread *t, const rp_item *exp, const hkt_event *got) {
   pthread_mutex_lock(&rp_e.lock);
   rp_result *r = rp_e.res;
   if (!r->diverged && !r->stopped) {
     r->diverged = 1;
-    if (exp) to_event(&r->div_expected, exp); else r->div_exp_none = 1;
+    if (exp) to_event(&r->div_expected, t, exp); else r->div_exp_none = 1;
     if (got) { r->div_got = *got; r->div_got.seq = exp ? exp->seq : r->last_seq + 1; }
     else r->div_got_none = 1;
   }
@@ -166,7 +213,7 @@ static unsigned addr_fields(unsigned kind) {
 }
 
 static int same(const rp_item *e, const hkt_event *g) {
-  if (e->kind != g->kind || e->fn != g->fn || e->tid != g->tid) return 0;
+  if (e->kind != g->kind || e->fn != g->fn || item_tid(me, e) != g->tid) return 0;
   /* A FREE's class is what its thread saw in the registry on entry, without
    * a lock: a free racing the unregistration of its SuperSlab (a stale
    * pointer) may see either. What the free then does is compared. */
@@ -178,13 +225,17 @@ static int same(const rp_item *e, const hkt_event *g) {
   return (a & 2 ? xl(e->aux) : e->aux) == g->aux;
 }
 
+/* A digest of the emitted events, in order, compared between runs: the
+ * fields are mixed by independent multiplies, one step is serial. */
 static inline void digest(const hkt_event *g) {
-  uint64_t v[6] = {(uint64_t)g->kind << 48 | (uint64_t)g->fn << 32 | g->tid, g->cls, g->ptr, g->size,
-                   g->kind == HKT_EV_THREAD_START || g->kind == HKT_EV_THREAD_EXIT ? 0 : g->aux, g->aux2};
-  uint64_t h = rp_e.digest;
-  for (int i = 0; i < 6; i++) h = (h ^ v[i]) * 0x100000001b3ull;
-  rp_e.digest = h;
+  uint64_t aux = g->kind == HKT_EV_THREAD_START || g->kind == HKT_EV_THREAD_EXIT ? 0 : g->aux;
+  uint64_t kft = (uint64_t)g->kind << 48 | (uint64_t)g->fn << 32 | g->tid;
+  uint64_t m = (kft ^ g->ptr * 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull +
+               (g->cls ^ g->size * 0xc2b2ae3d27d4eb4full) * 0x94d049bb133111ebull +
+               (aux ^ g->aux2 * 0x165667b19e3779f9ull) * 0xd6e8feb86659fd93ull;
+  rp_e.digest = ((rp_e.digest << 23 | rp_e.digest >> 41) ^ m) * 0x100000001b3ull;
 }
+
 static void rec_wait(void *ctx) {
   if (!me || rp_e.o.mode != RP_HAKMEM) return;
   rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
@@ -214,7 +265,7 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     return;
   }
   /* A guessed call's own event is not in the trace: the process died in it. */
-  if (guessing && rp_is_call(ev->kind)) return;
+  if (guessing && is_call(ev->kind)) return;
   rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
   if (!e) {
     /* Past the thread's last recorded event. In a trace cut by a crash
@@ -222,11 +273,11 @@ static void rec_emit(void *ctx, hkt_event *ev) {
      * trace that ends with a fatal signal is cut the same way: other
      * threads were inside calls when the recorder closed it. */
     if (trace_cut()) { rp_e.res->beyond_end = 1; park(); }
-    diverge(NULL, ev);
+    diverge(me, NULL, ev);
     park();
   }
   wait_turn(e);
-  if (!same(e, ev)) { diverge(e, ev); park(); }
+  if (!same(e, ev)) { diverge(me, e, ev); park(); }
   ev->seq = e->seq;   /* as a recorder does: the allocator's messages quote it */
   if (ev->kind == HKT_EV_DETECTION) add_detection(e->seq, ev, e->ptr);
   /* Live blocks are not tracked here (a map update per call would cost a
@@ -263,7 +314,7 @@ static rp_item *next_drive(void) {
  * the next), or of a large block's size; its own MALLOC, after the cut, is
  * not checked. A guess that makes other events diverges, as any call. */
 static void guess_call(rp_item *first) {
-  rp_item g = {.kind = HKT_EV_MALLOC, .size = 1, .tid = me->tid, .cls = HKT_NO_CLASS};
+  rp_item g = {.kind = HKT_EV_MALLOC, .size = 1, .cls = HKT_NO_CLASS};
   for (uint64_t i = atomic_load(&me->head); i < atomic_load(&me->tail); i++) {
     const rp_item *it = &me->q[i & QMASK];
     if (it->cls < HAK_CLASSES) { g.size = it->cls ? _hak_cls_size[it->cls - 1] + 1 : 1; break; }
@@ -306,6 +357,7 @@ void *rp_thread_main(void *arg) {
       if (it->flags & IT_EXIT) {
         if (_hak_tls->state == HAK_HEAP_LIVE) _hak_heap_exit(_hak_tls);
         atomic_fetch_sub(&rp_e.running, 1);
+        wake_reader();
         return NULL;
       }
       wait_turn(item_at(atomic_load_explicit(&me->head, memory_order_relaxed)));
@@ -327,6 +379,7 @@ void *rp_thread_main(void *arg) {
       consume();
       atomic_fetch_sub(&rp_e.running, 1);
       advance();
+      wake_reader();
       return NULL;
     }
     if (it->seq >= rp_e.arm_seq) _hak_inject_arm();   /* a held fault fires from this call on */
@@ -340,7 +393,7 @@ void *rp_thread_main(void *arg) {
     }
     if (it->kind == HKT_EV_FREE) rp_map_kill(&rp_blocks, it->ptr);
     else if (it->kind == HKT_EV_REALLOC && !r && !it->size && it->aux) rp_map_kill(&rp_blocks, it->aux);
-    else rp_track(it, r);
+    else rp_track(it, me->tid, r);
     cur_call = NULL;
     atomic_store_explicit(&rp_e.done_seq, it->seq + 1, memory_order_relaxed);
     consume();
@@ -365,7 +418,7 @@ static void missing(uint64_t t, int stall) {
     for (uint64_t i = atomic_load(&o->head); i < atomic_load(&o->tail); i++)
       if (o->q[i & QMASK].rseq == t) { exp = &o->q[i & QMASK]; break; }
   rp_e.res->stalled = stall;
-  diverge(exp, NULL);
+  diverge(o, exp, NULL);
 }
 
 int rp_run(const rp_options *o, rp_result *res) {
@@ -488,4 +541,4 @@ int64_t rp_last_done(void) { return (int64_t)atomic_load(&rp_e.done_seq) - 1; }
 
 /* ---- shared helpers ---- */
 
-int rp_is_call(unsigned kind) { return kind >= HKT_EV_MALLOC && kind <= HKT_EV_FREE; }
+int rp_is_call(unsigned kind) { return is_call(kind); }

@@ -20,20 +20,30 @@
 #define MAX_TIDS   (1u << 20)
 #define BATCH      32
 
-enum { IT_DRIVE = 1, IT_EXIT = 2, IT_RINVALID = 4, IT_START = 8, IT_KEEP = 0x100 };
+/* IT_NOBODY: made with no thread index (HAK_NO_OWNER - 1), queued to the
+ * latest caller's thread. */
+enum { IT_DRIVE = 1, IT_EXIT = 2, IT_RINVALID = 4, IT_START = 8, IT_NOBODY = 16, IT_KEEP = 0x100 };
 
+/* One queued event: what is driven and compared, in one cache line (the
+ * reader writes it on one core, its replay thread reads it on another).
+ * Its thread index is its queue's, but for IT_NOBODY (item_tid). */
 typedef struct rp_item {
-  uint64_t rseq, seq, ptr, size, aux, aux2, aux3;
-  uint32_t tid, cls;
+  uint64_t seq, ptr, size, aux, aux2, aux3;
+  union {                           /* 2^48 events: beyond any trace */
+    struct { uint64_t rseq : 48, flags : 16; };
+    uint64_t rseq_flags;            /* both, to write at once (x86-64 ABI: rseq low) */
+  };
+  uint32_t cls;
   uint16_t kind, fn;
-  uint32_t flags;
 } rp_item;
+_Static_assert(sizeof(rp_item) == 64, "rp_item is one cache line");
 
 /* Fields on separate cache lines by who writes them: the reader (tail and
  * its bookkeeping), the replay thread (head, drive), both (sleeping). */
 typedef struct rp_thread {
   _Alignas(64) _Atomic uint64_t tail;   /* items published by the reader */
   uint64_t ltail;                /* reader: items written */
+  uint64_t head_seen;            /* reader: `head` when last read (it only grows) */
   int exiting, dirty, rfree;
   uint16_t last_kind;            /* reader: this thread's last call event */
   uint64_t last_ptr;
@@ -43,6 +53,10 @@ typedef struct rp_thread {
   int revived;                   /* made after its thread's exit (late frees) */
   _Alignas(64) _Atomic uint64_t head;   /* items consumed (checked or driven) */
   uint64_t drive;                /* next item to look at for a call */
+  uint64_t tail_seen;            /* `tail` when last read (it only grows) */
+  unsigned quiet;                /* advances since the reader was last checked for sleep */
+  int spin_score;                /* spinning for a turn near pays (>= 0) (wait_turn_slow) */
+  unsigned spin_probe;
   int parked;
   _Alignas(64) _Atomic uint32_t sleeping;  /* futex: 1 while asleep */
   struct rp_thread *next;        /* reader: dirty list; pool */
@@ -108,6 +122,14 @@ static inline uint64_t xl(uint64_t v) {
   return v - rp_e.rec_lo < rp_e.rec_span ? v + (uint64_t)rp_e.delta : v;
 }
 
+/* The recorded thread index of an item of t's queue. */
+static inline uint32_t item_tid(const rp_thread *t, const rp_item *it) {
+  return it->flags & IT_NOBODY ? HAK_NO_OWNER - 1 : t->tid;
+}
+
+/* rp_is_call, inlined for the per-event paths */
+static inline int is_call(unsigned kind) { return kind >= HKT_EV_MALLOC && kind <= HKT_EV_FREE; }
+
 /* engine.c */
 void *rp_thread_main(void *arg);
 /* feed.c */
@@ -115,6 +137,6 @@ void *rp_reader_main(void *arg);
 /* drive.c */
 uint64_t rp_call_hak(const rp_item *it);
 uint64_t rp_call_libc(const rp_item *it);
-void rp_track(const rp_item *e, uint64_t got_ptr);
+void rp_track(const rp_item *e, uint32_t tid, uint64_t got_ptr);
 
 #endif /* HAK_REPLAY_ENGINE_H */

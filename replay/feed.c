@@ -91,7 +91,7 @@ static unsigned classify(const hkt_event *ev, rp_thread *t) {
   unsigned f = 0;
   if (k == HKT_EV_DETECTION && rp_det_from_realloc(ev, t ? t->last_kind : 0, t ? t->last_ptr : 0)) {
     f = IT_DRIVE | IT_RINVALID;
-  } else if (rp_is_call(k)) {
+  } else if (is_call(k)) {
     /* realloc(p, 0) frees p itself: its FREE follows and is not a call. */
     int rfree = t && t->rfree && k == HKT_EV_FREE;
     if (!rfree) f = IT_DRIVE;
@@ -146,7 +146,7 @@ void *rp_reader_main(void *arg) {
     }
     rp_thread *cur = ev->tid < MAX_TIDS ? rp_e.by_tid[ev->tid] : NULL;
     unsigned flags = classify(ev, cur);
-    if (cur && rp_is_call(ev->kind)) {
+    if (cur && is_call(ev->kind)) {
       cur->rfree = ev->kind == HKT_EV_REALLOC && !ev->ptr && !ev->size && ev->aux && !ev->aux2;
       cur->last_kind = ev->kind;
       cur->last_ptr = ev->kind == HKT_EV_REALLOC ? ev->aux : ev->ptr;
@@ -163,11 +163,13 @@ void *rp_reader_main(void *arg) {
     if (t != cur && cur) { t->rfree = cur->rfree; t->last_kind = cur->last_kind; t->last_ptr = cur->last_ptr; }
     if (flags & IT_DRIVE) last_caller = t;
   queue_it:
-    if (nobody) { t = nobody; flags = IT_KEEP; if (rp_e.o.mode != RP_HAKMEM) continue; }
-    /* The turn is only read when the bound might be reached: it is the
-     * replay threads' hottest line. */
+    if (nobody) { t = nobody; flags = IT_KEEP | IT_NOBODY; if (rp_e.o.mode != RP_HAKMEM) continue; }
+    /* The turn and the thread's head are only read when the bound might
+     * be reached: they are the replay threads' hottest lines, and reading
+     * them per event would move them between cores per event. */
     if ((rseq - turn_seen >= MAX_AHEAD && rseq - (turn_seen = atomic_load(&rp_e.turn)) >= MAX_AHEAD) ||
-        t->ltail - atomic_load_explicit(&t->head, memory_order_acquire) >= MAX_AHEAD) {
+        (t->ltail - t->head_seen >= MAX_AHEAD &&
+         t->ltail - (t->head_seen = atomic_load_explicit(&t->head, memory_order_acquire)) >= MAX_AHEAD)) {
       publish(&dirty);
       nb = 0;
       rp_thread *self = &rp_e.reader;
@@ -175,10 +177,12 @@ void *rp_reader_main(void *arg) {
                        t->ltail - atomic_load_explicit(&t->head, memory_order_acquire) < MAX_AHEAD);
       if (atomic_load(&rp_e.stop)) goto done;
     }
-    rp_item *it = &t->q[t->ltail & QMASK];
-    *it = (rp_item){.rseq = rseq, .seq = ev->seq, .ptr = ev->ptr, .size = ev->size, .aux = ev->aux,
-                    .aux2 = ev->aux2, .aux3 = ev->aux3, .tid = ev->tid, .cls = ev->cls,
-                    .kind = ev->kind, .fn = ev->fn, .flags = flags & 0xff};
+    /* rseq and flags in one store: bit-field stores would read the
+     * queue's line first (a miss: its consumer has it). */
+    t->q[t->ltail & QMASK] = (rp_item){.seq = ev->seq, .ptr = ev->ptr, .size = ev->size, .aux = ev->aux,
+                                       .aux2 = ev->aux2, .aux3 = ev->aux3,
+                                       .rseq_flags = rseq | (uint64_t)(flags & 0xff) << 48,
+                                       .cls = ev->cls, .kind = ev->kind, .fn = ev->fn};
     atomic_store_explicit(&rp_e.owner[rseq & (OWN_CAP - 1)], t, memory_order_relaxed);
     t->ltail++;
     if (flags & IT_EXIT) { t->exiting = 1; t->next_exiting = rp_e.exiting; rp_e.exiting = t; }

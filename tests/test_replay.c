@@ -196,6 +196,61 @@ static void test_determinism_4_threads(void **state) {
   result_free(&r);
 }
 
+/* Frees and a malloc after the thread's exit in the allocator: a key
+ * destructor that runs after hakmem's own (its key is made later). */
+static const char *prog_late =
+  "#include <pthread.h>\n#include <stdlib.h>\n#include <string.h>\n"
+  "static pthread_key_t key; static void *shared[16];\n"
+  "static void dtor(void *v) {\n"
+  "  void **b = v; for (int i = 0; i < 32; i++) free(b[i]); free(b);\n"
+  "  free(malloc(40));\n"
+  "  for (int i = 0; i < 16; i++) if (shared[i]) { free(shared[i]); shared[i] = NULL; break; }\n"
+  "}\n"
+  "static void *work(void *arg) {\n"
+  "  long id = (long)arg; void **b = malloc(32 * sizeof *b);\n"
+  "  for (int i = 0; i < 32; i++) { b[i] = malloc(16 + 24 * i); memset(b[i], 1, 16); }\n"
+  "  for (int i = 0; i < 4; i++) shared[id * 4 + i] = malloc(100);\n"
+  "  pthread_setspecific(key, b); return NULL;\n"
+  "}\n"
+  "int main(void) {\n"
+  "  free(malloc(1)); pthread_key_create(&key, dtor);\n"
+  "  for (int r = 0; r < 4; r++) {\n"
+  "    pthread_t t[4];\n"
+  "    for (long i = 0; i < 4; i++) pthread_create(&t[i], NULL, work, (void *)i);\n"
+  "    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);\n"
+  "  }\n"
+  "  for (int i = 0; i < 16; i++) free(shared[i]);\n"
+  "  return 0;\n"
+  "}\n";
+
+/* Calls after a thread's exit (a late key destructor) replay on a thread
+ * made again for them, in the dead heap's state, identically every time. */
+static void test_late_frees_replayed(void **state) {
+  skip_under_sanitizer();
+  build("late", prog_late);
+  const char *t = record("late.hkt.zst", NULL, "late", NULL, NULL);
+  hkt_reader *rd;
+  hkt_event ev;
+  static uint8_t exited[1024];
+  uint64_t late = 0;
+  memset(exited, 0, sizeof exited);
+  assert_int_equal(hkt_reader_open(&rd, t), 0);
+  while (hkt_reader_next(rd, &ev) == 1) {
+    if (ev.tid >= sizeof exited) continue;
+    if (ev.kind == HKT_EV_THREAD_EXIT) exited[ev.tid] = 1;
+    else if (exited[ev.tid] && (ev.kind == HKT_EV_FREE || ev.kind == HKT_EV_MALLOC)) late++;
+  }
+  hkt_reader_close(rd);
+  assert_true(late >= 16 * 34);   /* each of 16 threads: 33 frees, a malloc and its free */
+  result r = HAKMEM("replay", t, "--repeat", "5", "--json");
+  if (r.status != 0) fail_msg("replay --repeat 5: exit %d\n%s\n%s", r.status, r.out, r.err);
+  assert_non_null(strstr(r.out, "\"identical\":true"));
+  assert_int_equal(json_u64(r.out, "runs_identical"), 5);
+  assert_non_null(strstr(r.out, "\"runs_same_as_each_other\":true"));
+  assert_int_equal(json_u64(r.out, "threads"), 17);
+  result_free(&r);
+}
+
 /* An event changed in the trace: the replay reports the first divergence
  * at exactly that seq, with what was recorded and what happened. */
 static void test_divergence_reported(void **state) {
@@ -543,6 +598,7 @@ static int teardown(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_determinism_4_threads),
+    cmocka_unit_test(test_late_frees_replayed),
     cmocka_unit_test(test_divergence_reported),
     cmocka_unit_test(test_invalid_free_reproduced),
     cmocka_unit_test(test_injected_faults_reproduced),
