@@ -19,6 +19,7 @@
 #include <zstd.h>
 
 #include "hakmem/trace.h"
+#include "../trace/hkt_internal.h"   /* hkt_live, the rank structure of version 2 */
 
 static char tmpdir[64];
 static char path[128];
@@ -642,6 +643,54 @@ static void test_v1_traces(void **state) {
  * (more than 4096 frees of one class), REMOTE_PUSH bases on and off their
  * 1 MiB boundary, kinds past 30 (escaped), calloc class predictions that
  * overflow, a thread's times going backwards. Every field must come back. */
+/* hkt_live (the live ranks a version 2 FREE is written as) against a plain
+ * list: find and rank agree across words, groups, blocks and growth, and
+ * after a reset. */
+static void test_live_ranks(void **state) {
+  (void)state;
+  enum { N = 40000 };
+  uint32_t *list = malloc(N * sizeof *list);   /* live numbers, oldest first */
+  assert_non_null(list);
+  hkt_live l;
+  memset(&l, 0, sizeof l);
+  l.tags = 1;
+  for (int round = 0; round < 2; round++) {
+    uint32_t nl = 0, made = 0;
+    hkt_live_reset(&l);
+    while (made < N) {
+      if (nl == 0 || rnd() % 3) {   /* add */
+        uint32_t k;
+        assert_int_equal(hkt_live_add(&l, 5, 1000 + made, &k), 0);
+        assert_int_equal(k, made);
+        l.s[5].tag[k] = made * 7;
+        list[nl++] = made++;
+        continue;
+      }
+      /* kill: mostly a recent one, sometimes anywhere */
+      uint32_t rank = rnd() % 4 ? (uint32_t)(rnd() % (nl < 70 ? nl : 70)) : (uint32_t)(rnd() % nl);
+      uint32_t want = list[nl - 1 - rank];
+      uint32_t k = hkt_live_find(&l, 5, rank);
+      assert_int_equal(k, want);
+      assert_int_equal(hkt_live_rank(&l, 5, k), rank);
+      assert_int_equal(l.s[5].val[k], 1000 + want);
+      assert_int_equal(l.s[5].tag[k], want * 7);
+      hkt_live_kill(&l, 5, k);
+      memmove(&list[nl - 1 - rank], &list[nl - rank], rank * sizeof *list);
+      nl--;
+      assert_int_equal(l.s[5].nlive, nl);
+      assert_int_equal(hkt_live_find(&l, 5, nl), UINT32_MAX);   /* past the oldest */
+      if (nl && rnd() % 8 == 0) {   /* the oldest and a dead number's rank */
+        assert_int_equal(hkt_live_find(&l, 5, nl - 1), list[0]);
+        assert_int_equal(hkt_live_rank(&l, 5, want), rank);
+      }
+    }
+    assert_int_equal(l.s[4].nlive, 0);
+    assert_int_equal(hkt_live_find(&l, 4, 0), UINT32_MAX);
+  }
+  hkt_live_release(&l);
+  free(list);
+}
+
 static void test_v2_models(void **state) {
   (void)state;
   enum { N = 60000, T = 40, LIVE = 256 };
@@ -787,6 +836,7 @@ int main(void) {
     cmocka_unit_test(test_corruption),
     cmocka_unit_test(test_bad_files),
     cmocka_unit_test(test_v1_traces),
+    cmocka_unit_test(test_live_ranks),
     cmocka_unit_test(test_v2_models),
     cmocka_unit_test(test_append),
     cmocka_unit_test(test_full_disk),

@@ -209,11 +209,14 @@ static inline void hkt_ring_take(hkt_rings *g, unsigned slot, uint32_t pos) {
 /* The allocations of a version 2 frame still live, per thread slot, in
  * the order the thread made them: a FREE names its block by its rank among
  * the live allocations of the block's thread slot, counted from the latest
- * (0). A bit per allocation number says live; counts per 64-bit word, per
- * 16 words and per 256 words make rank and select a few short scans from
- * the latest end (no chain of dependent loads, as a tree would have).
- * Memory follows use (grown by doubling); writer and reader keep the same
- * bits and counts. */
+ * (0). A bit per allocation number says live. Above the bits, counts in
+ * three levels: per 64-bit word, per group of 16 words and per block of
+ * 256 words. The first two are prefix counts inside their group (block),
+ * 16-bit lanes four to a uint64_t, so that select compares all 16 lanes at
+ * once (SWAR, no branch per lane) and an update adds to the lanes from the
+ * changed one on, again without a loop; blocks are counted plainly and
+ * scanned from the latest (a frame has few). Memory follows use (grown by
+ * doubling); writer and reader keep the same bits and counts. */
 /* Bits set in v, inline (the build targets CPUs without a popcnt
  * instruction, where the builtin is a library call). */
 static inline uint32_t hkt_popcount(uint64_t v) {
@@ -222,25 +225,27 @@ static inline uint32_t hkt_popcount(uint64_t v) {
   v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0full;
   return (uint32_t)((v * 0x0101010101010101ull) >> 56);
 }
-#define HKT_LIVE_GRAIN 16384u   /* allocation numbers per top-level count */
+#define HKT_LIVE_GRAIN 16384u   /* allocation numbers per block */
+#define HKT_LANES1 0x0001000100010001ull
 typedef struct hkt_live_slot {
   uint64_t *bits;           /* bit k: allocation number k is live */
-  uint8_t *c1;              /* live per word */
-  uint16_t *c2;             /* per 16 words */
-  uint32_t *c3;             /* per 256 words */
-  uint32_t *ords;           /* frame ordinal of each allocation number */
+  uint64_t *p1;             /* per word (lane): live in its group up to it */
+  uint64_t *p2;             /* per group (lane): live in its block up to it */
+  uint32_t *c3;             /* per block: live */
+  uint64_t *val;            /* the owner's value of each allocation number */
+  uint32_t *tag;            /* and a second one, if hkt_live.tags */
   uint32_t n, nlive, cap;   /* cap: a multiple of HKT_LIVE_GRAIN */
 } hkt_live_slot;
-typedef struct hkt_live { hkt_live_slot s[HKT_TSLOTS]; } hkt_live;
+typedef struct hkt_live { hkt_live_slot s[HKT_TSLOTS]; int tags; } hkt_live;
 static inline void hkt_live_reset(hkt_live *l) {
   for (unsigned i = 0; i < HKT_TSLOTS; i++) {
     hkt_live_slot *s = &l->s[i];
     if (s->n) {
-      uint32_t words = (s->n + 63) / 64;
+      uint32_t words = (s->n + 63) / 64, groups = (words + 15) / 16, blocks = (groups + 15) / 16;
       memset(s->bits, 0, (size_t)words * sizeof *s->bits);
-      memset(s->c1, 0, words);
-      memset(s->c2, 0, (size_t)(words + 15) / 16 * sizeof *s->c2);
-      memset(s->c3, 0, (size_t)(words + 255) / 256 * sizeof *s->c3);
+      memset(s->p1, 0, (size_t)groups * 4 * sizeof *s->p1);   /* whole groups: lanes past n count too */
+      memset(s->p2, 0, (size_t)blocks * 4 * sizeof *s->p2);
+      memset(s->c3, 0, (size_t)blocks * sizeof *s->c3);
     }
     s->n = s->nlive = 0;
   }
@@ -249,44 +254,85 @@ static inline void hkt_live_release(hkt_live *l) {
   for (unsigned i = 0; i < HKT_TSLOTS; i++) {
     hkt_live_slot *s = &l->s[i];
     hkt_mem_free(s->bits);
-    hkt_mem_free(s->c1);
-    hkt_mem_free(s->c2);
+    hkt_mem_free(s->p1);
+    hkt_mem_free(s->p2);
     hkt_mem_free(s->c3);
-    hkt_mem_free(s->ords);
+    hkt_mem_free(s->val);
+    hkt_mem_free(s->tag);
     *s = (hkt_live_slot){ 0 };
   }
 }
 /* Room for allocation number s->n; 0 or HKT_ERR_NOMEM. */
-static inline int hkt_live_grow(hkt_live_slot *s) {
+static inline int hkt_live_grow(hkt_live_slot *s, int tags) {
   uint32_t cap = s->cap ? s->cap * 2 : HKT_LIVE_GRAIN;
   uint64_t *b = hkt_mem_realloc(s->bits, (size_t)cap / 64 * sizeof *b);
   if (b) s->bits = b;
-  uint8_t *c1 = b ? hkt_mem_realloc(s->c1, (size_t)cap / 64) : NULL;
-  if (c1) s->c1 = c1;
-  uint16_t *c2 = c1 ? hkt_mem_realloc(s->c2, (size_t)cap / 1024 * sizeof *c2) : NULL;
-  if (c2) s->c2 = c2;
-  uint32_t *c3 = c2 ? hkt_mem_realloc(s->c3, (size_t)cap / HKT_LIVE_GRAIN * sizeof *c3) : NULL;
+  uint64_t *p1 = b ? hkt_mem_realloc(s->p1, (size_t)cap / 64 / 4 * sizeof *p1) : NULL;
+  if (p1) s->p1 = p1;
+  uint64_t *p2 = p1 ? hkt_mem_realloc(s->p2, (size_t)cap / 1024 / 4 * sizeof *p2) : NULL;
+  if (p2) s->p2 = p2;
+  uint32_t *c3 = p2 ? hkt_mem_realloc(s->c3, (size_t)cap / HKT_LIVE_GRAIN * sizeof *c3) : NULL;
   if (c3) s->c3 = c3;
-  uint32_t *o = c3 ? hkt_mem_realloc(s->ords, (size_t)cap * sizeof *o) : NULL;
-  if (o) s->ords = o;
-  if (!o) return HKT_ERR_NOMEM;
+  uint64_t *v = c3 ? hkt_mem_realloc(s->val, (size_t)cap * sizeof *v) : NULL;
+  if (v) s->val = v;
+  uint32_t *t = v && tags ? hkt_mem_realloc(s->tag, (size_t)cap * sizeof *t) : NULL;
+  if (t) s->tag = t;
+  if (!v || (tags && !t)) return HKT_ERR_NOMEM;
   s->cap = cap;
   return 0;
 }
-static inline void hkt_live_count(hkt_live_slot *s, uint32_t k, uint32_t v) {
-  uint32_t w = k / 64;
-  s->c1[w] = (uint8_t)(s->c1[w] + v);
-  s->c2[w / 16] = (uint16_t)(s->c2[w / 16] + v);
-  s->c3[w / 256] += v;
-  s->nlive += v;
+/* Lane i.. of 16 as 1s: hkt_lane_from[i][q] for word q. */
+static const uint64_t hkt_lane_from[16][4] = {
+  { 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
+  { 0x0001000100010000ull, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
+  { 0x0001000100000000ull, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
+  { 0x0001000000000000ull, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
+  { 0, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
+  { 0, 0x0001000100010000ull, 0x0001000100010001ull, 0x0001000100010001ull },
+  { 0, 0x0001000100000000ull, 0x0001000100010001ull, 0x0001000100010001ull },
+  { 0, 0x0001000000000000ull, 0x0001000100010001ull, 0x0001000100010001ull },
+  { 0, 0, 0x0001000100010001ull, 0x0001000100010001ull },
+  { 0, 0, 0x0001000100010000ull, 0x0001000100010001ull },
+  { 0, 0, 0x0001000100000000ull, 0x0001000100010001ull },
+  { 0, 0, 0x0001000000000000ull, 0x0001000100010001ull },
+  { 0, 0, 0, 0x0001000100010001ull },
+  { 0, 0, 0, 0x0001000100010000ull },
+  { 0, 0, 0, 0x0001000100000000ull },
+  { 0, 0, 0, 0x0001000000000000ull },
+};
+/* Add d (1 or -1 as ~0) to lanes i.. of the 16 lanes at p (no lane goes
+ * below 0 or past 0x7fff). */
+static inline void hkt_lanes_add(uint64_t *p, uint32_t i, uint64_t d) {
+  const uint64_t *m = hkt_lane_from[i];
+  p[0] += d * m[0];
+  p[1] += d * m[1];
+  p[2] += d * m[2];
+  p[3] += d * m[3];
 }
-/* A new allocation (ordinal ord of the frame) of slot ts: its number there
- * in *k; 0 or HKT_ERR_NOMEM. */
-static inline int hkt_live_add(hkt_live *l, unsigned ts, uint32_t ord, uint32_t *k) {
+static inline uint32_t hkt_lane(const uint64_t *p, uint32_t i) {
+  return (uint32_t)(p[i / 4] >> (16 * (i % 4))) & 0xffff;
+}
+/* The number of lanes of the 16 at p (prefix counts, non-decreasing) below
+ * want (1..0x7fff): the lane where the want-th live entry is. */
+static inline uint32_t hkt_lanes_below(const uint64_t *p, uint32_t want) {
+  uint64_t w = want * HKT_LANES1, hi = 0x8000 * HKT_LANES1, ge = 0;
+  for (uint32_t q = 0; q < 4; q++) ge += (((p[q] | hi) - w) & hi) >> 15;   /* 1 per lane >= want */
+  return 16 - (uint32_t)((ge * HKT_LANES1) >> 48);
+}
+static inline void hkt_live_count(hkt_live_slot *s, uint32_t k, uint64_t d) {
+  uint32_t w = k / 64, g = w / 16;
+  hkt_lanes_add(&s->p1[g * 4], w % 16, d);
+  hkt_lanes_add(&s->p2[g / 16 * 4], g % 16, d);
+  s->c3[g / 16] += (uint32_t)d;
+  s->nlive += (uint32_t)d;
+}
+/* A new allocation of slot ts, with val (and tag, if l->tags): its number
+ * there in *k; 0 or HKT_ERR_NOMEM. */
+static inline int hkt_live_add(hkt_live *l, unsigned ts, uint64_t val, uint32_t *k) {
   hkt_live_slot *s = &l->s[ts];
-  if (hkt_unlikely(s->n >= s->cap) && hkt_live_grow(s)) return HKT_ERR_NOMEM;
+  if (hkt_unlikely(s->n >= s->cap) && hkt_live_grow(s, l->tags)) return HKT_ERR_NOMEM;
   uint32_t i = s->n++;
-  s->ords[i] = ord;
+  s->val[i] = val;
   s->bits[i / 64] |= 1ull << (i % 64);
   hkt_live_count(s, i, 1);
   *k = i;
@@ -295,18 +341,16 @@ static inline int hkt_live_add(hkt_live *l, unsigned ts, uint32_t ord, uint32_t 
 static inline void hkt_live_kill(hkt_live *l, unsigned ts, uint32_t k) {
   hkt_live_slot *s = &l->s[ts];
   s->bits[k / 64] &= ~(1ull << (k % 64));
-  hkt_live_count(s, k, (uint32_t)-1);
+  hkt_live_count(s, k, ~0ull);
 }
-/* Live allocations of slot ts numbered after k. */
+/* Live allocations of slot ts numbered after k (k live or not). */
 static inline uint32_t hkt_live_rank(const hkt_live *l, unsigned ts, uint32_t k) {
   const hkt_live_slot *s = &l->s[ts];
-  uint32_t w = k / 64, last = (s->n - 1) / 64;
+  uint32_t w = k / 64, g = w / 16, b = g / 16, last = (s->n - 1) / 64 / 256;
   uint32_t r = k % 64 == 63 ? 0 : hkt_popcount(s->bits[w] >> (k % 64) >> 1);
-  uint32_t e1 = (w | 15) < last ? (w | 15) : last;
-  for (uint32_t i = w + 1; i <= e1; i++) r += s->c1[i];
-  uint32_t g = w / 16, e2 = (g | 15) < last / 16 ? (g | 15) : last / 16;
-  for (uint32_t i = g + 1; i <= e2; i++) r += s->c2[i];
-  for (uint32_t i = w / 256 + 1; i <= last / 256; i++) r += s->c3[i];
+  r += hkt_lane(&s->p1[g * 4], 15) - hkt_lane(&s->p1[g * 4], w % 16);   /* the group's words after w */
+  r += s->c3[b] - hkt_lane(&s->p2[b * 4], g % 16);                      /* the block's groups after g */
+  for (uint32_t i = b + 1; i <= last; i++) r += s->c3[i];
   return r;
 }
 /* The number of the live allocation of slot ts with `rank` live ones after
@@ -314,26 +358,31 @@ static inline uint32_t hkt_live_rank(const hkt_live *l, unsigned ts, uint32_t k)
 static inline uint32_t hkt_live_find(const hkt_live *l, unsigned ts, uint32_t rank) {
   const hkt_live_slot *s = &l->s[ts];
   if (rank >= s->nlive) return UINT32_MAX;
-  uint32_t last = (s->n - 1) / 64, g3 = last / 256;   /* scan down from the latest */
-  while (s->c3[g3] <= rank) { rank -= s->c3[g3]; if (!g3--) return UINT32_MAX; }
-  uint32_t g2 = g3 * 16 + 15;
-  while (s->c2[g2] <= rank) { rank -= s->c2[g2]; if (g2-- == g3 * 16) return UINT32_MAX; }
-  uint32_t w = g2 * 16 + 15;
-  while (s->c1[w] <= rank) { rank -= s->c1[w]; if (w-- == g2 * 16) return UINT32_MAX; }
-  uint64_t b = s->bits[w];
-  uint32_t cnt = hkt_popcount(b);
-  if (cnt <= rank) return UINT32_MAX;
-  uint32_t want = cnt - rank;   /* the want-th set bit from the bottom */
-  /* the byte holding it by byte-wise prefix counts, then within the byte */
-  uint64_t c = b - ((b >> 1) & 0x5555555555555555ull);
+  uint32_t b = (s->n - 1) / 64 / 256;   /* scan the blocks down from the latest */
+  while (s->c3[b] <= rank) { rank -= s->c3[b]; if (!b--) return UINT32_MAX; }
+  uint32_t want = s->c3[b] - rank;      /* the want-th live entry of block b, from its start */
+  uint32_t gi = hkt_lanes_below(&s->p2[b * 4], want);
+  if (gi > 15) return UINT32_MAX;
+  if (gi) want -= hkt_lane(&s->p2[b * 4], gi - 1);
+  uint32_t g = b * 16 + gi;
+  uint32_t wi = hkt_lanes_below(&s->p1[g * 4], want);
+  if (wi > 15) return UINT32_MAX;
+  if (wi) want -= hkt_lane(&s->p1[g * 4], wi - 1);
+  uint32_t w = g * 16 + wi;
+  uint64_t x = s->bits[w];
+  if (hkt_unlikely(want == 0 || hkt_popcount(x) < want)) return UINT32_MAX;
+  /* the byte holding the want-th set bit by byte-wise prefix counts, then
+   * the bit in that byte the same way (bits spread to bytes) */
+  uint64_t c = x - ((x >> 1) & 0x5555555555555555ull);
   c = (c & 0x3333333333333333ull) + ((c >> 2) & 0x3333333333333333ull);
   c = ((c + (c >> 4)) & 0x0f0f0f0f0f0f0f0full) * 0x0101010101010101ull;   /* byte i: bits in bytes 0..i */
-  uint64_t ge = ((c | 0x8080808080808080ull) - want * 0x0101010101010101ull) & 0x8080808080808080ull;
-  unsigned byte = (unsigned)__builtin_ctzll(ge) / 8;
+  uint64_t hi = 0x8080808080808080ull;
+  unsigned byte = (unsigned)__builtin_ctzll(((c | hi) - want * 0x0101010101010101ull) & hi) / 8;
   want -= byte ? (uint32_t)(c >> (8 * byte - 8)) & 0xff : 0;
-  uint32_t x = (uint32_t)(b >> (8 * byte)) & 0xff;
-  while (--want) x &= x - 1;
-  uint32_t k = w * 64 + byte * 8 + (uint32_t)__builtin_ctz(x);
+  uint64_t y = ((x >> (8 * byte)) & 0xff) * 0x0101010101010101ull & 0x8040201008040201ull;
+  y = (((y + 0x7f7f7f7f7f7f7f7full) & hi) >> 7) * 0x0101010101010101ull;   /* byte i: bits 0..i of the byte */
+  unsigned bit = (unsigned)__builtin_ctzll(((y | hi) - want * 0x0101010101010101ull) & hi) / 8;
+  uint32_t k = w * 64 + byte * 8 + bit;
   return k < s->n ? k : UINT32_MAX;
 }
 

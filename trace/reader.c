@@ -64,9 +64,9 @@ struct hkt_reader {
   hkt_cur s[HKT_S__COUNT];
   uint64_t *callers;
   uint32_t ncallers, callers_cap;
-  uint64_t *aptr;           /* allocations of this frame (FREE back-references) */
+  uint64_t *aptr;           /* version 1: allocations of this frame (FREE back-references) */
   uint32_t *acls;
-  hkt_live live;            /* version 2: live allocations per thread slot */
+  hkt_live live;            /* version 2: live allocations per thread slot (val: ptr, tag: class) */
   uint32_t nalloc, alloc_cap;
   char str[HKT_MAX_STR + 1];
   uint8_t bid[256];
@@ -176,6 +176,7 @@ static int parse_header(hkt_reader *r) {
   if (v != 1 && v != 2)
     return set_err(r, HKT_ERR_VERSION, 0, "format version %llu, this build reads versions 1 and 2",
                    (unsigned long long)v);
+  r->live.tags = 1;
   if (v == 2 && !r->rings.ent) {
     r->rings.ent = hkt_mem_alloc((size_t)HKT_PTR_SLOTS * HKT_RING_CAP * sizeof *r->rings.ent);
     if (!r->rings.ent) return set_err(r, HKT_ERR_NOMEM, 0, "out of memory");
@@ -313,7 +314,7 @@ static int parse_events(hkt_reader *r) {
     c.p += len[i];
   }
   if (len[HKT_S_KIND] != n) return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "kind stream length is not the event count");
-  if (n > r->alloc_cap) {
+  if (r->hdr.version == 1 && n > r->alloc_cap) {
     uint64_t *ap = hkt_mem_realloc(r->aptr, n * sizeof *ap);
     if (ap) r->aptr = ap;
     uint32_t *ac = ap ? hkt_mem_realloc(r->acls, n * sizeof *ac) : NULL;
@@ -655,7 +656,7 @@ static void decode_chunk_v2(hkt_reader *r) {
     int back = (g & HKT_G_PTR) && kind == HKT_EV_FREE && (form == HKT_P_BACK || form == HKT_P_XBACK);
     if (back) {   /* a live allocation of this frame */
       uint64_t d = u >> 2;
-      uint32_t ord = UINT32_MAX, k = 0;
+      uint32_t k = 0;
       unsigned at = ts;
       if (form == HKT_P_XBACK) {   /* another slot's: the slot follows in PTR */
         uint64_t a;
@@ -664,12 +665,11 @@ static void decode_chunk_v2(hkt_reader *r) {
         at = (unsigned)a & (HKT_TSLOTS - 1);
       }
       k = d <= UINT32_MAX ? hkt_live_find(&r->live, at, (uint32_t)d) : UINT32_MAX;
-      if (k != UINT32_MAX) ord = r->live.s[at].ords[k];
-      if (ord == UINT32_MAX) bad = HKT_S_PTR + 1;
+      if (k == UINT32_MAX) bad = HKT_S_PTR + 1;
       else {
         hkt_live_kill(&r->live, at, k);
-        ptr = r->aptr[ord];
-        predicted = r->acls[ord];
+        ptr = r->live.s[at].val[k];
+        predicted = r->live.s[at].tag[k];
       }
     }
     uint32_t cls = predicted;
@@ -700,11 +700,10 @@ static void decode_chunk_v2(hkt_reader *r) {
       if (is_alloc && (form == HKT_P_DELTA || u == HKT_P_ABS)) r->npred[slot] = ptr;
       r->pred[slot] = ptr;
       if (kind == HKT_EV_FREE) hkt_ring_push(rg, slot, ptr);
-      else if (is_alloc && r->nalloc < r->alloc_cap) {
+      else if (is_alloc) {
         uint32_t k;
-        if (hkt_live_add(&r->live, ts, r->nalloc, &k)) { nomem = 1; break; }
-        r->aptr[r->nalloc] = ptr;
-        r->acls[r->nalloc++] = cls;
+        if (hkt_live_add(&r->live, ts, ptr, &k)) { nomem = 1; break; }
+        r->live.s[ts].tag[k] = cls;
       }
     }
     if (kind == HKT_EV_REMOTE_PUSH && (g & HKT_G_AUX))
