@@ -115,13 +115,13 @@ static void describe(const char *path, char *buf, size_t cap) {
     hkt_reader_close(r);
     return;
   }
-  hkt_event ev;
+  const hkt_event *evs;
   uint64_t n = 0;
   uint32_t end = HKT_END_UNKNOWN, status = 0;
   int e;
-  while ((e = hkt_reader_next(r, &ev)) > 0) {
-    n++;
-    if (ev.kind == HKT_EV_END) { end = ev.fn; status = (uint32_t)ev.aux; }
+  while ((e = hkt_reader_batch(r, &evs)) > 0) {
+    n += (uint64_t)e;
+    if (evs[e - 1].kind == HKT_EV_END) { end = evs[e - 1].fn; status = (uint32_t)evs[e - 1].aux; }
   }
   const char *how = hkt_end_name(end);
   char tail[96] = "";

@@ -50,23 +50,27 @@ static int tid_set_add(tid_set *s, uint32_t tid) {
  * error (st then holds what was read before it). */
 static int collect(hkt_reader *r, trace_stats *st) {
   tid_set tids = {0};
-  hkt_event ev;
+  const hkt_event *evs;
   int rc;
-  while ((rc = hkt_reader_next(r, &ev)) > 0) {
-    if (st->events == 0) st->first_seq = ev.seq;
-    st->last_seq = ev.seq;
-    st->events++;
-    st->counts[ev.kind < HKT_EV__COUNT ? ev.kind : HKT_EV_NONE]++;
-    if (ev.kind == HKT_EV_DETECTION && ev.fn < HKT_DET__COUNT) st->detections[ev.fn]++;
-    if (ev.kind == HKT_EV_END) {
-      st->end_seen = 1;
-      st->end_kind = ev.fn;
-      st->end_code = ev.aux;
+  while ((rc = hkt_reader_batch(r, &evs)) > 0) {
+    if (st->events == 0) st->first_seq = evs[0].seq;
+    st->last_seq = evs[rc - 1].seq;
+    st->events += (uint64_t)rc;
+    for (int i = 0; i < rc; i++) {
+      const hkt_event *ev = &evs[i];
+      st->counts[ev->kind < HKT_EV__COUNT ? ev->kind : HKT_EV_NONE]++;
+      if (ev->kind == HKT_EV_DETECTION && ev->fn < HKT_DET__COUNT) st->detections[ev->fn]++;
+      if (ev->kind == HKT_EV_END) {
+        st->end_seen = 1;
+        st->end_kind = ev->fn;
+        st->end_code = ev->aux;
+      }
+      if (ev->time_ns > st->duration_ns) st->duration_ns = ev->time_ns;
+      int added = tid_set_add(&tids, ev->tid);
+      if (HKT_IS_ERR(added)) { rc = added; break; }
+      st->threads += (uint64_t)added;
     }
-    if (ev.time_ns > st->duration_ns) st->duration_ns = ev.time_ns;
-    int added = tid_set_add(&tids, ev.tid);
-    if (HKT_IS_ERR(added)) { rc = added; break; }
-    st->threads += (uint64_t)added;
+    if (HKT_IS_ERR(rc)) break;
   }
   free(tids.bits);
   if (rc == 0) st->complete = hkt_reader_complete(r) != 0;

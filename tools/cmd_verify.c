@@ -401,12 +401,10 @@ int cmd_verify(int argc, char **argv) {
 
   hkt_reader *r;
   if (HKT_IS_ERR(cli_open_trace("verify", v.path, &r))) return CLI_EXIT_USAGE;
-  hkt_event ev;
+  const hkt_event *evs;
   int rc, fatal = 0;
-  while ((rc = hkt_reader_next(r, &ev)) > 0) {
-    fatal = check_event(&v, &ev);
-    if (HKT_IS_ERR(fatal)) break;
-  }
+  while (!HKT_IS_ERR(fatal) && (rc = hkt_reader_batch(r, &evs)) > 0)
+    for (int i = 0; i < rc && !HKT_IS_ERR(fatal); i++) fatal = check_event(&v, &evs[i]);
   if (HKT_IS_ERR(fatal)) {
     cli_err("verify", "%s: %s", v.path, hkt_strerror(fatal));
   } else {
