@@ -22,17 +22,10 @@ const uint8_t _hak_tiny_cls[HAK_TINY_MAX / 8 + 1] = {
 void _hak_emit_call(uint16_t kind, uint16_t fn, void *p, uint64_t size, uint64_t aux,
                     uint64_t aux2, unsigned cls, void *caller) {
   if (unlikely(_hak_tls->state == HAK_HEAP_EMPTY)) _hak_heap_init();   /* its THREAD_START first */
-  const hak_recorder *r = _hak_rec_get();
-  if (!r) return;
-  if (r->emit_call) {   /* the recorder's direct entry: no event built */
-    r->emit_call(r->ctx, kind, fn, (uint64_t)(uintptr_t)p, size, aux, aux2, cls, _hak_tls_idx,
-                 (uint64_t)(uintptr_t)caller);
-    return;
-  }
   hkt_event ev = {.kind = kind, .fn = fn, .tid = _hak_tls_idx, .cls = cls,
                   .ptr = (uint64_t)(uintptr_t)p, .size = size, .aux = aux, .aux2 = aux2,
                   .caller = (uint64_t)(uintptr_t)caller};
-  r->emit(r->ctx, &ev);
+  _hak_emit(&ev);
 }
 
 /* malloc when the fast path could not: cache empty, not set up, large,

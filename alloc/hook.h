@@ -26,11 +26,6 @@ typedef struct hak_recorder {
   void (*wait)(void *ctx);
   void (*emit)(void *ctx, hkt_event *ev);
   void *ctx;
-  /* Optional: a plain call (MALLOC, CALLOC, REALLOC, ALIGNED, FREE; the
-   * fields of hkt_event, nothing else set), taken instead of emit so that
-   * no event is built on the way. NULL: calls go to emit too. */
-  void (*emit_call)(void *ctx, uint16_t kind, uint16_t fn, uint64_t ptr, uint64_t size, uint64_t aux,
-                    uint64_t aux2, uint32_t cls, uint32_t tid, uint64_t caller);
 } hak_recorder;
 
 /* Defined in alloc/hook.c. */

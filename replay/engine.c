@@ -289,7 +289,7 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   advance();
 }
 
-static const hak_recorder recorder = { .wait = rec_wait, .emit = rec_emit };
+static const hak_recorder recorder = {rec_wait, rec_emit, NULL};
 
 /* ---- replay threads ---- */
 

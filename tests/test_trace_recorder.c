@@ -247,105 +247,6 @@ static void test_own_calls(void **state) {
   free(t.ev);
 }
 
-/* ---- 1b. every field of a call, in either spool record form ---- */
-
-/* Calls whose values fit the recorder's 32-byte records and calls whose
- * values do not (sizes and alignments of 2^48 and more, odd errnos,
- * classes none), mixed with the 64-byte records that carry a time stamp:
- * each event must come back with all its fields, times never going back. */
-static const char fields_src[] =
-  "#define _GNU_SOURCE\n#include <dlfcn.h>\n#include <errno.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
-  "#include <malloc.h>\n"
-  "struct call { int kind, fn; unsigned long size, ptr, aux, err; } log_[8000];\n"
-  "int n;\n"
-  "#define LOG(k, f, s, p, a, e) log_[n++] = (struct call){k, f, (unsigned long)(s), (unsigned long)(p), (unsigned long)(a), (unsigned long)(e)}\n"
-  "#define FREE(p) do { free(p); if (p) LOG(5, 0, 0, p, 0, 0); } while (0)\n"   /* free(NULL) is no event */
-  "int main(void) {\n"
-  "  void (*mark)(const char *) = (void (*)(const char *))dlsym(RTLD_DEFAULT, \"hak_trace_mark\");\n"
-  "  if (!mark) return 99;\n"
-  "  mark(\"begin\");\n"
-  "  for (int i = 0; i < 700; i++) {\n"
-  "    size_t sz = 1 + (i * 131) % 5000;\n"
-  "    void *p, *q;\n"
-  "    switch (i % 7) {\n"
-  "    case 0: p = malloc(sz); LOG(1, 0, sz, p, 0, 0); FREE(p); break;\n"
-  "    case 1: errno = 0; p = malloc((size_t)1 << (40 + i % 20)); LOG(1, 0, (size_t)1 << (40 + i % 20), p, 0, p ? 0 : errno); FREE(p); break;\n"
-  "    case 2: { size_t c = i & 1 ? (size_t)1 << (44 + i % 20) : 1 + i % 5; errno = 0; p = calloc(c, sz);\n"
-  "      LOG(2, 0, sz, p, c, p ? 0 : errno); FREE(p); break; }\n"
-  "    case 3: p = malloc(16); LOG(1, 0, 16, p, 0, 0); errno = 0;\n"
-  "      q = realloc(p, i & 8 ? ~(size_t)0 >> (i % 16) : sz); LOG(3, FN_REALLOC, i & 8 ? ~(size_t)0 >> (i % 16) : sz, q, p, q ? 0 : errno);\n"
-  "      if (!q) q = p; FREE(q); break;\n"
-  "    case 4: { size_t al = i & 16 ? (size_t)3 << (i % 60) : (size_t)8 << (i % 10); int e = posix_memalign(&p, al, sz);\n"
-  "      if (e) p = 0; LOG(4, FN_PM, sz, p, al, e); FREE(p); break; }\n"
-  "    case 5: errno = 0; p = reallocarray(NULL, (size_t)1 << (i % 50), 3); LOG(3, FN_RA, ((size_t)1 << (i % 50)) * 3, p, 0, p ? 0 : errno); FREE(p); break;\n"
-  "    case 6: errno = 0; p = aligned_alloc(64, sz * 1000); LOG(4, FN_AA, sz * 1000, p, 64, p ? 0 : errno); FREE(p); break;\n"
-  "    }\n"
-  "  }\n"
-  "  mark(\"end\");\n"
-  "  for (int i = 0; i < n; i++) printf(\"%d %d %lx %lx %lx %lu\\n\", log_[i].kind, log_[i].fn, log_[i].size, log_[i].ptr, log_[i].aux, log_[i].err);\n"
-  "  return 0;\n"
-  "}\n";
-
-static void test_call_fields(void **state) {
-  (void)state;
-  NEED_PRELOAD();
-  static char src[sizeof fields_src + 200];
-  snprintf(src, sizeof src, "#define FN_REALLOC %d\n#define FN_RA %d\n#define FN_PM %d\n#define FN_AA %d\n%s",
-           HKT_FN_REALLOC, HKT_FN_REALLOCARRAY, HKT_FN_POSIX_MEMALIGN, HKT_FN_ALIGNED_ALLOC, fields_src);
-  build_prog("fields", src);
-  char exe[700], out[700];
-  snprintf(exe, sizeof exe, "%s/fields", tmp);
-  snprintf(out, sizeof out, "%s/fields.hkt.zst", tmp);
-  char *argv[] = { hakmem_bin, "record", "-o", out, "--", exe, NULL };
-  int st = run(argv, NULL, 0);
-  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-  char *log = run_out();
-  trace t;
-  load(out, &t, "fields");
-  assert_int_equal(t.rc, 0);
-  assert_true(t.complete);
-  size_t i = 0;
-  while (i < t.n && t.ev[i].kind != HKT_EV_MARK) i++;
-  assert_true(i < t.n);
-  uint32_t tid = t.ev[i].tid;
-  uint64_t last_ns = t.ev[i].time_ns;
-  char *line = log;
-  int matched = 0, big = 0, failed = 0;
-  for (i++; i < t.n && t.ev[i].kind != HKT_EV_MARK; i++) {
-    const hkt_event *e = &t.ev[i];
-    if (e->tid == tid) {
-      assert_true(e->time_ns >= last_ns);
-      last_ns = e->time_ns;
-    }
-    if (e->kind < HKT_EV_MALLOC || e->kind > HKT_EV_FREE) continue;
-    int kind, fn;
-    unsigned long size, ptr, aux, err;
-    assert_int_equal(sscanf(line, "%d %d %lx %lx %lx %lu", &kind, &fn, &size, &ptr, &aux, &err), 6);
-    line = strchr(line, '\n') + 1;
-    assert_int_equal(e->tid, tid);
-    assert_int_equal(e->kind, kind);
-    assert_int_equal(e->ptr, ptr);
-    if (kind != HKT_EV_FREE) {
-      assert_int_equal(e->size, size);
-      assert_int_equal(e->aux2, err);
-    }
-    if (kind == HKT_EV_REALLOC || kind == HKT_EV_ALIGNED) assert_int_equal(e->fn, fn);
-    if (kind == HKT_EV_CALLOC || kind == HKT_EV_REALLOC || kind == HKT_EV_ALIGNED) assert_int_equal(e->aux, aux);
-    if (!ptr && kind != HKT_EV_FREE) assert_int_equal(e->cls, HKT_NO_CLASS);
-    big += (size | aux) >> 48 != 0;
-    failed += err != 0;
-    assert_true(e->caller >= t.exe_base && e->caller < t.exe_base + t.exe_size);
-    matched++;
-  }
-  assert_true(i < t.n);
-  assert_int_equal(*line, 0);
-  assert_true(matched > 1000);
-  assert_true(big > 50);
-  assert_true(failed > 50);
-  free(log);
-  free(t.ev);
-}
-
 /* ---- 2. threads: order and cross-thread frees ---- */
 
 static const char threads_src[] =
@@ -957,7 +858,6 @@ static void test_full_disk(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_own_calls),
-    cmocka_unit_test(test_call_fields),
     cmocka_unit_test(test_threads),
     cmocka_unit_test(test_queue_handoff),
     cmocka_unit_test(test_crashes),

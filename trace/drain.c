@@ -1,8 +1,7 @@
 /* drain.c — spool to trace: merge the per-thread chunks into seq order,
  * write the events, free the chunks; and recovery of a dead recorder.
  *
- * Each chunk holds one thread's records in increasing seq (compact ones of
- * one slot, full ones of two or more, spool.h); the merge takes
+ * Each chunk holds one thread's records in increasing seq; the merge takes
  * the chunk whose next record is the next seq, and stays in it while its
  * records follow each other (one thread running alone). Only chunks that
  * can still hold unread records (owned by a thread, or sealed with records
@@ -29,8 +28,7 @@ struct hkt_drain {
   hkt_spool *s;
   hkt_writer *w;
   uint64_t next;            /* next spool seq to write */
-  uint32_t *cur;            /* per chunk: slots consumed */
-  uint64_t *stamp;          /* per chunk: the last full record's stamp (compact records' time) */
+  uint32_t *cur;            /* per chunk: records consumed */
   uint64_t *maxseq;         /* per chunk: highest seq consumed + 1 */
   uint32_t *active;         /* chunks not FREE, found by the last scan */
   uint32_t nactive;
@@ -61,11 +59,10 @@ hkt_drain *hkt_drain_new(hkt_spool *s, hkt_writer *w, uint64_t from_seq) {
   d->next = from_seq;
   d->cur = hkt_mem_alloc((size_t)n * sizeof *d->cur);
   d->maxseq = hkt_mem_alloc((size_t)n * sizeof *d->maxseq);
-  d->stamp = hkt_mem_alloc((size_t)n * sizeof *d->stamp);
   d->active = hkt_mem_alloc((size_t)n * sizeof *d->active);
   d->live = hkt_mem_alloc((size_t)n * sizeof *d->live);
   d->stack_done = hkt_mem_alloc((size_t)s->h->stack_cap / 8 + 1);
-  if (!d->cur || !d->maxseq || !d->stamp || !d->active || !d->live || !d->stack_done) { hkt_drain_free(d); return NULL; }
+  if (!d->cur || !d->maxseq || !d->active || !d->live || !d->stack_done) { hkt_drain_free(d); return NULL; }
   return d;
 }
 
@@ -73,7 +70,6 @@ void hkt_drain_free(hkt_drain *d) {
   if (!d) return;
   hkt_mem_free(d->cur);
   hkt_mem_free(d->maxseq);
-  hkt_mem_free(d->stamp);
   hkt_mem_free(d->active);
   hkt_mem_free(d->live);
   hkt_mem_free(d->stack_done);
@@ -101,38 +97,9 @@ static inline uint64_t stamp_ns(const hkt_drain *d, uint64_t stamp) {
   return (uint64_t)(((unsigned __int128)(stamp - d->tsc0) * d->tsc_mult) >> 32);
 }
 
-/* The event of a compact record (spool.h, hkt_crec). */
-static void compact_event(const hkt_crec *c, uint64_t w0, hkt_event *ev) {
-  const uint64_t val = (1ull << HKT_CREC_VAL_BITS) - 1;
-  static const uint64_t errs[4] = { 0, ENOMEM, EINVAL, 0 };
-  uint32_t cls = (uint32_t)(w0 >> HKT_CREC_CLS_SHIFT) & 127;
-  ev->kind = (uint8_t)(HKT_EV_MALLOC + ((w0 >> HKT_CREC_KIND_SHIFT) & 7));
-  ev->fn = (uint16_t)((w0 >> HKT_CREC_FN_SHIFT) & 15);
-  ev->cls = cls == HKT_CREC_NO_CLASS ? HKT_NO_CLASS : cls;
-  ev->tid = (uint32_t)(w0 >> HKT_CREC_TID_SHIFT) & 0xffff;
-  ev->aux2 = errs[(w0 >> HKT_CREC_ERR_SHIFT) & 3];
-  ev->ptr = c->w1 & val;
-  ev->caller = c->w2 & val;
-  ev->size = c->w3 & val;
-  ev->aux = c->w1 >> 48 | (c->w2 >> 48) << 16 | (c->w3 >> 48) << 32;
-}
-
-/* Turn the record group at c (a compact record, or a full one and its
- * extensions) into an event and put it; `stamp`: the time of a compact one. */
-static int put_record(hkt_drain *d, const hkt_crec *c, uint64_t stamp) {
+/* Turn the record group at r (1 + r->nx records) into an event and put it. */
+static int put_record(hkt_drain *d, const hkt_rec *r) {
   hkt_event ev;
-  uint64_t w0 = c->w0;
-  if (w0 & HKT_CREC_FLAG) {
-    compact_event(c, w0, &ev);
-    ev.time_ns = stamp_ns(d, stamp);
-    ev.aux3 = 0;
-    ev.stack_id = 0;
-    ev.str = NULL;
-    ev.bid = NULL;
-    ev.bid_len = 0;
-    goto put;
-  }
-  const hkt_rec *r = (const hkt_rec *)c;
   ev.kind = r->kind;
   ev.fn = r->fn;
   ev.cls = r->cls == 0xffff ? HKT_NO_CLASS : r->cls;
@@ -169,7 +136,6 @@ static int put_record(hkt_drain *d, const hkt_crec *c, uint64_t stamp) {
     }
     if (ev.stack_id) HKT_TRY(define_stack(d, ev.stack_id));
   }
-put:;
   int e = hkt_writer_put_framed(d->w, &ev);
   if (hkt_unlikely(e)) {
     if (HKT_IS_ERR(e)) return e;
@@ -182,40 +148,15 @@ put:;
   return 0;
 }
 
-/* The record at slot `at` of a chunk claimed at `claim`, if it is
- * published (spool.h: a compact record, or seq1 above claim_seq; the first
- * word stored last); its seq and size in slots. */
-static inline const hkt_crec *record_at(const hkt_crec *base, uint64_t claim, uint32_t at, uint64_t *seq,
-                                        uint32_t *slots) {
-  if (at >= HKT_CHUNK_SLOTS || claim == UINT64_MAX) return NULL;
-  const hkt_crec *c = base + at;
-  uint64_t w0 = __atomic_load_n(&c->w0, __ATOMIC_ACQUIRE);
-  if (w0 & HKT_CREC_FLAG) {
-    *seq = claim + (w0 & HKT_CREC_DELTA_MAX);
-    *slots = 1;
-    return c;
-  }
-  if (w0 <= claim) return NULL;
-  *seq = w0 - 1;
-  *slots = (1u + ((const hkt_rec *)c)->nx) * HKT_REC_SLOTS;
-  return at + *slots <= HKT_CHUNK_SLOTS ? c : NULL;
-}
-
-static inline const hkt_crec *published(hkt_drain *d, uint32_t i, uint32_t at, uint64_t *seq, uint32_t *slots) {
+/* The record at position `at` of chunk i if it is published (spool.h:
+ * seq1 stored last, above the chunk's claim_seq). */
+static inline const hkt_rec *published(hkt_drain *d, uint32_t i, uint32_t at) {
+  if (at >= HKT_CHUNK_RECS) return NULL;
   uint64_t claim = atomic_load_explicit(&d->s->dir[i].claim_seq, memory_order_acquire);
-  return record_at(hkt_spool_chunk(d->s, i), claim, at, seq, slots);
-}
-
-static inline int has_record(hkt_drain *d, uint32_t i) {
-  uint64_t seq;
-  uint32_t slots;
-  return published(d, i, d->cur[i], &seq, &slots) != NULL;
-}
-
-/* Step past the record at cur (a full one sets the time of what follows). */
-static inline void consume(hkt_drain *d, uint32_t i, const hkt_crec *c, uint32_t slots) {
-  if (slots > 1) d->stamp[i] = ((const hkt_rec *)c)->stamp;
-  d->cur[i] += slots;
+  const hkt_rec *r = hkt_spool_chunk(d->s, i) + at;
+  uint64_t seq1 = __atomic_load_n(&r->seq1, __ATOMIC_ACQUIRE);
+  if (claim == UINT64_MAX || seq1 <= claim) return NULL;
+  return at + 1u + r->nx <= HKT_CHUNK_RECS ? r : NULL;
 }
 
 /* Find the chunks in use; of them, the ones that may hold unread records:
@@ -226,7 +167,7 @@ static void scan_active(hkt_drain *d) {
     uint32_t st = atomic_load_explicit(&d->s->dir[i].state, memory_order_acquire);
     if (st == HKT_CHUNK_FREE) continue;
     d->active[d->nactive++] = i;
-    if (st != HKT_CHUNK_SEALED || has_record(d, i)) d->live[d->nlive++] = i;
+    if (st != HKT_CHUNK_SEALED || published(d, i, d->cur[i])) d->live[d->nlive++] = i;
   }
 }
 
@@ -234,24 +175,21 @@ static void scan_active(hkt_drain *d) {
 static void maybe_reclaim(hkt_drain *d, uint32_t i) {
   hkt_chunk_hdr *c = &d->s->dir[i];
   if (atomic_load_explicit(&c->state, memory_order_acquire) != HKT_CHUNK_SEALED) return;
-  if (has_record(d, i)) return;
+  if (published(d, i, d->cur[i])) return;
   if (d->maxseq[i] > atomic_load_explicit(&d->s->h->written_seq, memory_order_acquire)) return;
   atomic_store_explicit(&c->claim_seq, UINT64_MAX, memory_order_relaxed);
   d->cur[i] = 0;
   d->maxseq[i] = 0;
-  d->stamp[i] = 0;
   atomic_store_explicit(&c->state, HKT_CHUNK_FREE, memory_order_release);
-  hkt_spool_free_push(d->s, i);
 }
 
 /* Head of chunk i: skip records already written (seq < next); returns the
  * record or NULL if none is published yet. */
-static const hkt_crec *head(hkt_drain *d, uint32_t i, uint64_t *seq) {
-  const hkt_crec *c;
-  uint32_t slots;
-  while ((c = published(d, i, d->cur[i], seq, &slots))) {
-    if (*seq >= d->next) return c;
-    consume(d, i, c, slots);
+static const hkt_rec *head(hkt_drain *d, uint32_t i) {
+  const hkt_rec *r;
+  while ((r = published(d, i, d->cur[i]))) {
+    if (r->seq1 - 1 >= d->next) return r;
+    d->cur[i] += 1u + r->nx;
   }
   return NULL;
 }
@@ -259,20 +197,21 @@ static const hkt_crec *head(hkt_drain *d, uint32_t i, uint64_t *seq) {
 /* Put the records of chunk i that continue the sequence from d->next. */
 static int64_t run(hkt_drain *d, uint32_t i, uint64_t end) {
   uint64_t claim = atomic_load_explicit(&d->s->dir[i].claim_seq, memory_order_acquire);
-  const hkt_crec *base = hkt_spool_chunk(d->s, i);
+  const hkt_rec *base = hkt_spool_chunk(d->s, i);
+  uint32_t at = d->cur[i];
   int64_t moved = 0;
-  for (;;) {
-    uint64_t seq;
-    uint32_t slots;
-    __builtin_prefetch((const char *)(base + d->cur[i]) + 512);   /* records come from another core's cache */
-    const hkt_crec *c = record_at(base, claim, d->cur[i], &seq, &slots);
-    if (!c || seq != d->next || d->next >= end) break;
-    int e = put_record(d, c, d->stamp[i]);
-    if (HKT_IS_ERR(e)) return e;
-    consume(d, i, c, slots);
+  while (at < HKT_CHUNK_RECS) {
+    const hkt_rec *r = base + at;
+    __builtin_prefetch(r + 8);   /* records come from another core's cache */
+    uint64_t seq1 = __atomic_load_n(&r->seq1, __ATOMIC_ACQUIRE);
+    if (seq1 <= claim || seq1 - 1 != d->next || d->next >= end || at + 1u + r->nx > HKT_CHUNK_RECS) break;
+    int e = put_record(d, r);
+    if (HKT_IS_ERR(e)) { d->cur[i] = at; return e; }
+    at += 1u + r->nx;
     d->next++;
     moved++;
   }
+  d->cur[i] = at;
   if (moved) d->maxseq[i] = d->next;
   return moved;
 }
@@ -290,9 +229,9 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
     uint32_t best = UINT32_MAX;
     uint64_t best_seq = UINT64_MAX;
     for (uint32_t k = 0; k < d->nlive; k++) {
-      uint64_t seq;
-      if (head(d, d->live[k], &seq) && seq < best_seq) {
-        best_seq = seq;
+      const hkt_rec *r = head(d, d->live[k]);
+      if (r && r->seq1 - 1 < best_seq) {
+        best_seq = r->seq1 - 1;
         best = d->live[k];
         if (best_seq == d->next) break;   /* no chunk can do better */
       }

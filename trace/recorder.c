@@ -1,11 +1,8 @@
 /* recorder.c — the in-process recorder: HAKMEM_TRACE=FILE.
  *
- * Hot path (emit_call, the allocator's calls): a seq from one global atomic
- * counter, one 32-byte record into this thread's chunk of the spool (a
- * MAP_SHARED file, spool.h), published with a release store; every 8th call
- * a TSC stamp, in a 64-byte record. No lock, no syscall. Memory traffic is
- * the cost that is left, hence the small records, and chunks reused most
- * recently freed first (their lines may still be in a cache). A writer
+ * Hot path (emit): a seq from one global atomic counter, a TSC stamp, one
+ * 64-byte record into this thread's chunk of the spool (a MAP_SHARED file,
+ * spool.h), published with a release store. No lock, no syscall. A writer
  * thread merges the chunks into seq order and writes the trace (drain.c):
  * compression never runs on a recorded thread.
  *
@@ -58,6 +55,7 @@ static struct {
   int trace_fd;
   pid_t pid;
   unsigned backtrace;
+  _Atomic uint32_t hint;      /* where chunk claims start looking */
   _Atomic int writer_up;
   pthread_t writer;
   pid_t writer_tid;
@@ -76,10 +74,9 @@ static struct {
 } R = { .trace_fd = -1 };
 
 static __thread struct rec_tls {
-  hkt_crec *cur;              /* the next free slot of this thread's chunk */
+  hkt_rec *cur;
   hkt_chunk_hdr *ch;
-  uint32_t left, tid;         /* slots left */
-  uint64_t claim;             /* the chunk's claim_seq */
+  uint32_t left, tid;
   uint64_t stamp;             /* the last TSC read, reused by the next few events */
   uint32_t stamp_age;
   int exempt;                 /* the crashing thread and the writer: never halted */
@@ -88,9 +85,7 @@ static __thread struct rec_tls {
 /* Reading the TSC costs 10-25 ns in a VM, as much as the rest of the hot
  * path; times are kept at 256 ns resolution anyway. So a thread reads it
  * every STAMP_EVERY events, and always for an event that is not a plain
- * call (thread start/exit, SuperSlab events, detections, the end) and for
- * the first record of a chunk. A new stamp goes in a full record (hkt_rec);
- * compact records take the time of the last one before them. */
+ * call (thread start/exit, SuperSlab events, detections, the end). */
 #define STAMP_EVERY 8
 
 static const int crash_signals[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL };
@@ -213,35 +208,32 @@ static void tls_dtor(void *arg);
  * cannot go on for this event. */
 static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, uint32_t tid) {
   hkt_spool *s = &R.sp;
-  if (!atomic_load_explicit(&R.active, memory_order_acquire) || need > HKT_CHUNK_SLOTS) return 0;
+  if (!atomic_load_explicit(&R.active, memory_order_acquire) || need > HKT_CHUNK_RECS) return 0;
   if (t->ch) atomic_store_explicit(&t->ch->state, HKT_CHUNK_SEALED, memory_order_release);
   t->ch = NULL;
   t->left = 0;
+  uint32_t n = s->h->nchunks;
   uint64_t t0 = 0, progress = 0;
   uint64_t stalled = atomic_load_explicit(&R.stalled_at, memory_order_relaxed);
   for (;;) {
-    uint32_t i;
-    while ((i = hkt_spool_free_pop(s)) != UINT32_MAX) {
+    uint32_t start = atomic_fetch_add_explicit(&R.hint, 1, memory_order_relaxed);
+    for (uint32_t k = 0; k < n; k++) {
+      uint32_t i = (start + k) % n;
       hkt_chunk_hdr *c = &s->dir[i];
       uint32_t st = HKT_CHUNK_FREE;
-      /* only the list hands out chunks, so this holds; a damaged list
-       * must not hand one out twice */
-      if (!atomic_compare_exchange_strong_explicit(&c->state, &st, HKT_CHUNK_OWNED, memory_order_acquire,
-                                                   memory_order_relaxed))
-        continue;
-      c->os_tid = (uint32_t)syscall(SYS_gettid);
-      hkt_crec *first = hkt_spool_chunk(s, i);
-      atomic_store_explicit((_Atomic uint64_t *)&first->w0, 0, memory_order_relaxed);   /* see hkt_crec */
-      /* every seq from now on is above this: older records do not count */
-      t->claim = atomic_load(&s->h->next_seq);
-      atomic_store_explicit(&c->claim_seq, t->claim, memory_order_release);
-      t->ch = c;
-      t->cur = first;
-      t->left = HKT_CHUNK_SLOTS;
-      t->tid = tid;
-      t->stamp_age = STAMP_EVERY;   /* the chunk's first record carries a stamp */
-      if (R.key_ok) pthread_setspecific(R.key, (void *)1);
-      return 1;
+      if (atomic_load_explicit(&c->state, memory_order_relaxed) == HKT_CHUNK_FREE &&
+          atomic_compare_exchange_strong_explicit(&c->state, &st, HKT_CHUNK_OWNED, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+        c->os_tid = (uint32_t)syscall(SYS_gettid);
+        /* every seq from now on is above this: older records do not count */
+        atomic_store_explicit(&c->claim_seq, atomic_load(&s->h->next_seq), memory_order_release);
+        t->ch = c;
+        t->cur = hkt_spool_chunk(s, i);
+        t->left = HKT_CHUNK_RECS;
+        t->tid = tid;
+        if (R.key_ok) pthread_setspecific(R.key, (void *)1);
+        return 1;
+      }
     }
     /* The spool is full: the writer is behind. Wait for it, as long as it
      * makes progress; a writer that stopped (or never started) must not
@@ -271,21 +263,6 @@ static inline unsigned ext_records(const hkt_event *ev, size_t *sl, size_t *bl) 
   return 1 + (unsigned)(data > 44 ? (data - 44 + HKT_REC_BYTES - 1) / HKT_REC_BYTES : 0);
 }
 
-/* The spool lines ahead were last read by the writer thread, on another
- * core: take them for writing (prefetchw; a NOP where the CPU lacks it)
- * well before the stores that need them, or the next lock xadd waits for
- * those stores to drain. */
-#define PREFETCH_AHEAD 1024
-static inline void prefetch_write(const void *p) {
-  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
-}
-
-/* Zero the first word of the slot after a record, before the record is
- * published (spool.h, hkt_crec). */
-static inline void clear_next(struct rec_tls *t, unsigned slots) {
-  if (t->left > slots) t->cur[slots].w0 = 0;
-}
-
 /* A crash is ending the process (on_crash) and this thread's event took a
  * seq after the end's: it stops here, before publishing, so no call returns
  * after the trace's end. An event whose seq came before the end's goes on
@@ -312,13 +289,12 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     ev->stack_id = hkt_stack_capture(&R.sp, R.backtrace, 2);
   if (hkt_unlikely(ev->aux3 | ev->stack_id | (ev->tid >= 0xffff) | (ev->str != NULL) | (ev->bid != NULL)))
     nx = ext_records(ev, &sl, &bl);
-  unsigned slots = (1 + nx) * HKT_REC_SLOTS;
-  if (hkt_unlikely(t->left < slots) && !refill(t, slots, ev->tid)) {
+  if (hkt_unlikely(t->left < 1 + nx) && !refill(t, 1 + nx, ev->tid)) {
     atomic_fetch_add_explicit(&R.sp.h->dropped, 1, memory_order_relaxed);
     return;
   }
-  hkt_rec *r = (hkt_rec *)t->cur;
-  prefetch_write((char *)r + PREFETCH_AHEAD);   /* the line a few events ahead: its miss overlaps this one */
+  hkt_rec *r = t->cur;
+  __builtin_prefetch(r + 4, 1);   /* the line a few events ahead: its miss overlaps this one */
   /* acq_rel (the same lock xadd on x86): a seq after the end's sees halt */
   uint64_t seq = atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_acq_rel);
   if (hkt_unlikely(atomic_load_explicit(&R.halt, memory_order_relaxed)) && !t->exempt) halt_if_after_end(seq);
@@ -349,67 +325,13 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     if (sl) memcpy(d, ev->str, sl);
     if (bl) memcpy(d + sl, ev->bid, bl);
   }
-  clear_next(t, slots);
   __atomic_store_n(&r->seq1, seq + 1, __ATOMIC_RELEASE);   /* publishes it */
   ev->seq = seq;
-  t->cur += slots;
-  t->left -= slots;
+  t->cur += 1 + nx;
+  t->left -= 1 + nx;
 }
 
-/* A plain call (hook.h emit_call): a compact record when its values fit
- * and no stamp is due, else the full path. */
-static void rec_call(void *ctx, uint16_t kind, uint16_t fn, uint64_t ptr, uint64_t size, uint64_t aux,
-                     uint64_t aux2, uint32_t cls, uint32_t tid, uint64_t caller) {
-  struct rec_tls *t = &T;
-  uint64_t err = aux2 == 0 ? 0 : aux2 == ENOMEM ? 1 : aux2 == EINVAL ? 2 : 3;
-  uint64_t c = cls == HKT_NO_CLASS ? HKT_CREC_NO_CLASS : cls < HKT_CREC_NO_CLASS ? cls : 0xff;
-  if (hkt_unlikely(((ptr | size | aux | caller) >> HKT_CREC_VAL_BITS) | (err > 2) | (c > HKT_CREC_NO_CLASS) |
-                   (fn > 15) | (tid >= 0xffff) | (t->left < HKT_REC_SLOTS) | (t->stamp_age + 1 >= STAMP_EVERY) |
-                   R.backtrace)) {
-    hkt_event ev = { .kind = kind, .fn = fn, .tid = tid, .cls = cls, .ptr = ptr, .size = size, .aux = aux,
-                     .aux2 = aux2, .caller = caller };
-    rec_emit(ctx, &ev);
-    return;
-  }
-  hkt_crec *r = t->cur;
-  prefetch_write((char *)r + PREFETCH_AHEAD);
-  uint64_t seq = atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_acq_rel);
-  if (hkt_unlikely(atomic_load_explicit(&R.halt, memory_order_relaxed)) && !t->exempt) halt_if_after_end(seq);
-  uint64_t delta = seq - t->claim;
-  t->stamp_age++;
-  if (hkt_likely(delta <= HKT_CREC_DELTA_MAX)) {
-    r->w1 = ptr | aux << 48;
-    r->w2 = caller | (aux >> 16) << 48;
-    r->w3 = size | (aux >> 32) << 48;
-    clear_next(t, 1);
-    uint64_t w0 = HKT_CREC_FLAG | (uint64_t)(kind - HKT_EV_MALLOC) << HKT_CREC_KIND_SHIFT |
-                  c << HKT_CREC_CLS_SHIFT | (uint64_t)fn << HKT_CREC_FN_SHIFT | err << HKT_CREC_ERR_SHIFT |
-                  (uint64_t)tid << HKT_CREC_TID_SHIFT | delta;
-    __atomic_store_n(&r->w0, w0, __ATOMIC_RELEASE);   /* publishes it */
-    t->cur += 1;
-    t->left -= 1;
-    return;
-  }
-  /* this thread has held its chunk for 2^31 seqs: a full record */
-  hkt_rec *f = (hkt_rec *)r;
-  f->stamp = t->stamp;
-  f->ptr = ptr;
-  f->size = size;
-  f->aux = aux;
-  f->aux2 = aux2;
-  f->caller = caller;
-  f->kind = (uint8_t)kind;
-  f->nx = 0;
-  f->fn = fn;
-  f->cls = (uint16_t)cls;
-  f->tid = (uint16_t)tid;
-  clear_next(t, HKT_REC_SLOTS);
-  __atomic_store_n(&f->seq1, seq + 1, __ATOMIC_RELEASE);
-  t->cur += HKT_REC_SLOTS;
-  t->left -= HKT_REC_SLOTS;
-}
-
-static const hak_recorder recorder = { NULL, rec_emit, NULL, rec_call };
+static const hak_recorder recorder = { NULL, rec_emit, NULL };
 
 /* A thread ends: its chunk is complete. */
 static void tls_dtor(void *arg) {
@@ -583,7 +505,7 @@ static void *writer_main(void *arg) {
   int e = hkt_writer_fdopen(&w, R.trace_fd, R.trace_path, &hdr);
   R.trace_fd = -1;
   /* a frame of at most a quarter of the spool, so that chunks come back */
-  uint32_t frame = h->nchunks * (HKT_CHUNK_SLOTS / HKT_REC_SLOTS) / 4;   /* counted in full records */
+  uint32_t frame = h->nchunks * HKT_CHUNK_RECS / 4;
   if (w && frame < HKT_DEFAULT_FRAME_EVENTS) hkt_writer_set_frame_events(w, frame);
   /* zstd level 1: as small as level 3 on these streams, at 2/3 of the time */
   int level = (int)env_u64("HAKMEM_TRACE_ZLEVEL", HKT_RECORD_LEVEL, 22);

@@ -65,13 +65,8 @@ int hkt_spool_create(hkt_spool *s, const char *path, uint64_t bytes, uint32_t st
   h->sframes_off = sframes_off;
   h->sframes_cap = sframes_cap;
   h->end_seq = UINT64_MAX;
+  for (uint64_t i = 0; i < nchunks; i++) ((hkt_chunk_hdr *)((uint8_t *)m + HKT_SPOOL_DIR_OFF))[i].claim_seq = UINT64_MAX;
   layout(s);
-  /* every chunk free, chunk 0 on top of the list */
-  for (uint64_t i = 0; i < nchunks; i++) {
-    s->dir[i].claim_seq = UINT64_MAX;
-    s->dir[i].free_next = i + 1 < nchunks ? (uint32_t)(i + 2) : 0;
-  }
-  h->free_head = 1;
   return 0;
 }
 

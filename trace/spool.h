@@ -13,9 +13,7 @@
  *   pages 3-4         configuration text
  *   chunk directory   nchunks x hkt_chunk_hdr (64 bytes each)
  *   stack table       (only with backtraces) entries, then frames
- *   chunks            nchunks x chunk_bytes of 32-byte slots: records of
- *                     one slot (compact calls) or two (hkt_rec), and the
- *                     extensions after an hkt_rec
+ *   chunks            nchunks x chunk_bytes of 64-byte records
  */
 #ifndef HKT_SPOOL_H
 #define HKT_SPOOL_H
@@ -25,7 +23,7 @@
 #include "hkt_internal.h"
 
 #define HKT_SPOOL_MAGIC   "HKSPOOL1"
-#define HKT_SPOOL_VERSION 2
+#define HKT_SPOOL_VERSION 1
 #define HKT_SPOOL_PAGE    4096u
 #define HKT_SPOOL_CMDLINE_OFF (1 * HKT_SPOOL_PAGE)
 #define HKT_SPOOL_CMDLINE_MAX (2 * HKT_SPOOL_PAGE)
@@ -34,9 +32,7 @@
 #define HKT_SPOOL_DIR_OFF     (5 * HKT_SPOOL_PAGE)
 #define HKT_CHUNK_BYTES   (64u << 10)
 #define HKT_REC_BYTES     64u
-#define HKT_SLOT_BYTES    32u
-#define HKT_CHUNK_SLOTS   (HKT_CHUNK_BYTES / HKT_SLOT_BYTES)
-#define HKT_REC_SLOTS     (HKT_REC_BYTES / HKT_SLOT_BYTES)
+#define HKT_CHUNK_RECS    (HKT_CHUNK_BYTES / HKT_REC_BYTES)
 
 enum { HKT_CHUNK_FREE = 0, HKT_CHUNK_OWNED = 1, HKT_CHUNK_SEALED = 2 };
 enum { HKT_SPOOL_RUNNING = 0, HKT_SPOOL_FINISHING = 1, HKT_SPOOL_DONE = 2 };
@@ -69,59 +65,26 @@ typedef struct hkt_spool_hdr {
   _Atomic uint32_t stack_lock, nstacks;
   _Atomic uint64_t nsframes;
   _Atomic uint64_t dropped;           /* events that could not be spooled */
-  /* free chunks, most recently freed first (its lines are still in a
-   * cache): (pop count << 32) | (index + 1), 0 when empty */
-  _Alignas(64) _Atomic uint64_t free_head;
 } hkt_spool_hdr;
 
 typedef struct hkt_chunk_hdr {
   _Atomic uint32_t state;
   uint32_t os_tid;                    /* owner thread, to find chunks of dead threads */
   _Atomic uint64_t claim_seq;         /* next_seq when claimed; UINT64_MAX while free */
-  _Atomic uint32_t free_next;         /* the next free chunk's index + 1 (0: none) */
-  uint32_t pad0;
-  uint64_t pad[5];
+  uint64_t pad[6];
 } hkt_chunk_hdr;
 
-/* A raw record: two slots. Extension records (nx of them, two slots each)
- * follow when the event has aux3, a stack, a thread index >= 0xffff, a
- * string or a build-id. seq1 = seq + 1 (below 2^63) is stored last
- * (release): a record is there when seq1 > its chunk's claim_seq; anything
- * else is left from an earlier use of the chunk, or zero, or a record whose
- * thread died writing it. Its stamp is also the time of the compact records
- * after it in the chunk. */
+/* A raw record. Extension records (nx of them) follow when the event has
+ * aux3, a stack, a thread index >= 0xffff, a string or a build-id.
+ * seq1 = seq + 1 is stored last (release): a record is there when seq1 >
+ * its chunk's claim_seq; anything else is left from an earlier use of the
+ * chunk, or zero, or a record whose thread died writing it. */
 typedef struct hkt_rec {
   uint64_t seq1, stamp;
   uint64_t ptr, size, aux, aux2, caller;
   uint8_t kind, nx;
   uint16_t fn, cls, tid;              /* tid 0xffff: see the extension */
 } hkt_rec;
-
-/* A compact record: one slot, for a plain call (MALLOC..FREE, no
- * extension) whose values fit; the recorder writes hkt_rec otherwise.
- *   w0  bit 63: 1 (compact) | kind - MALLOC: 3 | cls: 7 (127: none) | fn: 4
- *       | errno code: 2 (0, ENOMEM, EINVAL) | tid: 16 | seq - claim_seq: 31
- *   w1  ptr: 48    | aux bits 0-15 << 48
- *   w2  caller: 48 | aux bits 16-31 << 48
- *   w3  size: 48   | aux bits 32-47 << 48
- * w0 is stored last (release). A thread zeroes the first word of the slot
- * after a record before publishing the record (and slot 0 when it claims
- * the chunk): a reader finds the end of a chunk's records at a zero word
- * or an hkt_rec with an old seq, never at a compact record of an earlier
- * use. */
-typedef struct hkt_crec {
-  uint64_t w0, w1, w2, w3;
-} hkt_crec;
-
-#define HKT_CREC_FLAG       (1ull << 63)
-#define HKT_CREC_KIND_SHIFT 60
-#define HKT_CREC_CLS_SHIFT  53
-#define HKT_CREC_FN_SHIFT   49
-#define HKT_CREC_ERR_SHIFT  47
-#define HKT_CREC_TID_SHIFT  31
-#define HKT_CREC_DELTA_MAX  ((1ull << 31) - 1)
-#define HKT_CREC_NO_CLASS   127u
-#define HKT_CREC_VAL_BITS   48
 
 typedef struct hkt_rec_ext {
   uint64_t aux3;
@@ -142,7 +105,6 @@ typedef struct hkt_stack_ent {
 
 _Static_assert(sizeof(hkt_rec) == HKT_REC_BYTES, "record size");
 _Static_assert(sizeof(hkt_rec_ext) == HKT_REC_BYTES, "extension size");
-_Static_assert(sizeof(hkt_crec) == HKT_SLOT_BYTES, "compact record size");
 _Static_assert(sizeof(hkt_chunk_hdr) == 64, "chunk header size");
 _Static_assert(sizeof(hkt_spool_hdr) <= HKT_SPOOL_PAGE, "spool header size");
 
@@ -156,33 +118,8 @@ typedef struct hkt_spool {
   uint64_t *sframes;
 } hkt_spool;
 
-/* Chunk i as slots. */
-static inline hkt_crec *hkt_spool_chunk(const hkt_spool *s, uint32_t i) {
-  return (hkt_crec *)(s->base + s->h->chunks_off + (uint64_t)i * s->h->chunk_bytes);
-}
-
-/* The free chunk list (LIFO; the drain pushes, recorded threads pop).
- * Pop returns an index or UINT32_MAX. */
-static inline void hkt_spool_free_push(hkt_spool *s, uint32_t i) {
-  _Atomic uint64_t *head = &s->h->free_head;
-  uint64_t old = atomic_load_explicit(head, memory_order_relaxed), nw;
-  do {
-    atomic_store_explicit(&s->dir[i].free_next, (uint32_t)old, memory_order_relaxed);
-    nw = (old & ~0xffffffffull) | (i + 1u);
-  } while (!atomic_compare_exchange_weak_explicit(head, &old, nw, memory_order_release, memory_order_relaxed));
-}
-
-static inline uint32_t hkt_spool_free_pop(hkt_spool *s) {
-  _Atomic uint64_t *head = &s->h->free_head;
-  uint64_t old = atomic_load_explicit(head, memory_order_acquire), nw;
-  do {
-    uint32_t top = (uint32_t)old;
-    if (!top || top > s->h->nchunks) return UINT32_MAX;
-    /* the count makes a stale `next` (top popped and pushed again meanwhile) fail the swap */
-    uint32_t next = atomic_load_explicit(&s->dir[top - 1].free_next, memory_order_relaxed);
-    nw = ((old >> 32) + 1) << 32 | next;
-  } while (!atomic_compare_exchange_weak_explicit(head, &old, nw, memory_order_acquire, memory_order_acquire));
-  return (uint32_t)old - 1;
+static inline hkt_rec *hkt_spool_chunk(const hkt_spool *s, uint32_t i) {
+  return (hkt_rec *)(s->base + s->h->chunks_off + (uint64_t)i * s->h->chunk_bytes);
 }
 
 /* Create and map a new spool (raw syscalls only: runs inside the first
