@@ -69,9 +69,10 @@ struct hkt_writer {
   uint32_t lcls[HKT_TSLOTS];        /* last class per thread */
   uint64_t tlast[HKT_TSLOTS];       /* last time per thread */
   uint32_t cpred[HKT_TSLOTS * 64];  /* last caller index per thread and kind */
-  uint32_t *acls;           /* class of each allocation ordinal */
-  uint32_t *ak;             /* its number in its thread slot's hkt_live */
-  uint8_t *aslot;           /* its thread slot */
+  /* per allocation ordinal, what a FREE naming it needs, in one entry (a
+   * FREE reads it at random: one cache line, not three) */
+  struct alloc_ent { uint32_t cls; uint32_t k_slot; } *allocs;   /* k_slot: hkt_live number << 5 | thread slot */
+  _Static_assert(HKT_TSLOTS == 32, "k_slot keeps the thread slot in 5 bits");
   uint32_t nalloc;
   hkt_live live;
   /* callsite interning: open addressing; entries of older frames differ
@@ -220,15 +221,11 @@ static void free_tables(hkt_writer *w) {
   hkt_mem_free(w->ctab);
   hkt_mem_free(w->callers);
   hkt_mem_free(w->ptab);
-  hkt_mem_free(w->acls);
-  hkt_mem_free(w->ak);
-  hkt_mem_free(w->aslot);
-  w->ak = NULL;
-  w->aslot = NULL;
+  hkt_mem_free(w->allocs);
+  w->allocs = NULL;
   w->ctab = NULL;
   w->callers = NULL;
   w->ptab = NULL;
-  w->acls = NULL;
 }
 
 /* Tables and streams for frames of frame_events events (fresh memory is
@@ -240,13 +237,11 @@ static int alloc_tables(hkt_writer *w) {
   w->ccap = cap;
   w->pcap = cap / PTAB_SHRINK;
   w->ptab = hkt_mem_alloc((size_t)cap * sizeof *w->ptab);
-  w->acls = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->acls);
-  w->ak = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->ak);
-  w->aslot = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->aslot);
+  w->allocs = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->allocs);
   w->ctab = hkt_mem_alloc((size_t)cap * sizeof *w->ctab);
   w->callers = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->callers);
   w->gen = 0;
-  int failed = !w->ctab || !w->callers || !w->ptab || !w->acls || !w->ak || !w->aslot;
+  int failed = !w->ctab || !w->callers || !w->ptab || !w->allocs;
   for (int i = 0; i < HKT_S__COUNT; i++) {
     hkt_buf_release(&w->s[i]);
     if (stream_max[i] && hkt_buf_reserve(&w->s[i], (size_t)stream_max[i] * w->frame_events + 64)) failed = 1;
@@ -436,15 +431,16 @@ static inline uint32_t put_ptr(hkt_writer *w, const hkt_event *ev, unsigned kind
   if (kind == HKT_EV_FREE) {
     e = ptab_find(w, ptr, &found);
     if (found && e->state == P_LIVE) {
-      uint32_t ord = e->val, at = w->aslot[ord];
-      uint64_t rank = hkt_live_rank(&w->live, at, w->ak[ord]);
+      struct alloc_ent a = w->allocs[e->val];
+      uint32_t at = a.k_slot & (HKT_TSLOTS - 1), k = a.k_slot >> 5;
+      uint64_t rank = hkt_live_rank(&w->live, at, k);
       if (at == ts) put_free_code(w, rank << 2 | HKT_P_BACK);
       else {
         put_free_code(w, rank << 2 | HKT_P_XBACK);
         S_BYTE(HKT_S_PTR, at);
       }
-      hkt_live_kill(&w->live, at, w->ak[ord]);
-      predicted = w->acls[ord];
+      hkt_live_kill(&w->live, at, k);
+      predicted = a.cls;
     } else {
       put_ptr_delta(w, ptr, w->pred[slot], 1);
     }
@@ -464,9 +460,9 @@ static inline uint32_t put_ptr(hkt_writer *w, const hkt_event *ev, unsigned kind
       w->npred[slot] = ptr;
     }
     *e = (struct ptr_ent){ ptr, w->nalloc, (uint16_t)w->gen, P_LIVE, (uint8_t)slot };
-    if (hkt_live_add(&w->live, ts, w->nalloc, &w->ak[w->nalloc])) fail(w, HKT_ERR_NOMEM);
-    w->aslot[w->nalloc] = (uint8_t)ts;
-    w->acls[w->nalloc++] = ev->cls;
+    uint32_t k = 0;
+    if (hkt_live_add(&w->live, ts, w->nalloc, &k)) fail(w, HKT_ERR_NOMEM);
+    w->allocs[w->nalloc++] = (struct alloc_ent){ ev->cls, k << 5 | ts };
   } else {
     put_ptr_delta(w, ptr, w->pred[slot], 0);
   }
