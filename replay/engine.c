@@ -22,9 +22,11 @@
  *
  * Memory bound: the reader runs at most MAX_AHEAD events ahead of the turn,
  * so a thread's queue never holds more than that (each queue is a lazily
- * touched mapping of MAX_AHEAD items). No deadlock: everything before the
- * reader's position is queued, so the owner of the turn always has its
- * event. A watchdog reports a replay that stops moving as stalled. */
+ * touched mapping of MAX_AHEAD items). Everything before the reader's
+ * position is queued, so the owner of the turn always has its event; but a
+ * call whose internal events begin more than MAX_AHEAD events before its
+ * call event (whose arguments drive it) cannot be driven. A watchdog
+ * reports a replay that stops moving as stalled. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>

@@ -14,7 +14,7 @@
 #include "internal.h"
 #include "replay.h"
 
-#define MAX_AHEAD  (1u << 15)
+#define MAX_AHEAD  (1u << 17)   /* docs/replay.md: a call may span this many events */
 #define QMASK      (MAX_AHEAD - 1)
 #define OWN_CAP    (2u * MAX_AHEAD)
 #define MAX_TIDS   (1u << 20)
