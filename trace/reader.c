@@ -402,6 +402,45 @@ static inline uint32_t predict(const hkt_reader *r, uint64_t size) {
 /* Decode the next events of a version 1 frame (at most HKT_BATCH, and none
  * after one with a string) into r->batch. Cursors live in locals for the
  * loop; a bad event ends the chunk before it and sets the (sticky) error. */
+/* An event's string and build-id, from the STR stream into r->str and
+ * r->bid (valid until the next chunk). Returns non-zero if they run past
+ * the stream or are too long. */
+static int read_strings(hkt_reader *r, hkt_cur *sc, int want_str, int want_bid, hkt_event *ev) {
+  if (want_str) {
+    uint64_t n = hkt_get_varint(sc);
+    const uint8_t *b = n <= HKT_MAX_STR ? hkt_get_bytes(sc, n) : NULL;
+    if (!b) return 1;
+    memcpy(r->str, b, n);
+    r->str[n] = 0;
+    ev->str = r->str;
+  }
+  if (want_bid) {
+    uint64_t n = hkt_get_varint(sc);
+    const uint8_t *b = n <= 255 ? hkt_get_bytes(sc, n) : NULL;
+    if (!b) return 1;
+    memcpy(r->bid, b, n);
+    ev->bid = r->bid;
+    ev->bid_len = (uint32_t)n;
+  }
+  return 0;
+}
+
+/* A chunk of n events decoded from seq0 on: hand them out, and say why it
+ * stopped early (bad: 1 + the stream an event ran past). */
+static void end_chunk(hkt_reader *r, uint64_t seq0, uint32_t n, int nomem, int bad_event, int bad) {
+  r->next_seq = seq0 + n;
+  r->left -= n;
+  r->bpos = 0;
+  r->bn = n;
+  if (nomem)
+    set_err(r, HKT_ERR_NOMEM, r->frame_off, "out of memory");
+  else if (bad_event)
+    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad event at seq %llu", (unsigned long long)(seq0 + n));
+  else if (bad)
+    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "event at seq %llu runs past its stream %d",
+            (unsigned long long)(seq0 + n), bad - 1);
+}
+
 static void decode_chunk_v1(hkt_reader *r) {
   uint32_t max = r->left < HKT_BATCH ? r->left : HKT_BATCH;
   const uint8_t *kp = r->s[HKT_S_KIND].p;   /* exactly one byte per event (checked per frame) */
@@ -508,18 +547,7 @@ static void decode_chunk_v1(hkt_reader *r) {
     }
     ev->caller = caller;
     if (hkt_unlikely(f2 & (HKT_F2_STR | HKT_F2_BID))) {
-      if (f2 & HKT_F2_STR) {
-        uint64_t n = hkt_get_varint(sc);
-        const uint8_t *b = n <= HKT_MAX_STR ? hkt_get_bytes(sc, n) : NULL;
-        if (!b) bad = HKT_S_STR + 1;
-        else { memcpy(r->str, b, n); r->str[n] = 0; ev->str = r->str; }
-      }
-      if (f2 & HKT_F2_BID) {
-        uint64_t n = hkt_get_varint(sc);
-        const uint8_t *b = n <= 255 ? hkt_get_bytes(sc, n) : NULL;
-        if (!b) bad = HKT_S_STR + 1;
-        else { memcpy(r->bid, b, n); ev->bid = r->bid; ev->bid_len = (uint32_t)n; }
-      }
+      if (read_strings(r, sc, f2 & HKT_F2_STR, f2 & HKT_F2_BID, ev)) bad = HKT_S_STR + 1;
       if (!bad) i++;
       break;   /* the string lives in r->str until the next chunk */
     }
@@ -536,15 +564,7 @@ static void decode_chunk_v1(hkt_reader *r) {
   r->s[HKT_S_AUX].p = ap;
   r->s[HKT_S_CALLER].p = lp;
   r->prev_t = prev_t;
-  r->next_seq = seq0 + i;
-  r->left -= i;
-  r->bpos = 0;
-  r->bn = i;
-  if (bad_event)
-    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad event at seq %llu", (unsigned long long)(seq0 + i));
-  else if (bad)
-    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "event at seq %llu runs past its stream %d",
-            (unsigned long long)(seq0 + i), bad - 1);
+  end_chunk(r, seq0, i, 0, bad_event, bad);
 }
 
 /* The class a version 2 reader predicts before the pointer (docs: step 8). */
@@ -730,18 +750,7 @@ static void decode_chunk_v2(hkt_reader *r) {
     }
     ev->caller = caller;
     if (hkt_unlikely(g & (HKT_G_STR | HKT_G_BID))) {
-      if (g & HKT_G_STR) {
-        uint64_t n = hkt_get_varint(sc);
-        const uint8_t *b = n <= HKT_MAX_STR ? hkt_get_bytes(sc, n) : NULL;
-        if (!b) bad = HKT_S_STR + 1;
-        else { memcpy(r->str, b, n); r->str[n] = 0; ev->str = r->str; }
-      }
-      if (g & HKT_G_BID) {
-        uint64_t n = hkt_get_varint(sc);
-        const uint8_t *b = n <= 255 ? hkt_get_bytes(sc, n) : NULL;
-        if (!b) bad = HKT_S_STR + 1;
-        else { memcpy(r->bid, b, n); ev->bid = r->bid; ev->bid_len = (uint32_t)n; }
-      }
+      if (read_strings(r, sc, g & HKT_G_STR, g & HKT_G_BID, ev)) bad = HKT_S_STR + 1;
       if (!bad) i++;
       break;   /* the string lives in r->str until the next chunk */
     }
@@ -761,17 +770,7 @@ static void decode_chunk_v2(hkt_reader *r) {
   r->s[HKT_S_FREE_LO].p = flp;
   r->s[HKT_S_FREE_HI].p = fhp;
   r->prev_tid = tid;
-  r->next_seq = seq0 + i;
-  r->left -= i;
-  r->bpos = 0;
-  r->bn = i;
-  if (nomem)
-    set_err(r, HKT_ERR_NOMEM, r->frame_off, "out of memory");
-  else if (bad_event)
-    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "bad event at seq %llu", (unsigned long long)(seq0 + i));
-  else if (bad)
-    set_err(r, HKT_ERR_CORRUPT, r->frame_off, "event at seq %llu runs past its stream %d",
-            (unsigned long long)(seq0 + i), bad - 1);
+  end_chunk(r, seq0, i, nomem, bad_event, bad);
 }
 
 /* Make sure decoded events wait in r->batch: 1, or 0 at the end, or the
