@@ -250,6 +250,31 @@ static inline void hkt_live_reset(hkt_live *l) {
     s->n = s->nlive = 0;
   }
 }
+
+/* The version 2 model that writer and reader keep alike within a frame
+ * (docs/trace-format.md, "Version 2 streams"): one struct, one reset. */
+typedef struct hkt_model {
+  uint64_t npred[HKT_PTR_SLOTS];    /* last allocation not from a ring */
+  hkt_rings rings;                  /* recently freed blocks per class */
+  uint16_t fpred[64];               /* flags of the last event of each kind */
+  uint64_t apred[64];               /* aux of the last event of each kind */
+  uint32_t lcls[HKT_TSLOTS];        /* last class per thread */
+  uint64_t tlast[HKT_TSLOTS];       /* last time per thread (set from the frame's t0 by each side) */
+  uint32_t cpred[HKT_TSLOTS * 64];  /* last caller index per thread and kind */
+  uint32_t prev_tid;
+  hkt_live live;                    /* live allocations per thread slot */
+} hkt_model;
+
+static inline void hkt_model_reset(hkt_model *m) {
+  memset(m->npred, 0, sizeof m->npred);
+  hkt_rings_reset(&m->rings);
+  hkt_live_reset(&m->live);
+  memset(m->fpred, 0, sizeof m->fpred);
+  memset(m->apred, 0, sizeof m->apred);
+  for (unsigned i = 0; i < HKT_TSLOTS; i++) m->lcls[i] = HKT_NO_CLASS;
+  memset(m->cpred, 0xff, sizeof m->cpred);
+  m->prev_tid = 0;
+}
 static inline void hkt_live_release(hkt_live *l) {
   for (unsigned i = 0; i < HKT_TSLOTS; i++) {
     hkt_live_slot *s = &l->s[i];

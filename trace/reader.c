@@ -52,21 +52,12 @@ struct hkt_reader {
   uint64_t prev_t;
   uint64_t pred[HKT_PTR_SLOTS];
   hkt_freed freed;          /* version 1 */
-  /* version 2 predictions (as the writer's) */
-  uint64_t npred[HKT_PTR_SLOTS];
-  hkt_rings rings;
-  uint16_t fpred[64];
-  uint64_t apred[64];
-  uint32_t lcls[HKT_TSLOTS];
-  uint32_t cpred[HKT_TSLOTS * 64];
-  uint64_t tlast[HKT_TSLOTS];
-  uint32_t prev_tid;
+  hkt_model m;              /* version 2 predictions (as the writer's) */
   hkt_cur s[HKT_S__COUNT];
   uint64_t *callers;
   uint32_t ncallers, callers_cap;
   uint64_t *aptr;           /* version 1: allocations of this frame (FREE back-references) */
   uint32_t *acls;
-  hkt_live live;            /* version 2: live allocations per thread slot (val: ptr, tag: class) */
   uint32_t nalloc, alloc_cap;
   char str[HKT_MAX_STR + 1];
   uint8_t bid[256];
@@ -176,10 +167,10 @@ static int parse_header(hkt_reader *r) {
   if (v != 1 && v != 2)
     return set_err(r, HKT_ERR_VERSION, 0, "format version %llu, this build reads versions 1 and 2",
                    (unsigned long long)v);
-  r->live.tags = 1;
-  if (v == 2 && !r->rings.ent) {
-    r->rings.ent = hkt_mem_alloc((size_t)HKT_PTR_SLOTS * HKT_RING_CAP * sizeof *r->rings.ent);
-    if (!r->rings.ent) return set_err(r, HKT_ERR_NOMEM, 0, "out of memory");
+  r->m.live.tags = 1;
+  if (v == 2 && !r->m.rings.ent) {
+    r->m.rings.ent = hkt_mem_alloc((size_t)HKT_PTR_SLOTS * HKT_RING_CAP * sizeof *r->m.rings.ent);
+    if (!r->m.rings.ent) return set_err(r, HKT_ERR_NOMEM, 0, "out of memory");
   }
   h->version = (uint32_t)v;
   h->pid = (uint32_t)hkt_get_varint(&c);
@@ -328,15 +319,8 @@ static int parse_events(hkt_reader *r) {
     memset(r->freed.n, 0, sizeof r->freed.n);
     memset(r->freed.top, 0, sizeof r->freed.top);
   } else {
-    memset(r->npred, 0, sizeof r->npred);
-    hkt_rings_reset(&r->rings);
-    hkt_live_reset(&r->live);
-    memset(r->fpred, 0, sizeof r->fpred);
-    memset(r->apred, 0, sizeof r->apred);
-    for (unsigned i = 0; i < HKT_TSLOTS; i++) r->lcls[i] = HKT_NO_CLASS;
-    memset(r->cpred, 0xff, sizeof r->cpred);
-    r->prev_tid = 0;
-    for (unsigned i = 0; i < HKT_TSLOTS; i++) r->tlast[i] = r->prev_t;
+    hkt_model_reset(&r->m);   /* live: val is the pointer, tag the class */
+    for (unsigned i = 0; i < HKT_TSLOTS; i++) r->m.tlast[i] = r->prev_t;
   }
   r->left = (uint32_t)n;
   r->in_frame = 1;
@@ -574,7 +558,7 @@ static inline uint32_t predict_v2(const hkt_reader *r, unsigned kind, uint64_t s
     uint64_t bytes;
     return __builtin_mul_overflow(size, aux, &bytes) ? HKT_NO_CLASS : predict(r, bytes);
   }
-  return r->lcls[ts];
+  return r->m.lcls[ts];
 }
 
 /* As decode_chunk_v1, for version 2 frames: the writer's model (writer.c)
@@ -594,10 +578,10 @@ static void decode_chunk_v2(hkt_reader *r) {
   const uint8_t *flp = r->s[HKT_S_FREE_LO].p, *fle = r->s[HKT_S_FREE_LO].end;
   const uint8_t *fhp = r->s[HKT_S_FREE_HI].p, *fhe = r->s[HKT_S_FREE_HI].end;
   hkt_cur *sc = &r->s[HKT_S_STR];
-  hkt_rings *rg = &r->rings;
+  hkt_rings *rg = &r->m.rings;
   const uint64_t seq0 = r->next_seq;
   const unsigned shift = r->hdr.time_shift;
-  uint32_t tid = r->prev_tid;
+  uint32_t tid = r->m.prev_tid;
   hkt_event *out = r->batch;
   int bad = 0, bad_event = 0, nomem = 0;
   uint32_t i = 0;
@@ -610,11 +594,11 @@ static void decode_chunk_v2(hkt_reader *r) {
       else bad = HKT_S_FLAGS + 1;
     }
     if (hkt_unlikely(kind == 0 || kind >= 64)) { bad_event = 1; break; }
-    uint64_t g = r->fpred[kind];
+    uint64_t g = r->m.fpred[kind];
     if (head & HKT_H_FLAGS) {
       VGET(g, HKT_S_FLAGS, fp, fe);
       if (g & ~(uint64_t)HKT_G_ALL) { bad_event = 1; break; }
-      r->fpred[kind] = (uint16_t)g;
+      r->m.fpred[kind] = (uint16_t)g;
     }
     if (head & HKT_H_TID) {
       uint64_t t64;
@@ -626,7 +610,7 @@ static void decode_chunk_v2(hkt_reader *r) {
     uint64_t dt;
     VGET(dt, HKT_S_TIME, mp, me);
     unsigned ts = hkt_tslot(tid);
-    uint64_t t = r->tlast[ts] += (uint64_t)hkt_unzz(dt);   /* against the thread's last */
+    uint64_t t = r->m.tlast[ts] += (uint64_t)hkt_unzz(dt);   /* against the thread's last */
     ev->seq = seq0 + i;
     ev->time_ns = t << shift;
     ev->tid = tid;
@@ -657,7 +641,7 @@ static void decode_chunk_v2(hkt_reader *r) {
     if (g & (HKT_G_AUX | HKT_G_AUX2 | HKT_G_AUX3 | HKT_G_FN | HKT_G_STACK)) {
       if (g & HKT_G_AUX) {   /* a REMOTE_PUSH's once its pointer is known */
         VGET(aux, HKT_S_AUX, ap, ae);
-        if (kind != HKT_EV_REMOTE_PUSH) aux = r->apred[kind] += (uint64_t)hkt_unzz(aux);
+        if (kind != HKT_EV_REMOTE_PUSH) aux = r->m.apred[kind] += (uint64_t)hkt_unzz(aux);
       }
       if (g & HKT_G_AUX2) VGET(aux2, HKT_S_AUX, ap, ae);
       if (g & HKT_G_AUX3) VGET(aux3, HKT_S_AUX, ap, ae);
@@ -684,12 +668,12 @@ static void decode_chunk_v2(hkt_reader *r) {
         if (a >= HKT_TSLOTS) bad = HKT_S_PTR + 1;
         at = (unsigned)a & (HKT_TSLOTS - 1);
       }
-      k = d <= UINT32_MAX ? hkt_live_find(&r->live, at, (uint32_t)d) : UINT32_MAX;
+      k = d <= UINT32_MAX ? hkt_live_find(&r->m.live, at, (uint32_t)d) : UINT32_MAX;
       if (k == UINT32_MAX) bad = HKT_S_PTR + 1;
       else {
-        hkt_live_kill(&r->live, at, k);
-        ptr = r->live.s[at].val[k];
-        predicted = r->live.s[at].tag[k];
+        hkt_live_kill(&r->m.live, at, k);
+        ptr = r->m.live.s[at].val[k];
+        predicted = r->m.live.s[at].tag[k];
       }
     }
     uint32_t cls = predicted;
@@ -700,13 +684,13 @@ static void decode_chunk_v2(hkt_reader *r) {
       cls = c == 0 ? HKT_NO_CLASS : (uint32_t)(c - 1);
       if (cls == predicted) bad = HKT_S_CLS + 1;   /* a written class differs from the prediction */
     }
-    if (cls != HKT_NO_CLASS) r->lcls[ts] = cls;
+    if (cls != HKT_NO_CLASS) r->m.lcls[ts] = cls;
     ev->cls = cls;
     if (g & HKT_G_PTR) {
       unsigned slot = hkt_slot(cls);
       if (u == HKT_P_ABS) ptr = abs;
       else if (form == HKT_P_DELTA) {
-        uint64_t base = is_alloc ? r->npred[slot] : r->pred[slot];
+        uint64_t base = is_alloc ? r->m.npred[slot] : r->pred[slot];
         ptr = base + ((uint64_t)hkt_unzz(u >> 2) << 3);
       } else if (is_alloc && (form == HKT_P_RING || u == HKT_P_STRIDE)) {
         uint32_t pos = u == HKT_P_STRIDE ? rg->cursor[slot] + (uint32_t)rg->stride[slot]
@@ -717,17 +701,17 @@ static void decode_chunk_v2(hkt_reader *r) {
         bad = HKT_S_PTR + 1;   /* a code this kind does not have */
       }
       if (hkt_unlikely(bad)) break;
-      if (is_alloc && (form == HKT_P_DELTA || u == HKT_P_ABS)) r->npred[slot] = ptr;
+      if (is_alloc && (form == HKT_P_DELTA || u == HKT_P_ABS)) r->m.npred[slot] = ptr;
       r->pred[slot] = ptr;
       if (kind == HKT_EV_FREE) hkt_ring_push(rg, slot, ptr);
       else if (is_alloc) {
         uint32_t k;
-        if (hkt_live_add(&r->live, ts, ptr, &k)) { nomem = 1; break; }
-        r->live.s[ts].tag[k] = cls;
+        if (hkt_live_add(&r->m.live, ts, ptr, &k)) { nomem = 1; break; }
+        r->m.live.s[ts].tag[k] = cls;
       }
     }
     if (kind == HKT_EV_REMOTE_PUSH && (g & HKT_G_AUX))
-      aux = r->apred[kind] = hkt_aux_base(kind, ptr, 0) + (uint64_t)hkt_unzz(aux);
+      aux = r->m.apred[kind] = hkt_aux_base(kind, ptr, 0) + (uint64_t)hkt_unzz(aux);
     ev->ptr = ptr;
     ev->size = size;
     ev->aux = aux;
@@ -739,7 +723,7 @@ static void decode_chunk_v2(hkt_reader *r) {
     ev->bid = NULL;
     ev->bid_len = 0;
     if (g & HKT_G_CALLER) {
-      uint32_t *cpd = &r->cpred[ts * 64 + kind];
+      uint32_t *cpd = &r->m.cpred[ts * 64 + kind];
       uint64_t k = *cpd;
       if (head & HKT_H_CALLER) {
         VGET(k, HKT_S_CALLER, lp, le);
@@ -769,7 +753,7 @@ static void decode_chunk_v2(hkt_reader *r) {
   r->s[HKT_S_SIZE_LO].p = slp;
   r->s[HKT_S_FREE_LO].p = flp;
   r->s[HKT_S_FREE_HI].p = fhp;
-  r->prev_tid = tid;
+  r->m.prev_tid = tid;
   end_chunk(r, seq0, i, nomem, bad_event, bad);
 }
 
@@ -913,8 +897,8 @@ void hkt_reader_close(hkt_reader *r) {
   hkt_mem_free(r->callers);
   hkt_mem_free(r->aptr);
   hkt_mem_free(r->acls);
-  hkt_mem_free(r->rings.ent);
-  hkt_live_release(&r->live);
+  hkt_mem_free(r->m.rings.ent);
+  hkt_live_release(&r->m.live);
   hkt_mem_free(r->stab);
   hkt_mem_free(r->sframes);
   hkt_mem_free(r->path);

@@ -56,25 +56,17 @@ struct hkt_writer {
   /* the frame being built */
   uint32_t n;
   uint64_t first_seq, t0;
-  uint32_t prev_tid;
   hkt_buf s[HKT_S__COUNT];
   hkt_buf stacks;
   uint32_t nstacks;
   /* the predictions writer and reader share (docs/trace-format.md) */
   uint64_t pred[HKT_PTR_SLOTS];     /* last pointer per class slot */
-  uint64_t npred[HKT_PTR_SLOTS];    /* last allocation not from a ring */
-  hkt_rings rings;
-  uint16_t fpred[64];               /* flags of the last event of each kind */
-  uint64_t apred[64];               /* aux of the last event of each kind */
-  uint32_t lcls[HKT_TSLOTS];        /* last class per thread */
-  uint64_t tlast[HKT_TSLOTS];       /* last time per thread */
-  uint32_t cpred[HKT_TSLOTS * 64];  /* last caller index per thread and kind */
+  hkt_model m;
   /* per allocation ordinal, what a FREE naming it needs, in one entry (a
    * FREE reads it at random: one cache line, not three) */
   struct alloc_ent { uint32_t cls; uint32_t k_slot; } *allocs;   /* k_slot: hkt_live number << 5 | thread slot */
   _Static_assert(HKT_TSLOTS == 32, "k_slot keeps the thread slot in 5 bits");
   uint32_t nalloc;
-  hkt_live live;
   /* callsite interning: open addressing; entries of older frames differ
    * by gen, so nothing is cleared per frame */
   struct caller_ent { uint64_t caller; uint32_t gen, idx; } *ctab;
@@ -206,14 +198,7 @@ static void frame_reset(hkt_writer *w) {
     w->gen++;
   }
   memset(w->pred, 0, sizeof w->pred);
-  memset(w->npred, 0, sizeof w->npred);
-  hkt_rings_reset(&w->rings);
-  hkt_live_reset(&w->live);
-  memset(w->fpred, 0, sizeof w->fpred);
-  memset(w->apred, 0, sizeof w->apred);
-  for (unsigned i = 0; i < HKT_TSLOTS; i++) w->lcls[i] = HKT_NO_CLASS;
-  memset(w->cpred, 0xff, sizeof w->cpred);
-  w->prev_tid = 0;
+  hkt_model_reset(&w->m);
   w->n = 0;
 }
 
@@ -255,8 +240,8 @@ static void writer_free(hkt_writer *w) {
   hkt_buf_release(&w->stacks);
   hkt_buf_release(&w->frame);
   free_tables(w);
-  hkt_live_release(&w->live);
-  hkt_mem_free(w->rings.ent);
+  hkt_live_release(&w->m.live);
+  hkt_mem_free(w->m.rings.ent);
   hkt_mem_free(w->out);
   ZSTD_freeCCtx(w->cctx);
   hkt_mem_free(w);
@@ -272,9 +257,9 @@ static int writer_new(hkt_writer **out, int fd) {
   w->cctx = hkt_zstd_cctx();
   w->out_cap = 1u << 16;
   w->out = hkt_mem_alloc(w->out_cap);
-  w->rings.ent = hkt_mem_alloc((size_t)HKT_PTR_SLOTS * HKT_RING_CAP * sizeof *w->rings.ent);
+  w->m.rings.ent = hkt_mem_alloc((size_t)HKT_PTR_SLOTS * HKT_RING_CAP * sizeof *w->m.rings.ent);
   set_classes(w, 0, w->class_size);
-  if (!w->cctx || !w->out || !w->rings.ent || alloc_tables(w)) {
+  if (!w->cctx || !w->out || !w->m.rings.ent || alloc_tables(w)) {
     writer_free(w);
     return HKT_ERR_NOMEM;
   }
@@ -433,21 +418,21 @@ static inline uint32_t put_ptr(hkt_writer *w, const hkt_event *ev, unsigned kind
     if (found && e->state == P_LIVE) {
       struct alloc_ent a = w->allocs[e->val];
       uint32_t at = a.k_slot & (HKT_TSLOTS - 1), k = a.k_slot >> 5;
-      uint64_t rank = hkt_live_rank(&w->live, at, k);
+      uint64_t rank = hkt_live_rank(&w->m.live, at, k);
       if (at == ts) put_free_code(w, rank << 2 | HKT_P_BACK);
       else {
         put_free_code(w, rank << 2 | HKT_P_XBACK);
         S_BYTE(HKT_S_PTR, at);
       }
-      hkt_live_kill(&w->live, at, k);
+      hkt_live_kill(&w->m.live, at, k);
       predicted = a.cls;
     } else {
       put_ptr_delta(w, ptr, w->pred[slot], 1);
     }
-    uint32_t pos = hkt_ring_push(&w->rings, slot, ptr);
+    uint32_t pos = hkt_ring_push(&w->m.rings, slot, ptr);
     *e = (struct ptr_ent){ ptr, pos, (uint16_t)w->gen, P_FREED, (uint8_t)slot };
   } else if (hkt_is_alloc(kind)) {
-    hkt_rings *g = &w->rings;
+    hkt_rings *g = &w->m.rings;
     e = ptab_find(w, ptr, &found);
     if (found && e->state == P_FREED && e->slot == slot && hkt_ring_get(g, slot, e->val) == ptr) {
       uint32_t pos = e->val, top = g->top[slot];
@@ -456,12 +441,12 @@ static inline uint32_t put_ptr(hkt_writer *w, const hkt_event *ev, unsigned kind
       else S_VARINT(HKT_S_PTR, (uint64_t)(top - 1 - pos) << 2 | HKT_P_RING);
       hkt_ring_take(g, slot, pos);
     } else {
-      put_ptr_delta(w, ptr, w->npred[slot], 0);
-      w->npred[slot] = ptr;
+      put_ptr_delta(w, ptr, w->m.npred[slot], 0);
+      w->m.npred[slot] = ptr;
     }
     *e = (struct ptr_ent){ ptr, w->nalloc, (uint16_t)w->gen, P_LIVE, (uint8_t)slot };
     uint32_t k = 0;
-    if (hkt_live_add(&w->live, ts, w->nalloc, &k)) fail(w, HKT_ERR_NOMEM);
+    if (hkt_live_add(&w->m.live, ts, w->nalloc, &k)) fail(w, HKT_ERR_NOMEM);
     w->allocs[w->nalloc++] = (struct alloc_ent){ ev->cls, k << 5 | ts };
   } else {
     put_ptr_delta(w, ptr, w->pred[slot], 0);
@@ -479,7 +464,7 @@ static inline uint32_t predict_v2(const hkt_writer *w, const hkt_event *ev, unsi
     if (__builtin_mul_overflow(ev->size, ev->aux, &bytes)) return HKT_NO_CLASS;
     return predict_cls(w, HKT_EV_MALLOC, bytes);
   }
-  return w->lcls[ts];
+  return w->m.lcls[ts];
 }
 
 /* Internal (the spool drain): as hkt_writer_put, but 1 when this event
@@ -493,7 +478,7 @@ int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
   if (hkt_unlikely(!w->n)) {
     w->first_seq = w->next_seq;
     w->t0 = t;
-    for (unsigned i = 0; i < HKT_TSLOTS; i++) w->tlast[i] = t;
+    for (unsigned i = 0; i < HKT_TSLOTS; i++) w->m.tlast[i] = t;
   }
   unsigned ts = hkt_tslot(ev->tid);
 
@@ -511,22 +496,22 @@ int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
     g |= HKT_G_CLS;
     S_VARINT(HKT_S_CLS, ev->cls == HKT_NO_CLASS ? 0 : (uint64_t)ev->cls + 1);
   }
-  if (ev->cls != HKT_NO_CLASS) w->lcls[ts] = ev->cls;
+  if (ev->cls != HKT_NO_CLASS) w->m.lcls[ts] = ev->cls;
 
   unsigned head = kind < HKT_H_KESC ? kind : HKT_H_KESC;
   if (hkt_unlikely(head == HKT_H_KESC)) S_BYTE(HKT_S_FLAGS, kind);
-  if (hkt_unlikely(g != w->fpred[kind])) {
+  if (hkt_unlikely(g != w->m.fpred[kind])) {
     head |= HKT_H_FLAGS;
     S_VARINT(HKT_S_FLAGS, g);
-    w->fpred[kind] = (uint16_t)g;
+    w->m.fpred[kind] = (uint16_t)g;
   }
-  if (ev->tid != w->prev_tid) {
+  if (ev->tid != w->m.prev_tid) {
     head |= HKT_H_TID;
     S_VARINT(HKT_S_TID, ev->tid);
-    w->prev_tid = ev->tid;
+    w->m.prev_tid = ev->tid;
   }
   if (g & HKT_G_CALLER) {
-    uint32_t idx = intern_caller(w, ev->caller), *cp = &w->cpred[ts * 64 + kind];
+    uint32_t idx = intern_caller(w, ev->caller), *cp = &w->m.cpred[ts * 64 + kind];
     if (idx != *cp) {
       head |= HKT_H_CALLER;
       S_VARINT(HKT_S_CALLER, idx);
@@ -534,16 +519,16 @@ int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
     }
   }
   S_BYTE(HKT_S_HEAD, head);
-  S_VARINT(HKT_S_TIME, hkt_zz((int64_t)(t - w->tlast[ts])));
-  w->tlast[ts] = t;
+  S_VARINT(HKT_S_TIME, hkt_zz((int64_t)(t - w->m.tlast[ts])));
+  w->m.tlast[ts] = t;
   if (g & HKT_G_SIZE) {
     S_BYTE(HKT_S_SIZE_LO, ev->size);
     S_VARINT(HKT_S_SIZE, ev->size >> 8);
   }
   if (hkt_unlikely(g & (HKT_G_AUX | HKT_G_AUX2 | HKT_G_AUX3 | HKT_G_FN | HKT_G_STACK))) {
     if (g & HKT_G_AUX) {
-      S_VARINT(HKT_S_AUX, hkt_zz((int64_t)(ev->aux - hkt_aux_base(kind, ev->ptr, w->apred[kind]))));
-      w->apred[kind] = ev->aux;
+      S_VARINT(HKT_S_AUX, hkt_zz((int64_t)(ev->aux - hkt_aux_base(kind, ev->ptr, w->m.apred[kind]))));
+      w->m.apred[kind] = ev->aux;
     }
     if (g & HKT_G_AUX2) S_VARINT(HKT_S_AUX, ev->aux2);
     if (g & HKT_G_AUX3) S_VARINT(HKT_S_AUX, ev->aux3);
