@@ -101,6 +101,19 @@ static void write_trace(const char *p, int n, uint32_t frame, int complete) {
   assert_int_equal(hkt_writer_close(w, complete), 0);
 }
 
+/* Write e[0..n) to `path` with header h, in frames of `frame` events,
+ * complete, and open a reader on it. */
+static hkt_reader *write_and_open(const hkt_header *h, uint32_t frame, const hkt_event *e, int n) {
+  hkt_writer *w;
+  assert_int_equal(hkt_writer_open(&w, path, h), 0);
+  assert_int_equal(hkt_writer_set_frame_events(w, frame), 0);
+  for (int i = 0; i < n; i++) assert_int_equal(hkt_writer_put(w, &e[i]), 0);
+  assert_int_equal(hkt_writer_close(w, 1), 0);
+  hkt_reader *r;
+  assert_int_equal(hkt_reader_open(&r, path), 0);
+  return r;
+}
+
 static void check_event(const hkt_event *got, int i) {
   const hkt_event *e = &evs[i];
   assert_int_equal(got->seq, (uint64_t)i);
@@ -272,13 +285,7 @@ static void test_round_trip_heap(void **state) {
   hkt_header h = hdr;
   h.num_classes = 8;
   for (int c = 0; c < 8; c++) h.class_size[c] = 16u << c;
-  hkt_writer *w;
-  assert_int_equal(hkt_writer_open(&w, path, &h), 0);
-  assert_int_equal(hkt_writer_set_frame_events(w, 4096), 0);
-  for (int i = 0; i < N; i++) assert_int_equal(hkt_writer_put(w, &hev[i]), 0);
-  assert_int_equal(hkt_writer_close(w, 1), 0);
-  hkt_reader *r;
-  assert_int_equal(hkt_reader_open(&r, path), 0);
+  hkt_reader *r = write_and_open(&h, 4096, hev, N);
   hkt_event ev;
   int n = 0;
   while (hkt_reader_next(r, &ev) > 0) {
@@ -320,13 +327,7 @@ static void test_class_edges(void **state) {
     e->cls = c < NC ? c : HKT_NO_CLASS;
     if (rnd() % 5 == 0) e->cls = (uint32_t)(rnd() % NC);
   }
-  hkt_writer *w;
-  assert_int_equal(hkt_writer_open(&w, path, &h), 0);
-  assert_int_equal(hkt_writer_set_frame_events(w, 1000), 0);
-  for (int i = 0; i < N; i++) assert_int_equal(hkt_writer_put(w, &cev[i]), 0);
-  assert_int_equal(hkt_writer_close(w, 1), 0);
-  hkt_reader *r;
-  assert_int_equal(hkt_reader_open(&r, path), 0);
+  hkt_reader *r = write_and_open(&h, 1000, cev, N);
   hkt_event ev;
   int n = 0;
   while (hkt_reader_next(r, &ev) > 0) {
@@ -751,13 +752,7 @@ static void test_v2_models(void **state) {
     hkt_header h = hdr;
     h.num_classes = 4;
     for (int c = 0; c < 4; c++) h.class_size[c] = 16u << c;
-    hkt_writer *w;
-    assert_int_equal(hkt_writer_open(&w, path, &h), 0);
-    assert_int_equal(hkt_writer_set_frame_events(w, frame), 0);
-    for (int i = 0; i < N; i++) assert_int_equal(hkt_writer_put(w, &m[i]), 0);
-    assert_int_equal(hkt_writer_close(w, 1), 0);
-    hkt_reader *r;
-    assert_int_equal(hkt_reader_open(&r, path), 0);
+    hkt_reader *r = write_and_open(&h, frame, m, N);
     hkt_event ev;
     int n = 0;
     while (hkt_reader_next(r, &ev) > 0) {
