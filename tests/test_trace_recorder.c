@@ -271,6 +271,56 @@ static const char threads_src[] =
   "  return 0;\n"
   "}\n";
 
+/* The live blocks of a trace read in seq order, with the thread that
+ * allocated each: open addressing on the address, deletion by backward
+ * shift (no tombstones, so a long trace does not fill it up). */
+typedef struct liveset {
+  uint64_t *ptr;
+  uint32_t *by;
+  size_t cap;   /* a power of two */
+} liveset;
+
+static liveset liveset_new(size_t cap) {
+  liveset l = { calloc(cap, sizeof(uint64_t)), calloc(cap, sizeof(uint32_t)), cap };
+  assert_non_null(l.ptr);
+  assert_non_null(l.by);
+  return l;
+}
+
+static void liveset_free(liveset *l) {
+  free(l->ptr);
+  free(l->by);
+}
+
+static size_t liveset_home(const liveset *l, uint64_t p) { return (p >> 3) & (l->cap - 1); }
+
+static void liveset_add(liveset *l, uint64_t p, uint32_t by) {
+  size_t h = liveset_home(l, p);
+  while (l->ptr[h]) h = (h + 1) & (l->cap - 1);
+  l->ptr[h] = p;
+  l->by[h] = by;
+}
+
+/* 1 and the allocating thread in *by if p was live (it is not now), else 0. */
+static int liveset_del(liveset *l, uint64_t p, uint32_t *by) {
+  size_t j = liveset_home(l, p);
+  while (l->ptr[j] && l->ptr[j] != p) j = (j + 1) & (l->cap - 1);
+  if (l->ptr[j] != p) return 0;
+  *by = l->by[j];
+  for (;;) {
+    l->ptr[j] = 0;
+    size_t k = j, home;
+    do {
+      k = (k + 1) & (l->cap - 1);
+      if (!l->ptr[k]) return 1;
+      home = liveset_home(l, l->ptr[k]);
+    } while ((j <= k) ? (home > j && home <= k) : (home > j || home <= k));
+    l->ptr[j] = l->ptr[k];
+    l->by[j] = l->by[k];
+    j = k;
+  }
+}
+
 static void test_threads(void **state) {
   (void)state;
   NEED_PRELOAD();
@@ -290,8 +340,7 @@ static void test_threads(void **state) {
   assert_true(t.complete);
 
   /* live set in seq order: every free is of a live block */
-  size_t cap = 1 << 20;
-  uint64_t *live = calloc(cap, sizeof *live);
+  liveset live = liveset_new(1 << 20);
   long mallocs = 0, frees = 0;
   long step[64];
   int owner[64];
@@ -300,9 +349,7 @@ static void test_threads(void **state) {
     const hkt_event *e = &t.ev[i];
     assert_int_equal(e->seq, i);
     if (e->kind == HKT_EV_MALLOC && e->ptr) {
-      size_t h = (e->ptr >> 3) & (cap - 1);
-      while (live[h]) h = (h + 1) & (cap - 1);
-      live[h] = e->ptr;
+      liveset_add(&live, e->ptr, e->tid);
       if (e->size >= 1 && e->size <= 4 + 8 * 99 && e->tid < 64) {
         /* program order within each thread: the steps of one thread */
         int th = (int)((e->size - 1) % 8);
@@ -317,30 +364,14 @@ static void test_threads(void **state) {
         }
       }
     } else if (e->kind == HKT_EV_FREE && e->ptr) {
-      size_t h = (e->ptr >> 3) & (cap - 1);
-      while (live[h] && live[h] != e->ptr) h = (h + 1) & (cap - 1);
-      assert_int_equal(live[h], e->ptr);   /* freed after its alloc */
-      /* delete with backward shift */
-      size_t j = h;
-      for (;;) {
-        live[j] = 0;
-        size_t k = j;
-        for (;;) {
-          k = (k + 1) & (cap - 1);
-          if (!live[k]) goto done;
-          size_t home = (live[k] >> 3) & (cap - 1);
-          if ((j <= k) ? (home <= j || home > k) : (home <= j && home > k)) break;
-        }
-        live[j] = live[k];
-        j = k;
-      }
-    done:
+      uint32_t by;
+      assert_int_equal(liveset_del(&live, e->ptr, &by), 1);   /* freed after its alloc */
       frees++;
     }
   }
   assert_int_equal(mallocs, 4 * 20000);
   assert_true(frees >= 4 * 20000);
-  free(live);
+  liveset_free(&live);
   free(t.ev);
 }
 
@@ -431,48 +462,25 @@ static void test_queue_handoff(void **state) {
     load(out, &t, NULL);
     assert_int_equal(t.rc, 0);
     assert_true(t.complete);
-    size_t cap = 1 << 16;
-    uint64_t *live = calloc(cap, sizeof *live);
-    uint32_t *by = calloc(cap, sizeof *by);
+    liveset live = liveset_new(1 << 16);
     long crossed = 0, calls = 0;
     for (size_t i = 0; i < t.n; i++) {
       const hkt_event *e = &t.ev[i];
       assert_int_equal(e->seq, i);
       uint64_t gone = e->kind == HKT_EV_FREE ? e->ptr : e->kind == HKT_EV_REALLOC ? e->aux : 0;
       if (gone) {
-        size_t h = (gone >> 3) & (cap - 1);
-        while (live[h] && live[h] != gone) h = (h + 1) & (cap - 1);
-        if (live[h] != gone) fail_msg("seq %zu: %s of %#llx, which is not allocated", i, hkt_kind_name(e->kind),
-                                      (unsigned long long)gone);
-        crossed += by[h] != e->tid;
-        /* delete with backward shift */
-        size_t j = h;
-        for (;;) {
-          live[j] = 0;
-          size_t k = j, home;
-          do {
-            k = (k + 1) & (cap - 1);
-            if (!live[k]) goto deleted;
-            home = (live[k] >> 3) & (cap - 1);
-          } while ((j <= k) ? (home > j && home <= k) : (home > j || home <= k));
-          live[j] = live[k];
-          by[j] = by[k];
-          j = k;
-        }
-      deleted:;
+        uint32_t by;
+        if (!liveset_del(&live, gone, &by))
+          fail_msg("seq %zu: %s of %#llx, which is not allocated", i, hkt_kind_name(e->kind),
+                   (unsigned long long)gone);
+        crossed += by != e->tid;
       }
       if (e->kind >= HKT_EV_MALLOC && e->kind <= HKT_EV_FREE) calls++;
-      if (e->kind >= HKT_EV_MALLOC && e->kind <= HKT_EV_ALIGNED && e->ptr) {
-        size_t h = (e->ptr >> 3) & (cap - 1);
-        while (live[h]) h = (h + 1) & (cap - 1);
-        live[h] = e->ptr;
-        by[h] = e->tid;
-      }
+      if (e->kind >= HKT_EV_MALLOC && e->kind <= HKT_EV_ALIGNED && e->ptr) liveset_add(&live, e->ptr, e->tid);
     }
     assert_true(calls > 4 * 5000 * 3);
     assert_true(crossed > 500);   /* blocks really went from thread to thread */
-    free(live);
-    free(by);
+    liveset_free(&live);
     free(t.ev);
 
     char *replay[] = { hakmem_bin, "replay", out, "--repeat", "2", NULL };
