@@ -465,6 +465,18 @@ static void test_minimize(void **state) {
   result_free(&r);
 }
 
+/* A minimized trace: under 100 events, and replaying it reproduces the
+ * SuperSlab invariant detection (exit 3). */
+static void expect_small_repro(const char *out) {
+  uint64_t n;
+  assert_true(find_seq(out, HKT_EV_DETECTION, HKT_DET_SS_INVARIANT, &n) != UINT64_MAX);
+  assert_true(n < 100);
+  result r = HAKMEM("replay", out, "--json");
+  assert_int_equal(r.status, 3);
+  assert_non_null(strstr(r.out, "\"kind\":\"ss_invariant\""));
+  result_free(&r);
+}
+
 /* minimize on an injected allocator bug (an early live-count decrement,
  * found by the debug accounting check): 100 000+ events to fewer than 100
  * that replay with the same detection. */
@@ -483,13 +495,7 @@ static void test_minimize_injected(void **state) {
   if (r.status) fail_msg("minimize: %d\n%s\n%s", r.status, r.out, r.err);
   print_message("%s", r.out);
   result_free(&r);
-  uint64_t n;
-  assert_true(find_seq(out, HKT_EV_DETECTION, HKT_DET_SS_INVARIANT, &n) != UINT64_MAX);
-  assert_true(n < 100);
-  r = HAKMEM("replay", out, "--json");
-  assert_int_equal(r.status, 3);
-  assert_non_null(strstr(r.out, "\"kind\":\"ss_invariant\""));
-  result_free(&r);
+  expect_small_repro(out);
 }
 
 /* minimize on the demo's trace (examples/demo.sh): examples/injected, a
@@ -520,13 +526,7 @@ static void test_minimize_injected_mt(void **state) {
   assert_null(strstr(r.out, "time limit"));
   assert_non_null(strstr(r.out, "HAKMEM_INJECT=early_release_flush:3@"));
   result_free(&r);
-  uint64_t n;
-  assert_true(find_seq(out, HKT_EV_DETECTION, HKT_DET_SS_INVARIANT, &n) != UINT64_MAX);
-  assert_true(n < 100);
-  r = HAKMEM("replay", out, "--json");
-  assert_int_equal(r.status, 3);
-  assert_non_null(strstr(r.out, "\"kind\":\"ss_invariant\""));
-  result_free(&r);
+  expect_small_repro(out);
 
   /* The C program, run as its header comment says. */
   r = runv(NULL, (const char *[]){"/usr/bin/cc", "-O0", "-pthread", "-o", bin, outc, NULL});
