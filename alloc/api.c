@@ -87,11 +87,14 @@ int _hak_free_remote(hak_heap *h, hak_ss *ss, void *p, uint32_t id) {
 
 /* Say what is wrong with the pointer given to free(), in one line, then
  * abort as glibc does (or go on with HAKMEM_ON_ERROR=continue). */
+static const char *invalid_free_why(unsigned det) {
+  return det == HKT_DET_STALE_FREE ? "free(): invalid pointer (stale: its SuperSlab is no longer registered)"
+                                   : "free(): invalid pointer";
+}
+
 void _hak_invalid_free(const void *p, unsigned det, const hak_ss *ss) {
   atomic_fetch_add_explicit(&_hak_g.invalid_frees, 1, memory_order_relaxed);
-  const char *why = det == HKT_DET_STALE_FREE ? "free(): invalid pointer (stale: its SuperSlab is no longer registered)"
-                                              : "free(): invalid pointer";
-  _hak_detect(det, p, ss, 0, why);   /* event, one line, abort unless HAKMEM_ON_ERROR=continue */
+  _hak_detect(det, p, ss, 0, invalid_free_why(det));   /* event, one line, abort unless HAKMEM_ON_ERROR=continue */
 }
 
 /* Into this thread's cache (it owns ss). */
@@ -139,9 +142,7 @@ static void free_recorded(void *p, hak_ss *ss, void *caller) {
     _hak_detect_where(where, sizeof where, p, NULL);
     hak_unlock(&_hak_global);
     atomic_fetch_add_explicit(&_hak_g.invalid_frees, 1, memory_order_relaxed);
-    _hak_detect_report(det, p, NULL, det == HKT_DET_STALE_FREE ?
-                       "free(): invalid pointer (stale: its SuperSlab is no longer registered)" :
-                       "free(): invalid pointer", seq, where);
+    _hak_detect_report(det, p, NULL, invalid_free_why(det), seq, where);
     return;
   }
 }
