@@ -29,11 +29,14 @@ struct hkt_drain {
   hkt_writer *w;
   uint64_t next;            /* next spool seq to write */
   uint32_t *cur;            /* per chunk: records consumed */
+  uint64_t *head1;          /* per chunk: seq + 1 of the published record at cur; 0 unknown */
   uint64_t *maxseq;         /* per chunk: highest seq consumed + 1 */
   uint32_t *active;         /* chunks not FREE, found by the last scan */
   uint32_t nactive;
-  uint32_t *live;           /* of them, those that may hold unread records */
+  uint32_t *live;           /* of them, those that may hold unread records, by thread and age */
   uint32_t nlive;
+  uint32_t *lane;           /* per thread with unread records: its first chunk in live[] */
+  uint32_t nlanes;
   uint64_t tsc0, tsc_mult;  /* the spool's clock, cached per step */
   int clock_tsc;
   uint8_t *stack_done;      /* stack ids already defined in the trace */
@@ -59,10 +62,12 @@ hkt_drain *hkt_drain_new(hkt_spool *s, hkt_writer *w, uint64_t from_seq) {
   d->next = from_seq;
   d->cur = hkt_mem_alloc((size_t)n * sizeof *d->cur);
   d->maxseq = hkt_mem_alloc((size_t)n * sizeof *d->maxseq);
+  d->head1 = hkt_mem_alloc((size_t)n * sizeof *d->head1);
   d->active = hkt_mem_alloc((size_t)n * sizeof *d->active);
   d->live = hkt_mem_alloc((size_t)n * sizeof *d->live);
+  d->lane = hkt_mem_alloc(((size_t)n + 1) * sizeof *d->lane);
   d->stack_done = hkt_mem_alloc((size_t)s->h->stack_cap / 8 + 1);
-  if (!d->cur || !d->maxseq || !d->active || !d->live || !d->stack_done) { hkt_drain_free(d); return NULL; }
+  if (!d->cur || !d->maxseq || !d->head1 || !d->active || !d->live || !d->lane || !d->stack_done) { hkt_drain_free(d); return NULL; }
   return d;
 }
 
@@ -70,8 +75,10 @@ void hkt_drain_free(hkt_drain *d) {
   if (!d) return;
   hkt_mem_free(d->cur);
   hkt_mem_free(d->maxseq);
+  hkt_mem_free(d->head1);
   hkt_mem_free(d->active);
   hkt_mem_free(d->live);
+  hkt_mem_free(d->lane);
   hkt_mem_free(d->stack_done);
   hkt_mem_free(d);
 }
@@ -159,16 +166,40 @@ static inline const hkt_rec *published(hkt_drain *d, uint32_t i, uint32_t at) {
   return at + 1u + r->nx <= HKT_CHUNK_RECS ? r : NULL;
 }
 
+/* Chunk order within a thread: a thread seals its chunk before it claims
+ * the next, so its chunks' claim seqs order them, and their records. */
+static inline int chunk_before(const hkt_drain *d, uint32_t a, uint32_t b) {
+  const hkt_chunk_hdr *x = &d->s->dir[a], *y = &d->s->dir[b];
+  if (x->os_tid != y->os_tid) return x->os_tid < y->os_tid;
+  return atomic_load_explicit(&x->claim_seq, memory_order_relaxed) <
+         atomic_load_explicit(&y->claim_seq, memory_order_relaxed);
+}
+
 /* Find the chunks in use; of them, the ones that may hold unread records:
- * owned (its thread may add more) or sealed with a record left. */
+ * owned (its thread may add more) or sealed with a record left. They are
+ * grouped by thread into lanes, oldest chunk first: only a lane's first
+ * chunk with records left can hold the next seq, so choosing where the
+ * next run starts looks at one chunk per thread, not at every chunk that
+ * waits to be read (hundreds when the writer is behind). A thread id the
+ * OS reused is fine: the dead thread's records all come first. */
 static void scan_active(hkt_drain *d) {
   d->nactive = d->nlive = 0;
   for (uint32_t i = 0; i < d->s->h->nchunks; i++) {
     uint32_t st = atomic_load_explicit(&d->s->dir[i].state, memory_order_acquire);
     if (st == HKT_CHUNK_FREE) continue;
     d->active[d->nactive++] = i;
-    if (st != HKT_CHUNK_SEALED || published(d, i, d->cur[i])) d->live[d->nlive++] = i;
+    if (st != HKT_CHUNK_SEALED || d->head1[i] || published(d, i, d->cur[i])) d->live[d->nlive++] = i;
   }
+  for (uint32_t gap = d->nlive / 2; gap; gap = gap == 2 ? 1 : gap * 5 / 11)   /* shell sort */
+    for (uint32_t k = gap; k < d->nlive; k++) {
+      uint32_t v = d->live[k], j = k;
+      for (; j >= gap && chunk_before(d, v, d->live[j - gap]); j -= gap) d->live[j] = d->live[j - gap];
+      d->live[j] = v;
+    }
+  d->nlanes = 0;
+  for (uint32_t k = 0; k < d->nlive; k++)
+    if (!k || d->s->dir[d->live[k]].os_tid != d->s->dir[d->live[k - 1]].os_tid) d->lane[d->nlanes++] = k;
+  d->lane[d->nlanes] = d->nlive;   /* the end of the last lane */
 }
 
 /* Free chunk i if it is sealed, read to its end, and all of it is written. */
@@ -179,19 +210,25 @@ static void maybe_reclaim(hkt_drain *d, uint32_t i) {
   if (d->maxseq[i] > atomic_load_explicit(&d->s->h->written_seq, memory_order_acquire)) return;
   atomic_store_explicit(&c->claim_seq, UINT64_MAX, memory_order_relaxed);
   d->cur[i] = 0;
+  d->head1[i] = 0;
   d->maxseq[i] = 0;
   atomic_store_explicit(&c->state, HKT_CHUNK_FREE, memory_order_release);
 }
 
-/* Head of chunk i: skip records already written (seq < next); returns the
- * record or NULL if none is published yet. */
-static const hkt_rec *head(hkt_drain *d, uint32_t i) {
+/* Seq of chunk i's head, the first record not yet written (records below
+ * d->next are skipped); UINT64_MAX if none is published yet. A published
+ * record does not change until its chunk is freed, so the head's seq is
+ * kept (head1): choosing the next run then reads no line a recorded thread
+ * writes, but the heads not yet published. */
+static uint64_t head_seq(hkt_drain *d, uint32_t i) {
+  if (d->head1[i] > d->next) return d->head1[i] - 1;
   const hkt_rec *r;
   while ((r = published(d, i, d->cur[i]))) {
-    if (r->seq1 - 1 >= d->next) return r;
+    if (r->seq1 - 1 >= d->next) { d->head1[i] = r->seq1; return r->seq1 - 1; }
     d->cur[i] += 1u + r->nx;
   }
-  return NULL;
+  d->head1[i] = 0;
+  return UINT64_MAX;
 }
 
 /* Put the records of chunk i that continue the sequence from d->next. */
@@ -204,13 +241,18 @@ static int64_t run(hkt_drain *d, uint32_t i, uint64_t end) {
     const hkt_rec *r = base + at;
     __builtin_prefetch(r + 8);   /* records come from another core's cache */
     uint64_t seq1 = __atomic_load_n(&r->seq1, __ATOMIC_ACQUIRE);
-    if (seq1 <= claim || seq1 - 1 != d->next || d->next >= end || at + 1u + r->nx > HKT_CHUNK_RECS) break;
+    if (seq1 <= claim || seq1 - 1 != d->next || d->next >= end || at + 1u + r->nx > HKT_CHUNK_RECS) {
+      /* published (and whole) but not next: the chunk's new head */
+      d->head1[i] = seq1 > claim && at + 1u + r->nx <= HKT_CHUNK_RECS ? seq1 : 0;
+      break;
+    }
     int e = put_record(d, r);
     if (HKT_IS_ERR(e)) { d->cur[i] = at; return e; }
     at += 1u + r->nx;
     d->next++;
     moved++;
   }
+  if (at >= HKT_CHUNK_RECS) d->head1[i] = 0;
   d->cur[i] = at;
   if (moved) d->maxseq[i] = d->next;
   return moved;
@@ -228,11 +270,16 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
     if (d->next >= end) break;
     uint32_t best = UINT32_MAX;
     uint64_t best_seq = UINT64_MAX;
-    for (uint32_t k = 0; k < d->nlive; k++) {
-      const hkt_rec *r = head(d, d->live[k]);
-      if (r && r->seq1 - 1 < best_seq) {
-        best_seq = r->seq1 - 1;
-        best = d->live[k];
+    for (uint32_t l = 0; l < d->nlanes; l++) {
+      uint32_t k = d->lane[l], i = d->live[k];
+      uint64_t hs;
+      /* a sealed chunk read to its end: the lane goes on in the next one */
+      while ((hs = head_seq(d, i)) == UINT64_MAX && k + 1 < d->lane[l + 1] &&
+             atomic_load_explicit(&d->s->dir[i].state, memory_order_acquire) == HKT_CHUNK_SEALED)
+        d->lane[l] = ++k, i = d->live[k];
+      if (hs < best_seq) {
+        best_seq = hs;
+        best = i;
         if (best_seq == d->next) break;   /* no chunk can do better */
       }
     }
