@@ -117,7 +117,7 @@ static int case_line_ok(const case_out *c, const case_ev *d) {
 }
 
 /* Does text report a detection of kind det (any pointer)? */
-static int reports_kind(const char *text, unsigned det) {
+static inline int reports_kind(const char *text, unsigned det) {
   char a[64], b[64];
   snprintf(a, sizeof a, "hakmem: %s at 0x", hkt_detect_name(det));
   snprintf(b, sizeof b, " (%s, seq ", hkt_detect_name(det));

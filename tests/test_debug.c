@@ -339,7 +339,7 @@ static void test_stress_at_level3(void **state) {
 /* ---- programs under LD_PRELOAD ---------------------------------------- */
 
 static prog_result run_preloaded(char *const argv[], const char *level, const char *extra) {
-  char pre[PATH_MAX + 16], lv[32];
+  char pre[PATH_MAX + 64], lv[32];
   snprintf(pre, sizeof pre, "LD_PRELOAD=%s", test_libhakmem());
   snprintf(lv, sizeof lv, "HAKMEM_DEBUG=%s", level);
   const char *const env[] = {pre, lv, extra ? extra : "HAKMEM_INJECT=", "HAKMEM_TRACE=", NULL};

@@ -171,14 +171,14 @@ static void test_replay_reproduces(void **state) {
 }
 
 static int record_and_replay(char *why, size_t whylen) {
-  char hakmem[PATH_MAX + 32], exe[PATH_MAX + 32], trace[PATH_MAX + 32], pre[PATH_MAX + 16];
+  char hakmem[PATH_MAX + 32], exe[PATH_MAX + 32], trace[PATH_MAX + 32], pre[PATH_MAX + 64];
   snprintf(hakmem, sizeof hakmem, "%s/bin/hakmem", test_build_dir());
   snprintf(exe, sizeof exe, "%s/examples/injected", test_build_dir());
   char *dir = make_scratch_dir();
   assert_non_null(dir);
   snprintf(trace, sizeof trace, "%s/inj.hkt.zst", dir);
   snprintf(pre, sizeof pre, "LD_PRELOAD=%s", test_libhakmem());
-  char tr[PATH_MAX + 32];
+  char tr[PATH_MAX + 64];
   snprintf(tr, sizeof tr, "HAKMEM_TRACE=%s", trace);
   const char *const env[] = {pre, tr, "HAKMEM_INJECT=early_release_flush:3@4/1", "HAKMEM_DEBUG=1", NULL};
   char *argv[] = {exe, NULL};
