@@ -2,13 +2,15 @@
  * at a time (the reader's decoded array, no copies), with the block slot
  * each event will touch prefetched AHEAD events early (the block table is
  * far bigger than the cache; a miss per event would dominate), and a
- * progress line on a terminal. */
+ * progress line on a terminal. The trace is decoded on a thread of its own
+ * (trace/ahead.h), a few batches in front. */
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "analyze.h"
+#include "ahead.h"
 
 #define AHEAD 16                    /* the prefetch distance, in events */
 
@@ -41,10 +43,12 @@ int hka_pass(hka_state *s, hkt_reader *r, int progress, int *err) {
   const hkt_event *ev;
   int rc;
   *err = 0;
+  hkt_ahead *ah;   /* decoding on a thread of its own: half the work */
+  if (HKT_IS_ERR(rc = hkt_ahead_open(&ah, r))) return rc;
   /* A batch is a run of decoded events (an event with a string ends one,
    * so its string lives while it is applied): prefetch AHEAD events in
    * front of the one applied. */
-  while ((rc = hkt_reader_batch(r, &ev)) > 0) {
+  while ((rc = hkt_ahead_batch(ah, &ev)) > 0) {
     int n = rc;
     for (int i = 0; i < n && i < AHEAD; i++) {
       uint64_t p = block_of(&ev[i]);
@@ -56,17 +60,18 @@ int hka_pass(hka_state *s, hkt_reader *r, int progress, int *err) {
         if (p) hka_blocks_prefetch(&s->blocks, p);
       }
       *err = hka_event(s, &ev[i]);
-      if (HKT_IS_ERR(*err)) return 0;
+      if (HKT_IS_ERR(*err)) { hkt_ahead_close(ah); return 0; }
     }
     if (progress && (s->events & ~0xfffffull) != ((s->events - (uint64_t)n) & ~0xfffffull)) {
       double t = now_s();
       if (t - last > 0.25) {
         last = t;
         fprintf(stderr, "\rhakmem analyze: %llu events, %3.0f%% ", (unsigned long long)s->events,
-                file_size ? 100.0 * (double)hkt_reader_offset(r) / (double)file_size : 0.0);
+                file_size ? 100.0 * (double)hkt_ahead_offset(ah) / (double)file_size : 0.0);
       }
     }
   }
+  hkt_ahead_close(ah);
   if (progress && last > t0) fprintf(stderr, "\r\033[K");
   return rc;
 }

@@ -33,6 +33,7 @@
 #include <inttypes.h>
 
 #include "cli.h"
+#include "ahead.h"
 
 #define MAX_SHOWN 20
 
@@ -403,8 +404,11 @@ int cmd_verify(int argc, char **argv) {
   if (HKT_IS_ERR(cli_open_trace("verify", v.path, &r))) return CLI_EXIT_USAGE;
   const hkt_event *evs;
   int rc, fatal = 0;
-  while (!HKT_IS_ERR(fatal) && (rc = hkt_reader_batch(r, &evs)) > 0)
+  hkt_ahead *ah = NULL;   /* decoding on a thread of its own */
+  if (HKT_IS_ERR(rc = hkt_ahead_open(&ah, r))) fatal = rc;
+  while (!HKT_IS_ERR(fatal) && (rc = hkt_ahead_batch(ah, &evs)) > 0)
     for (int i = 0; i < rc && !HKT_IS_ERR(fatal); i++) fatal = check_event(&v, &evs[i]);
+  hkt_ahead_close(ah);
   if (HKT_IS_ERR(fatal)) {
     cli_err("verify", "%s: %s", v.path, hkt_strerror(fatal));
   } else {

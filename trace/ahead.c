@@ -1,0 +1,152 @@
+/* ahead.c — decode ahead (ahead.h): a producer thread fills a ring of
+ * batch slots from the reader; the caller takes them in order.
+ *
+ * Each side waits for the other by spinning briefly (a batch takes the
+ * producer some microseconds) and then on a futex; a side says it sleeps
+ * before its last look, so the other's store either is seen or wakes it. */
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "ahead.h"
+#include "hkt_internal.h"
+
+#define NSLOT 16u          /* batches in flight: a power of two */
+#define SPINS 256u         /* pauses before sleeping: about 10 us */
+
+typedef struct slot {
+  int n;                   /* events; 0 end; < 0 the reader's error */
+  uint64_t offset;         /* hkt_reader_offset after this batch */
+  hkt_event ev[HKT_BATCH];
+  char str[HKT_MAX_STR + 1];   /* a batch ends with its one event with a string */
+  uint8_t bid[256];
+} slot;
+
+struct hkt_ahead {
+  hkt_reader *r;
+  slot *slots;
+  pthread_t th;
+  int threaded;
+  _Alignas(64) _Atomic uint32_t filled;   /* producer: slots filled */
+  _Atomic uint32_t prod_sleeps;
+  _Alignas(64) _Atomic uint32_t taken;    /* consumer: slots given back */
+  _Atomic uint32_t cons_sleeps;
+  _Atomic int stop;
+  _Alignas(64) uint32_t held;             /* consumer: 1 while it holds slot `taken` */
+  int end_rc;                             /* consumer: what the last slot said */
+  int ended;
+  uint64_t offset;
+};
+
+static void futex_wait(_Atomic uint32_t *w, uint32_t seen) {
+  syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+}
+static void futex_wake(_Atomic uint32_t *w) {
+  syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* Wait until *w differs from `seen` (or stop), saying so in *sleeps. */
+static void wait_change(hkt_ahead *a, _Atomic uint32_t *w, uint32_t seen, _Atomic uint32_t *sleeps) {
+  for (unsigned i = 0; i < SPINS; i++) {
+    if (atomic_load_explicit(w, memory_order_acquire) != seen || atomic_load_explicit(&a->stop, memory_order_relaxed))
+      return;
+    __builtin_ia32_pause();
+  }
+  while (atomic_load_explicit(w, memory_order_acquire) == seen && !atomic_load(&a->stop)) {
+    atomic_store(sleeps, 1);
+    if (atomic_load(w) == seen && !atomic_load(&a->stop)) futex_wait(w, seen);
+    atomic_store(sleeps, 0);
+  }
+}
+
+static void publish(_Atomic uint32_t *w, _Atomic uint32_t *sleeps) {
+  atomic_fetch_add(w, 1);   /* seq_cst: before the look at *sleeps */
+  if (atomic_load(sleeps)) futex_wake(w);
+}
+
+/* Copy a batch into s; the string and build-id go with it. */
+static void fill_slot(slot *s, const hkt_event *evs, int n) {
+  memcpy(s->ev, evs, (size_t)n * sizeof *evs);
+  hkt_event *last = &s->ev[n - 1];
+  if (last->str) {
+    size_t l = strnlen(last->str, HKT_MAX_STR);
+    memcpy(s->str, last->str, l);
+    s->str[l] = 0;
+    last->str = s->str;
+  }
+  if (last->bid) {
+    if (last->bid_len > sizeof s->bid) last->bid_len = sizeof s->bid;
+    memcpy(s->bid, last->bid, last->bid_len);
+    last->bid = s->bid;
+  }
+}
+
+static void *producer(void *arg) {
+  hkt_ahead *a = arg;
+  for (uint32_t f = 0;; f++) {
+    uint32_t t;
+    while (f - (t = atomic_load_explicit(&a->taken, memory_order_acquire)) >= NSLOT) {
+      wait_change(a, &a->taken, t, &a->prod_sleeps);
+      if (atomic_load(&a->stop)) return NULL;
+    }
+    if (atomic_load_explicit(&a->stop, memory_order_relaxed)) return NULL;
+    slot *s = &a->slots[f % NSLOT];
+    const hkt_event *evs;
+    int n = hkt_reader_batch(a->r, &evs);
+    if (n > 0) fill_slot(s, evs, n);
+    s->n = n;
+    s->offset = hkt_reader_offset(a->r);
+    publish(&a->filled, &a->cons_sleeps);
+    if (n <= 0) return NULL;
+  }
+}
+
+int hkt_ahead_open(hkt_ahead **out, hkt_reader *r) {
+  hkt_ahead *a = hkt_mem_alloc(sizeof *a);
+  if (!a) return HKT_ERR_NOMEM;
+  a->r = r;
+  a->slots = hkt_mem_alloc(NSLOT * sizeof *a->slots);
+  if (a->slots) a->threaded = pthread_create(&a->th, NULL, producer, a) == 0;
+  *out = a;
+  return 0;
+}
+
+int hkt_ahead_batch(hkt_ahead *a, const hkt_event **evs) {
+  if (!a->threaded) {
+    int n = hkt_reader_batch(a->r, evs);
+    a->offset = hkt_reader_offset(a->r);
+    return n;
+  }
+  if (a->ended) return a->end_rc;
+  uint32_t t = atomic_load_explicit(&a->taken, memory_order_relaxed);
+  if (a->held) {   /* the previous batch is done with */
+    publish(&a->taken, &a->prod_sleeps);
+    t++;
+    a->held = 0;
+  }
+  wait_change(a, &a->filled, t, &a->cons_sleeps);
+  slot *s = &a->slots[t % NSLOT];
+  a->offset = s->offset;
+  if (s->n <= 0) {
+    a->ended = 1;
+    a->end_rc = s->n;
+    return s->n;
+  }
+  a->held = 1;
+  *evs = s->ev;
+  return s->n;
+}
+
+uint64_t hkt_ahead_offset(const hkt_ahead *a) { return a->offset; }
+
+void hkt_ahead_close(hkt_ahead *a) {
+  if (!a) return;
+  if (a->threaded) {
+    atomic_store(&a->stop, 1);
+    futex_wake(&a->taken);
+    pthread_join(a->th, NULL);
+  }
+  hkt_mem_free(a->slots);
+  hkt_mem_free(a);
+}
