@@ -231,7 +231,10 @@ void _hak_heap_exit(hak_heap *h) {
       }
     }
   }
-  _hak_rec_wait();
+  /* No wait() here: this section emits nothing (counters, the heap onto
+   * the free list; a new thread's index does not come from its heap), so
+   * replay need not order it, and an exited replay thread must not wait
+   * for an event of its own that will never come. */
   hak_lock(&_hak_global);
   for (unsigned cls = 0; cls < HAK_CLASSES; cls++) {
     hak_class_ctr *d = &_hak_g.dead[cls], *s = &h->ctr[cls];
