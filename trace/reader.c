@@ -4,7 +4,10 @@
  * buffer (capped at HKT_MAX_FRAME_BYTES); an event frame is then decoded
  * a chunk at a time (HKT_BATCH events, hkt_reader_batch) into an array that
  * hkt_reader_next copies from and hkt_reader_batch hands out: one tight
- * loop with its cursors in registers instead of a call per event.
+ * loop with its cursors in registers instead of a call per event. Version
+ * 2 frames go through fast paths for the common events (MALLOC, FREE and
+ * REMOTE_PUSH as predicted) and a general path for everything else, which
+ * both keep the writer's model exactly (see decode_fast_v2).
  * Memory is that buffer plus the callsite and stack tables, whatever the
  * length of the trace. Errors are sticky: once next returns one, it keeps
  * returning it, and errmsg names the file, the offset of the frame and the
@@ -13,9 +16,11 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <zstd.h>
 #include <zstd_errors.h>
+#include <immintrin.h>
 #include "hkt_internal.h"
 
 #define IN_CAP (128u << 10)
@@ -64,6 +69,7 @@ struct hkt_reader {
   hkt_event *batch;         /* decoded events: batch[bpos..bn) not yet handed out */
   uint32_t bpos, bn;
   uint8_t cls_lut[CLS_LUT_MAX + 1];   /* predicted class by size (0xff: none) */
+  int fast_isa;             /* the CPU has HKT_FAST_ISA */
 
   /* stacks of the whole trace */
   stack_ent *stab;          /* open addressing by id */
@@ -561,10 +567,309 @@ static inline uint32_t predict_v2(const hkt_reader *r, unsigned kind, uint64_t s
   return r->m.lcls[ts];
 }
 
-/* As decode_chunk_v1, for version 2 frames: the writer's model (writer.c)
- * run backwards. */
-static void decode_chunk_v2(hkt_reader *r) {
-  uint32_t max = r->left < HKT_BATCH ? r->left : HKT_BATCH;
+/* ---- the live allocations (hkt_live), with SSE2 ----
+ * The same bits and counts as hkt_live_find/kill/add keep (the writer's
+ * model), read and updated 16 lanes at a time with SSE2, which every
+ * x86-64 has: a FREE's select is a compare and a mask instead of SWAR
+ * arithmetic, an update two vector adds. */
+
+/* 1 in the lanes i.. of 16: ones_from + 16 - i. */
+static const uint16_t ones_from[32] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 };
+static inline void lanes_add(uint64_t *p, uint32_t i, int up) {
+  __m128i m0 = _mm_loadu_si128((const __m128i *)(ones_from + 16 - i));
+  __m128i m1 = _mm_loadu_si128((const __m128i *)(ones_from + 24 - i));
+  __m128i a = _mm_loadu_si128((const __m128i *)p), b = _mm_loadu_si128((const __m128i *)p + 1);
+  a = up ? _mm_add_epi16(a, m0) : _mm_sub_epi16(a, m0);
+  b = up ? _mm_add_epi16(b, m1) : _mm_sub_epi16(b, m1);
+  _mm_storeu_si128((__m128i *)p, a);
+  _mm_storeu_si128((__m128i *)p + 1, b);
+}
+static inline uint32_t lane_at(const uint64_t *p, uint32_t i) {
+  uint16_t v;
+  memcpy(&v, (const char *)p + 2 * i, 2);
+  return v;
+}
+/* Lanes (prefix counts, non-decreasing, at most 0x7fff) below want. */
+static inline uint32_t lanes_below(const uint64_t *p, uint32_t want) {
+  __m128i w = _mm_set1_epi16((short)want);
+  __m128i a = _mm_loadu_si128((const __m128i *)p), b = _mm_loadu_si128((const __m128i *)p + 1);
+  unsigned m = (unsigned)_mm_movemask_epi8(_mm_packs_epi16(_mm_cmplt_epi16(a, w), _mm_cmplt_epi16(b, w)));
+  return (uint32_t)__builtin_ctz(~m);
+}
+static inline void live_count(hkt_live_slot *s, uint32_t k, int up) {
+  uint32_t w = k / 64, g = w / 16;
+  lanes_add(&s->p1[g * 4], w % 16, up);
+  lanes_add(&s->p2[g / 16 * 4], g % 16, up);
+  s->c3[g / 16] += up ? 1 : -1u;
+  s->nlive += up ? 1 : -1u;
+}
+static inline void live_kill(hkt_live_slot *s, uint32_t k) {
+  s->bits[k / 64] &= ~(1ull << (k % 64));
+  live_count(s, k, 0);
+}
+/* The bit of x (want of them set, 1 <= want <= 64) where the want-th set
+ * bit is: the byte holding it by byte-wise prefix counts, then the bit in
+ * that byte the same way (bits spread to bytes). */
+static inline unsigned select_swar(uint64_t x, uint32_t want) {
+  uint64_t c = x - ((x >> 1) & 0x5555555555555555ull);
+  c = (c & 0x3333333333333333ull) + ((c >> 2) & 0x3333333333333333ull);
+  c = ((c + (c >> 4)) & 0x0f0f0f0f0f0f0f0full) * 0x0101010101010101ull;   /* byte i: bits in bytes 0..i */
+  uint64_t hi = 0x8080808080808080ull;
+  unsigned byte = (unsigned)__builtin_ctzll(((c | hi) - want * 0x0101010101010101ull) & hi) / 8;
+  want -= (uint32_t)(c << 8 >> (8 * byte)) & 0xff;
+  uint64_t y = ((x >> (8 * byte)) & 0xff) * 0x0101010101010101ull & 0x8040201008040201ull;
+  y = (((y + 0x7f7f7f7f7f7f7f7full) & hi) >> 7) * 0x0101010101010101ull;   /* byte i: bits 0..i of the byte */
+  return byte * 8 + (unsigned)__builtin_ctzll(((y | hi) - want * 0x0101010101010101ull) & hi) / 8;
+}
+/* The same with BMI2 and POPCNT (most x86-64 since 2013), where a FREE's
+ * select is latency on the decoder's critical path: each one waits for
+ * the counts the one before updated. */
+#define HKT_FAST_ISA "avx2,bmi,bmi2,popcnt"
+__attribute__((target(HKT_FAST_ISA))) static inline unsigned select_bmi2(uint64_t x, uint32_t want) {
+  return (unsigned)__builtin_ctzll(_pdep_u64(1ull << (want - 1), x));
+}
+__attribute__((target(HKT_FAST_ISA))) static inline uint32_t popcount_isa(uint64_t x) {
+  return (uint32_t)__builtin_popcountll(x);
+}
+
+/* As hkt_live_find; isa: the CPU has HKT_FAST_ISA. */
+static inline __attribute__((always_inline)) uint32_t live_find(const hkt_live_slot *s, uint32_t rank, const int isa) {
+  if (rank >= s->nlive) return UINT32_MAX;
+  uint32_t b = (s->n - 1) / 64 / 256;
+  while (s->c3[b] <= rank) { rank -= s->c3[b]; if (!b--) return UINT32_MAX; }
+  uint32_t want = s->c3[b] - rank;
+  uint32_t gi = lanes_below(&s->p2[b * 4], want);
+  if (gi > 15) return UINT32_MAX;
+  if (gi) want -= lane_at(&s->p2[b * 4], gi - 1);
+  uint32_t g = b * 16 + gi;
+  uint32_t wi = lanes_below(&s->p1[g * 4], want);
+  if (wi > 15) return UINT32_MAX;
+  if (wi) want -= lane_at(&s->p1[g * 4], wi - 1);
+  uint32_t w = g * 16 + wi;
+  uint64_t x = s->bits[w];
+  if (hkt_unlikely(want == 0 || (isa ? popcount_isa(x) : hkt_popcount(x)) < want)) return UINT32_MAX;
+  uint32_t k = w * 64 + (isa ? select_bmi2(x, want) : select_swar(x, want));
+  return k < s->n ? k : UINT32_MAX;
+}
+
+/* ---- version 2 fast paths ----
+ * Nearly every event of a trace is a MALLOC or a FREE whose flags are the
+ * ones predicted (or a REMOTE_PUSH, with cross-thread frees). For those,
+ * decode_chunk_v2 first runs decode_fast_v2: a straight path per kind,
+ * without the general path's tests per field. It reads every input into
+ * locals, and only when all of them are there and well formed (varints
+ * within their streams, indexes in range, a ring entry or a live block
+ * found, room for one more allocation) does it update the model; anything
+ * else is left, from the same state, to decode_general_v2, which reads it
+ * the long way or reports the error exactly as before. */
+
+/* A varint at *p, advanced past it: 1, or 0 (run out or malformed: left
+ * to the general path). */
+static inline int vget(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  const uint8_t *q = *p;
+  if (hkt_likely(q < end && *q < 0x80)) { *v = *q; *p = q + 1; return 1; }
+  vres x = varint_slow(q, end);
+  if (!x.p) return 0;
+  *v = x.v;
+  *p = x.p;
+  return 1;
+}
+
+static inline void put_event(hkt_event *ev, uint64_t seq, uint64_t time_ns, uint32_t tid, unsigned kind,
+                             uint32_t cls, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2, uint64_t caller) {
+  ev->seq = seq;
+  ev->time_ns = time_ns;
+  ev->tid = tid;
+  ev->kind = (uint16_t)kind;
+  ev->fn = 0;
+  ev->cls = cls;
+  ev->stack_id = 0;
+  ev->ptr = ptr;
+  ev->size = size;
+  ev->aux = aux;
+  ev->aux2 = aux2;
+  ev->aux3 = 0;
+  ev->caller = caller;
+  ev->str = NULL;
+  ev->bid = NULL;
+  ev->bid_len = 0;
+}
+
+#define G_MALLOC (HKT_G_PTR | HKT_G_SIZE | HKT_G_CALLER)
+#define G_FREE   (HKT_G_PTR | HKT_G_CALLER)
+#define G_PUSH   (HKT_G_PTR | HKT_G_AUX | HKT_G_AUX2)
+
+/* The events from out[i] on (below max) that a fast path takes: returns
+ * the index of the first it does not (left to decode_general_v2). Built
+ * twice, for CPUs with HKT_FAST_ISA and without. */
+static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader *r, uint32_t i, uint32_t max, const int isa) {
+  const uint8_t *hp = r->s[HKT_S_HEAD].p;
+  const uint8_t *tp = r->s[HKT_S_TID].p, *te = r->s[HKT_S_TID].end;
+  const uint8_t *mp = r->s[HKT_S_TIME].p, *me = r->s[HKT_S_TIME].end;
+  const uint8_t *pp = r->s[HKT_S_PTR].p, *pe = r->s[HKT_S_PTR].end;
+  const uint8_t *zp = r->s[HKT_S_SIZE].p, *ze = r->s[HKT_S_SIZE].end;
+  const uint8_t *ap = r->s[HKT_S_AUX].p, *ae = r->s[HKT_S_AUX].end;
+  const uint8_t *lp = r->s[HKT_S_CALLER].p, *le = r->s[HKT_S_CALLER].end;
+  const uint8_t *slp = r->s[HKT_S_SIZE_LO].p, *sle = r->s[HKT_S_SIZE_LO].end;
+  const uint8_t *flp = r->s[HKT_S_FREE_LO].p, *fle = r->s[HKT_S_FREE_LO].end;
+  const uint8_t *fhp = r->s[HKT_S_FREE_HI].p, *fhe = r->s[HKT_S_FREE_HI].end;
+  hkt_rings *rg = &r->m.rings;
+  hkt_live *live = &r->m.live;
+  const uint64_t seq0 = r->next_seq;
+  const unsigned shift = r->hdr.time_shift;
+  const uint32_t ncallers = r->ncallers;
+  const uint64_t *callers = r->callers;
+  uint32_t tid = r->m.prev_tid;
+  hkt_event *out = r->batch;
+  while (i < max) {
+    hkt_event *ev = &out[i];
+    uint8_t head = *hp;
+    unsigned fk = head & (HKT_H_KIND | HKT_H_FLAGS);
+    if (fk == HKT_EV_MALLOC && r->m.fpred[HKT_EV_MALLOC] == G_MALLOC) {
+      const uint8_t *tq = tp, *mq = mp, *pq = pp, *zq = zp, *lq = lp;
+      uint64_t ntid = tid, dt, u, hi, k;
+      if ((head & HKT_H_TID) && (!vget(&tq, te, &ntid) || ntid > UINT32_MAX)) goto stop;
+      if (!vget(&mq, me, &dt) || !vget(&pq, pe, &u) || slp >= sle || !vget(&zq, ze, &hi) || hi > CLS_LUT_MAX >> 8)
+        goto stop;
+      uint64_t size = *slp | hi << 8;
+      if (size > CLS_LUT_MAX) goto stop;
+      unsigned ts = hkt_tslot((uint32_t)ntid);
+      uint32_t *cpd = &r->m.cpred[ts * 64 + HKT_EV_MALLOC];
+      k = *cpd;
+      if ((head & HKT_H_CALLER) && !vget(&lq, le, &k)) goto stop;
+      if (k >= ncallers) goto stop;
+      uint8_t c8 = r->cls_lut[size];
+      uint32_t cls = c8 == 0xff ? HKT_NO_CLASS : c8;
+      unsigned slot = hkt_slot(cls);
+      hkt_live_slot *ls = &live->s[ts];
+      if (ls->n >= ls->cap) goto stop;
+      uint64_t ptr;
+      if ((u & 3) == HKT_P_DELTA) {
+        ptr = r->m.npred[slot] + ((uint64_t)hkt_unzz(u >> 2) << 3);
+        r->m.npred[slot] = ptr;
+      } else if ((u & 3) == HKT_P_RING || u == HKT_P_STRIDE) {   /* hkt_ring_get and _take */
+        uint64_t *ring = rg->ent + (size_t)slot * HKT_RING_CAP;
+        uint32_t top = rg->top[slot], lo = rg->lo[slot];
+        uint32_t pos = u == HKT_P_STRIDE ? rg->cursor[slot] + (uint32_t)rg->stride[slot] : top - 1 - (uint32_t)(u >> 2);
+        if ((u >> 2) >= top || pos < lo || pos >= top || !(ptr = ring[pos & (HKT_RING_CAP - 1)])) goto stop;
+        ring[pos & (HKT_RING_CAP - 1)] = 0;
+        rg->stride[slot] = (int32_t)(pos - rg->cursor[slot]);
+        rg->cursor[slot] = pos;
+        while (top > lo && !ring[(top - 1) & (HKT_RING_CAP - 1)]) top--;
+        rg->top[slot] = top;
+      } else {
+        goto stop;
+      }
+      hp++, tp = tq, mp = mq, pp = pq, slp++, zp = zq, lp = lq;
+      tid = (uint32_t)ntid;
+      uint64_t t = r->m.tlast[ts] += (uint64_t)hkt_unzz(dt);
+      if (cls != HKT_NO_CLASS) r->m.lcls[ts] = cls;
+      r->pred[slot] = ptr;
+      uint32_t n = ls->n++;
+      ls->val[n] = ptr;
+      ls->tag[n] = cls;
+      ls->bits[n / 64] |= 1ull << (n % 64);
+      live_count(ls, n, 1);
+      *cpd = (uint32_t)k;
+      put_event(ev, seq0 + i, t << shift, tid, HKT_EV_MALLOC, cls, ptr, size, 0, 0, callers[k]);
+      i++;
+      continue;
+    }
+    if (fk == HKT_EV_FREE && r->m.fpred[HKT_EV_FREE] == G_FREE) {
+      const uint8_t *tq = tp, *mq = mp, *pq = pp, *fq = fhp, *lq = lp;
+      uint64_t ntid = tid, dt, hi, k;
+      if ((head & HKT_H_TID) && (!vget(&tq, te, &ntid) || ntid > UINT32_MAX)) goto stop;
+      if (!vget(&mq, me, &dt) || flp >= fle || !vget(&fq, fhe, &hi) || (hi >> 56)) goto stop;
+      uint64_t u = *flp | hi << 8;
+      unsigned ts = hkt_tslot((uint32_t)ntid);
+      uint32_t *cpd = &r->m.cpred[ts * 64 + HKT_EV_FREE];
+      k = *cpd;
+      if ((head & HKT_H_CALLER) && !vget(&lq, le, &k)) goto stop;
+      if (k >= ncallers) goto stop;
+      uint64_t ptr;
+      uint32_t cls;
+      if ((u & 3) == HKT_P_BACK || (u & 3) == HKT_P_XBACK) {
+        uint64_t at = ts;
+        if ((u & 3) == HKT_P_XBACK && (!vget(&pq, pe, &at) || at >= HKT_TSLOTS)) goto stop;
+        uint64_t d = u >> 2;
+        hkt_live_slot *ls = &live->s[at];
+        uint32_t kk = d <= UINT32_MAX ? live_find(ls, (uint32_t)d, isa) : UINT32_MAX;
+        if (kk == UINT32_MAX) goto stop;
+        live_kill(ls, kk);
+        ptr = live->s[at].val[kk];
+        cls = live->s[at].tag[kk];
+      } else if ((u & 3) == HKT_P_DELTA) {
+        cls = r->m.lcls[ts];
+        ptr = r->pred[hkt_slot(cls)] + ((uint64_t)hkt_unzz(u >> 2) << 3);
+      } else {
+        goto stop;
+      }
+      hp++, tp = tq, mp = mq, pp = pq, flp++, fhp = fq, lp = lq;
+      tid = (uint32_t)ntid;
+      uint64_t t = r->m.tlast[ts] += (uint64_t)hkt_unzz(dt);
+      if (cls != HKT_NO_CLASS) r->m.lcls[ts] = cls;
+      unsigned slot = hkt_slot(cls);
+      r->pred[slot] = ptr;
+      uint32_t top = rg->top[slot]++;   /* hkt_ring_push */
+      rg->ent[(size_t)slot * HKT_RING_CAP + (top & (HKT_RING_CAP - 1))] = ptr;
+      if (top + 1 - rg->lo[slot] > HKT_RING_CAP) rg->lo[slot] = top + 1 - HKT_RING_CAP;
+      *cpd = (uint32_t)k;
+      put_event(ev, seq0 + i, t << shift, tid, HKT_EV_FREE, cls, ptr, 0, 0, 0, callers[k]);
+      i++;
+      continue;
+    }
+    if (fk == HKT_EV_REMOTE_PUSH && r->m.fpred[HKT_EV_REMOTE_PUSH] == G_PUSH) {
+      const uint8_t *tq = tp, *mq = mp, *pq = pp, *aq = ap;
+      uint64_t ntid = tid, dt, u, aux, aux2;
+      if ((head & HKT_H_TID) && (!vget(&tq, te, &ntid) || ntid > UINT32_MAX)) goto stop;
+      if ((head & HKT_H_CALLER) || !vget(&mq, me, &dt) || !vget(&pq, pe, &u) || (u & 3) != HKT_P_DELTA ||
+          !vget(&aq, ae, &aux) || !vget(&aq, ae, &aux2))
+        goto stop;
+      hp++, tp = tq, mp = mq, pp = pq, ap = aq;
+      tid = (uint32_t)ntid;
+      unsigned ts = hkt_tslot(tid);
+      uint64_t t = r->m.tlast[ts] += (uint64_t)hkt_unzz(dt);
+      uint32_t cls = r->m.lcls[ts];
+      unsigned slot = hkt_slot(cls);
+      uint64_t ptr = r->pred[slot] += (uint64_t)hkt_unzz(u >> 2) << 3;
+      aux = r->m.apred[HKT_EV_REMOTE_PUSH] = hkt_aux_base(HKT_EV_REMOTE_PUSH, ptr, 0) + (uint64_t)hkt_unzz(aux);
+      put_event(ev, seq0 + i, t << shift, tid, HKT_EV_REMOTE_PUSH, cls, ptr, 0, aux, aux2, 0);
+      i++;
+      continue;
+    }
+    break;
+  }
+stop:
+  r->s[HKT_S_HEAD].p = hp;
+  r->s[HKT_S_TID].p = tp;
+  r->s[HKT_S_TIME].p = mp;
+  r->s[HKT_S_PTR].p = pp;
+  r->s[HKT_S_SIZE].p = zp;
+  r->s[HKT_S_AUX].p = ap;
+  r->s[HKT_S_CALLER].p = lp;
+  r->s[HKT_S_SIZE_LO].p = slp;
+  r->s[HKT_S_FREE_LO].p = flp;
+  r->s[HKT_S_FREE_HI].p = fhp;
+  r->m.prev_tid = tid;
+  return i;
+}
+
+static __attribute__((noinline)) uint32_t decode_fast_v2_base(hkt_reader *r, uint32_t i, uint32_t max) {
+  return decode_fast_v2(r, i, max, 0);
+}
+__attribute__((target(HKT_FAST_ISA), noinline)) static uint32_t decode_fast_v2_isa(hkt_reader *r, uint32_t i, uint32_t max) {
+  return decode_fast_v2(r, i, max, 1);
+}
+
+/* Why decode_general_v2 ended the chunk. */
+typedef struct v2_stop { int bad, bad_event, nomem; } v2_stop;
+
+/* Event out[*i] by the general path: the writer's model (writer.c) run
+ * backwards, every field as its flags say. 1: decoded (*i advanced), go
+ * on; 0: the chunk ends here (an error in *why, or after an event with a
+ * string, which lives in r->str until the next chunk). */
+static int decode_general_v2(hkt_reader *r, uint32_t *ip, v2_stop *why) {
   const uint8_t *hp = r->s[HKT_S_HEAD].p;   /* exactly one byte per event (checked per frame) */
   const uint8_t *fp = r->s[HKT_S_FLAGS].p, *fe = r->s[HKT_S_FLAGS].end;
   const uint8_t *tp = r->s[HKT_S_TID].p, *te = r->s[HKT_S_TID].end;
@@ -582,11 +887,10 @@ static void decode_chunk_v2(hkt_reader *r) {
   const uint64_t seq0 = r->next_seq;
   const unsigned shift = r->hdr.time_shift;
   uint32_t tid = r->m.prev_tid;
-  hkt_event *out = r->batch;
-  int bad = 0, bad_event = 0, nomem = 0;
-  uint32_t i = 0;
-  while (i < max) {
-    hkt_event *ev = &out[i];
+  uint32_t i = *ip;
+  hkt_event *ev = &r->batch[i];
+  int bad = 0, bad_event = 0, nomem = 0, go_on = 0;
+  do {
     uint8_t head = *hp++;
     unsigned kind = head & HKT_H_KIND;
     if (hkt_unlikely(kind == HKT_H_KESC)) {
@@ -740,7 +1044,8 @@ static void decode_chunk_v2(hkt_reader *r) {
     }
     if (hkt_unlikely(bad)) break;
     i++;
-  }
+    go_on = 1;
+  } while (0);
   r->s[HKT_S_HEAD].p = hp;
   r->s[HKT_S_FLAGS].p = fp;
   r->s[HKT_S_TID].p = tp;
@@ -754,7 +1059,22 @@ static void decode_chunk_v2(hkt_reader *r) {
   r->s[HKT_S_FREE_LO].p = flp;
   r->s[HKT_S_FREE_HI].p = fhp;
   r->m.prev_tid = tid;
-  end_chunk(r, seq0, i, nomem, bad_event, bad);
+  *ip = i;
+  why->bad = bad;
+  why->bad_event = bad_event;
+  why->nomem = nomem;
+  return go_on;
+}
+
+static void decode_chunk_v2(hkt_reader *r) {
+  uint32_t max = r->left < HKT_BATCH ? r->left : HKT_BATCH;
+  uint32_t i = 0;
+  v2_stop why = { 0, 0, 0 };
+  while (i < max) {
+    i = r->fast_isa ? decode_fast_v2_isa(r, i, max) : decode_fast_v2_base(r, i, max);
+    if (i == max || !decode_general_v2(r, &i, &why)) break;
+  }
+  end_chunk(r, r->next_seq, i, why.nomem, why.bad_event, why.bad);
 }
 
 /* Make sure decoded events wait in r->batch: 1, or 0 at the end, or the
@@ -816,6 +1136,16 @@ int hkt_reader_batch(hkt_reader *r, const hkt_event **evs) {
   return n;
 }
 
+/* HAKMEM_READER_ISA=base takes the portable path on a CPU that has the
+ * others, so that the tests read with both (docs/environment.md). */
+static int cpu_has_fast_isa(void) {
+  const char *isa = getenv("HAKMEM_READER_ISA");
+  if (isa && !strcmp(isa, "base")) return 0;
+  __builtin_cpu_init();   /* the reader may run before constructors (in a preloaded library) */
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
+         __builtin_cpu_supports("popcnt");
+}
+
 int hkt_reader_open(hkt_reader **out, const char *path) {
   if (!out || !path) return HKT_ERR_ARG;
   *out = NULL;
@@ -841,6 +1171,7 @@ int hkt_reader_open(hkt_reader **out, const char *path) {
     r->dctx = hkt_zstd_dctx();
     r->in = hkt_mem_alloc(IN_CAP);
     r->batch = hkt_mem_alloc(HKT_BATCH * sizeof *r->batch);
+    r->fast_isa = cpu_has_fast_isa();
     if (!r->dctx || !r->in || !r->batch) e = set_err(r, HKT_ERR_NOMEM, 0, "out of memory");
     else {
       ZSTD_DCtx_setParameter(r->dctx, ZSTD_d_windowLogMax, 26);
