@@ -5,6 +5,13 @@
 #include <string.h>
 #include "entry.h"
 
+/* The thread's heap and index in the initial-exec TLS model, which the
+ * linker gives libhakmem.so anyway: with the default model the compiler
+ * assumes a call (__tls_get_addr) at each use, keeps values in callee-saved
+ * registers around it, and _hak_emit_packed would need a frame. */
+extern __thread hak_heap *_hak_tls __attribute__((tls_model("initial-exec")));
+extern __thread uint32_t _hak_tls_idx __attribute__((tls_model("initial-exec")));
+
 const uint32_t _hak_cls_size[HAK_CLASSES] = {
   8, 16, 32, 64, 128, 256, 512, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768};
 const uint8_t _hak_tiny_cls[HAK_TINY_MAX / 8 + 1] = {
@@ -19,13 +26,35 @@ const uint8_t _hak_tiny_cls[HAK_TINY_MAX / 8 + 1] = {
   7,
 };
 
-void _hak_emit_call(uint16_t kind, uint16_t fn, void *p, uint64_t size, uint64_t aux,
-                    uint64_t aux2, unsigned cls, void *caller) {
-  if (unlikely(_hak_tls->state == HAK_HEAP_EMPTY)) _hak_heap_init();   /* its THREAD_START first */
-  hkt_event ev = {.kind = kind, .fn = fn, .tid = _hak_tls_idx, .cls = cls,
-                  .ptr = (uint64_t)(uintptr_t)p, .size = size, .aux = aux, .aux2 = aux2,
-                  .caller = (uint64_t)(uintptr_t)caller};
-  _hak_emit(&ev);
+/* _hak_emit_packed off its hot path: the thread's first event (its
+ * THREAD_START first), or a recorder without emit_call (replay, LTTng, the
+ * early buffer), which gets an hkt_event. */
+static __attribute__((noipa)) void emit_call_other(uint64_t meta, void *p, uint64_t size, uint64_t aux,
+                                                   uint64_t aux2, void *caller) {
+  if (_hak_tls->state == HAK_HEAP_EMPTY) _hak_heap_init();
+  const hak_recorder *r = _hak_rec_get();
+  if (!r) return;
+  meta |= (uint64_t)_hak_tls_idx << 32;
+  if (r->emit_call) {
+    r->emit_call(meta, (uint64_t)(uintptr_t)p, size, aux, aux2, (uint64_t)(uintptr_t)caller);
+    return;
+  }
+  hkt_event ev = {.kind = HAK_META_KIND(meta), .fn = HAK_META_FN(meta), .tid = HAK_META_TID(meta),
+                  .cls = HAK_META_CLS(meta), .ptr = (uint64_t)(uintptr_t)p, .size = size, .aux = aux,
+                  .aux2 = aux2, .caller = (uint64_t)(uintptr_t)caller};
+  r->emit(r->ctx, &ev);
+}
+
+/* One test and a jump to the recorder's direct entry: written so that it
+ * needs no frame (everything else is a jump too). */
+void _hak_emit_packed(uint64_t meta, void *p, uint64_t size, uint64_t aux, uint64_t aux2, void *caller) {
+  const hak_recorder *r = _hak_rec_get();
+  if (likely(_hak_tls->state != HAK_HEAP_EMPTY && r != NULL && r->emit_call != NULL)) {
+    r->emit_call(meta | (uint64_t)_hak_tls_idx << 32, (uint64_t)(uintptr_t)p, size, aux, aux2,
+                 (uint64_t)(uintptr_t)caller);
+    return;
+  }
+  emit_call_other(meta, p, size, aux, aux2, caller);
 }
 
 /* malloc when the fast path could not: cache empty, not set up, large,

@@ -66,7 +66,7 @@ static void early_emit(void *ctx, hkt_event *ev) {
   hak_unlock(&early_lock);
 }
 
-static const hak_recorder early_rec = { NULL, early_emit, NULL };
+static const hak_recorder early_rec = { .emit = early_emit };
 
 void _hak_early_fork_child(void) { atomic_store_explicit(&early_lock.v, 0, memory_order_relaxed); }
 

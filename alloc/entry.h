@@ -21,8 +21,14 @@
 void *_hak_alloc_slow(size_t size, size_t align, unsigned *cls);
 void  _hak_free_slow(void *p, void *caller);
 int   _hak_free_remote(hak_heap *h, hak_ss *ss, void *p, uint32_t id);   /* -1: ss gone (recording) */
-void  _hak_emit_call(uint16_t kind, uint16_t fn, void *p, uint64_t size, uint64_t aux,
-                     uint64_t aux2, unsigned cls, void *caller);
+/* A malloc-family call's event (api.c). Its arguments fit in registers
+ * (kind, fn and cls packed by HAK_CALL_META, the thread index added), so
+ * that it needs no frame and ends in a jump to the recorder. */
+void  _hak_emit_packed(uint64_t meta, void *p, uint64_t size, uint64_t aux, uint64_t aux2, void *caller);
+static inline void _hak_emit_call(uint16_t kind, uint16_t fn, void *p, uint64_t size, uint64_t aux,
+                                  uint64_t aux2, unsigned cls, void *caller) {
+  _hak_emit_packed(HAK_CALL_META(kind, fn, cls, 0), p, size, aux, aux2, caller);
+}
 void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *caller);
 void *_hak_aligned_impl(size_t align, size_t size, uint16_t fn, void *caller);
 int   _hak_posix_memalign_impl(void **out, size_t align, size_t size, void *caller);

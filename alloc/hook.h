@@ -2,8 +2,10 @@
  *
  * alloc/ knows nothing of files: it fills an hkt_event (kind, tid, cls and
  * the fields hakmem/trace.h gives each kind) and hands it to the attached
- * recorder, which stamps seq and time and stores it. trace/ implements a
- * recorder; replay/ implements one that checks instead of storing.
+ * recorder, which stamps seq and time and stores it; malloc-family calls go
+ * to emit_call instead when the recorder has one (the same fields, in
+ * registers). trace/ implements a recorder; replay/ implements one that
+ * checks instead of storing.
  *
  * Ordering contract, what makes replay deterministic:
  *  - an event that changes state other threads can see (SS register/
@@ -14,7 +16,7 @@
  *    blocks until this thread's next recorded event is due (a recorder has
  *    wait = NULL);
  *  - all other events touch only the calling thread's state.
- * emit() and wait() must never call back into the allocator.
+ * emit(), emit_call() and wait() must never call back into the allocator.
  *
  * With no recorder attached each hook costs one predictable branch. */
 #ifndef HAK_HOOK_H
@@ -26,7 +28,24 @@ typedef struct hak_recorder {
   void (*wait)(void *ctx);
   void (*emit)(void *ctx, hkt_event *ev);
   void *ctx;
+  /* Optional (NULL: emit is used): a malloc-family call (kinds MALLOC to
+   * FREE) with the fields emit would get, all in registers: kind, fn, cls
+   * and tid packed in `meta` (HAK_CALL_META), no ctx. The recorder writes
+   * its record directly: no hkt_event is built and zeroed, and the
+   * allocator's call is a jump. Same contract as emit. */
+  void (*emit_call)(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2, uint64_t caller);
 } hak_recorder;
+
+/* emit_call's meta word: kind (8 bits), fn (8; every HKT_FN_ fits), cls (16;
+ * HKT_NO_CLASS is 0xffff) and the thread index (32). */
+#define HAK_CALL_META(kind, fn, cls, tid)                                                \
+  ((uint64_t)(uint8_t)(kind) | (uint64_t)(uint8_t)(fn) << 8 |                           \
+   (uint64_t)((cls) > 0xffff ? 0xffff : (cls)) << 16 | (uint64_t)(uint32_t)(tid) << 32)
+#define HAK_META_KIND(m) ((uint16_t)((m) & 0xff))
+#define HAK_META_FN(m)   ((uint16_t)((m) >> 8 & 0xff))
+#define HAK_META_CLS(m)  ((uint32_t)((m) >> 16 & 0xffff))
+#define HAK_META_TID(m)  ((uint32_t)((m) >> 32))
+_Static_assert(HKT_FN_REALLOCARRAY <= 0xff && HKT_EV_FREE <= 0xff && HKT_NO_CLASS == 0xffff, "meta word fields");
 
 /* Defined in alloc/hook.c. */
 extern const hak_recorder *_hak_rec;

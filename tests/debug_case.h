@@ -43,7 +43,7 @@ static void case_emit(void *ctx, hkt_event *ev) {
     if (i < CASE_MAX_EV) C->ss[i] = e;
   }
 }
-static const hak_recorder case_recorder = {NULL, case_emit, NULL};
+static const hak_recorder case_recorder = {.emit = case_emit};
 
 /* Run fn in a child with the "NAME=VALUE" settings of env (NULL-ended).
  * record: attach the test recorder. Returns the shared results (munmap'ed

@@ -143,8 +143,9 @@ static int setup(void **state) {
   snprintf(hakmem_bin, sizeof hakmem_bin, "%s/bin/hakmem", build);
   snprintf(libso, sizeof libso, "%s/lib/libhakmem.so", build);
   char real[PATH_MAX];
-  if (realpath(libso, real)) snprintf(libso, sizeof libso, "%s", real);
-  if (realpath(hakmem_bin, real)) snprintf(hakmem_bin, sizeof hakmem_bin, "%s", real);
+  /* the real paths where they fit (a longer one keeps the relative path) */
+  if (realpath(libso, real) && strlen(real) < sizeof libso) memcpy(libso, real, strlen(real) + 1);
+  if (realpath(hakmem_bin, real) && strlen(real) < sizeof hakmem_bin) memcpy(hakmem_bin, real, strlen(real) + 1);
   strcpy(tmp, "/tmp/hkt-rec-XXXXXX");
   return mkdtemp(tmp) ? 0 : -1;
 }
@@ -161,10 +162,12 @@ static int teardown(void **state) {
 /* ---- 1. a program's own calls, exactly ---- */
 
 static const char calls_src[] =
-  "#include <dlfcn.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <malloc.h>\n"
-  "struct call { int kind; unsigned long size, ptr, aux; } log_[4000];\n"
+  "#include <dlfcn.h>\n#include <errno.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <malloc.h>\n"
+  "struct call { int kind; char fn; int err; unsigned long size, ptr, aux; } log_[4000];\n"
   "int n;\n"
-  "#define LOG(k, s, p, a) log_[n++] = (struct call){k, (unsigned long)(s), (unsigned long)(p), (unsigned long)(a)}\n"
+  /* fn: '-' none, 'r' realloc, 'p' posix_memalign, 'a' aligned_alloc; err: the errno the call gave */
+  "#define LOG(k, f, e, s, p, a) log_[n++] = (struct call){k, f, e, (unsigned long)(s), (unsigned long)(p), (unsigned long)(a)}\n"
+  "volatile size_t huge = (size_t)1 << 62;\n"
   "int main(void) {\n"
   "  void (*mark)(const char *) = (void (*)(const char *))dlsym(RTLD_DEFAULT, \"hak_trace_mark\");\n"
   "  if (!mark) return 99;\n"
@@ -172,19 +175,24 @@ static const char calls_src[] =
   "  mark(\"begin\");\n"
   "  for (int i = 0; i < 600; i++) {\n"
   "    int k = i % 64;\n"
-  "    if (keep[k]) { LOG(5, 0, keep[k], 0); free(keep[k]); keep[k] = 0; }\n"
+  "    if (keep[k]) { LOG(5, '-', 0, 0, keep[k], 0); free(keep[k]); keep[k] = 0; }\n"
   "    size_t sz = 1 + (i * 37) % 3000;\n"
   "    switch (i % 5) {\n"
-  "    case 0: keep[k] = malloc(sz); LOG(1, sz, keep[k], 0); break;\n"
-  "    case 1: keep[k] = calloc(3, sz); LOG(2, sz, keep[k], 3); break;\n"
-  "    case 2: { void *p = malloc(8); LOG(1, 8, p, 0); keep[k] = realloc(p, sz); LOG(3, sz, keep[k], p); break; }\n"
-  "    case 3: { void *p = 0; posix_memalign(&p, 64, sz); keep[k] = p; LOG(4, sz, p, 64); break; }\n"
-  "    case 4: keep[k] = aligned_alloc(256, 512); LOG(4, 512, keep[k], 256); break;\n"
+  "    case 0: keep[k] = malloc(sz); LOG(1, '-', 0, sz, keep[k], 0); break;\n"
+  "    case 1: keep[k] = calloc(3, sz); LOG(2, '-', 0, sz, keep[k], 3); break;\n"
+  "    case 2: { void *p = malloc(8); LOG(1, '-', 0, 8, p, 0); keep[k] = realloc(p, sz); LOG(3, 'r', 0, sz, keep[k], p); break; }\n"
+  "    case 3: { void *p = 0; posix_memalign(&p, 64, sz); keep[k] = p; LOG(4, 'p', 0, sz, p, 64); break; }\n"
+  "    case 4: keep[k] = aligned_alloc(256, 512); LOG(4, 'a', 0, 512, keep[k], 256); break;\n"
+  "    }\n"
+  "    if (i % 100 == 7) {\n"   /* failures: the errno is in the event */
+  "      void *p = malloc(huge); LOG(1, '-', errno, huge, p, 0);\n"
+  "      int e = posix_memalign(&p, 3, sz); LOG(4, 'p', e, sz, 0, 3);\n"
   "    }\n"
   "  }\n"
-  "  for (int k = 0; k < 64; k++) if (keep[k]) { LOG(5, 0, keep[k], 0); free(keep[k]); }\n"
+  "  for (int k = 0; k < 64; k++) if (keep[k]) { LOG(5, '-', 0, 0, keep[k], 0); free(keep[k]); }\n"
   "  mark(\"end\");\n"
-  "  for (int i = 0; i < n; i++) printf(\"%d %lu %lx %lx\\n\", log_[i].kind, log_[i].size, log_[i].ptr, log_[i].aux);\n"
+  "  for (int i = 0; i < n; i++)\n"
+  "    printf(\"%d %c %d %lu %lx %lx\\n\", log_[i].kind, log_[i].fn, log_[i].err, log_[i].size, log_[i].ptr, log_[i].aux);\n"
   "  return 0;\n"
   "}\n";
 
@@ -222,17 +230,23 @@ static void test_own_calls(void **state) {
   uint32_t tid = t.ev[i].tid;
   i++;
   char *line = log;
-  int matched = 0;
+  int matched = 0, failed = 0;
   for (; i < t.n; i++) {
     const hkt_event *e = &t.ev[i];
     if (e->kind == HKT_EV_MARK) break;
     if (e->kind < HKT_EV_MALLOC || e->kind > HKT_EV_FREE) continue;   /* internal events */
     assert_int_equal(e->tid, tid);
-    int kind;
+    int kind, err;
+    char fn;
     unsigned long size, ptr, aux;
-    assert_int_equal(sscanf(line, "%d %lu %lx %lx", &kind, &size, &ptr, &aux), 4);
+    assert_int_equal(sscanf(line, "%d %c %d %lu %lx %lx", &kind, &fn, &err, &size, &ptr, &aux), 6);
     line = strchr(line, '\n') + 1;
     assert_int_equal(e->kind, kind);
+    assert_int_equal(e->fn, fn == 'r' ? HKT_FN_REALLOC : fn == 'p' ? HKT_FN_POSIX_MEMALIGN
+                            : fn == 'a' ? HKT_FN_ALIGNED_ALLOC : HKT_FN_NONE);
+    assert_int_equal(e->aux2, err);   /* the call's errno, 0 when it succeeded */
+    assert_true(err ? e->ptr == 0 && e->cls == HKT_NO_CLASS : e->ptr != 0);
+    failed += err != 0;
     assert_int_equal(e->ptr, ptr);
     if (kind != HKT_EV_FREE) assert_int_equal(e->size, size);
     if (kind == HKT_EV_CALLOC || kind == HKT_EV_REALLOC || kind == HKT_EV_ALIGNED) assert_int_equal(e->aux, aux);
@@ -243,6 +257,7 @@ static void test_own_calls(void **state) {
   assert_true(i < t.n);   /* the end mark */
   assert_int_equal(*line, 0);   /* no call of the program is missing */
   assert_true(matched > 1000);
+  assert_int_equal(failed, 12);
   free(log);
   free(t.ev);
 }

@@ -32,6 +32,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -74,19 +75,25 @@ static struct {
 } R = { .trace_fd = -1 };
 
 static __thread struct rec_tls {
-  hkt_rec *cur;
+  hkt_rec *cur, *end;         /* the next record of this thread's chunk, and the chunk's end */
   hkt_chunk_hdr *ch;
-  uint32_t left, tid;
-  uint64_t stamp;             /* the last TSC read, reused by the next few events */
-  uint32_t stamp_age;
+  uint32_t tid;
   int exempt;                 /* the crashing thread and the writer: never halted */
+  uint64_t stamp;             /* the last TSC read, reused by the next few events */
 } T __attribute__((tls_model("initial-exec")));
 
 /* Reading the TSC costs 10-25 ns in a VM, as much as the rest of the hot
  * path; times are kept at 256 ns resolution anyway. So a thread reads it
- * every STAMP_EVERY events, and always for an event that is not a plain
- * call (thread start/exit, SuperSlab events, detections, the end). */
+ * for the record in every STAMP_EVERY-th slot of its chunk (about every
+ * STAMP_EVERY events: the position says when, no counter to store), and
+ * always for an event that is not a plain call (thread start/exit,
+ * SuperSlab events, detections, the end). */
 #define STAMP_EVERY 8
+
+/* How many records ahead the hot path prefetches its next line. */
+#ifndef PREFETCH_AHEAD
+#define PREFETCH_AHEAD 8
+#endif
 
 static const int crash_signals[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL };
 
@@ -211,7 +218,7 @@ static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, ui
   if (!atomic_load_explicit(&R.active, memory_order_acquire) || need > HKT_CHUNK_RECS) return 0;
   if (t->ch) atomic_store_explicit(&t->ch->state, HKT_CHUNK_SEALED, memory_order_release);
   t->ch = NULL;
-  t->left = 0;
+  t->cur = t->end = NULL;
   uint32_t n = s->h->nchunks;
   uint64_t t0 = 0, progress = 0;
   uint64_t stalled = atomic_load_explicit(&R.stalled_at, memory_order_relaxed);
@@ -229,7 +236,7 @@ static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, ui
         atomic_store_explicit(&c->claim_seq, atomic_load(&s->h->next_seq), memory_order_release);
         t->ch = c;
         t->cur = hkt_spool_chunk(s, i);
-        t->left = HKT_CHUNK_RECS;
+        t->end = t->cur + HKT_CHUNK_RECS;
         t->tid = tid;
         if (R.key_ok) pthread_setspecific(R.key, (void *)1);
         return 1;
@@ -280,6 +287,43 @@ static __attribute__((noinline, cold)) void halt_if_after_end(uint64_t seq) {
   for (;;) syscall(SYS_futex, &never, FUTEX_WAIT, 0, NULL, NULL, 0);
 }
 
+/* Room for n records in this thread's chunk (a new chunk if need be).
+ * 0: the event is dropped (counted). */
+static inline __attribute__((always_inline)) int rec_room(struct rec_tls *t, unsigned n, uint32_t tid) {
+  if (hkt_likely((uintptr_t)t->end - (uintptr_t)t->cur >= n * sizeof(hkt_rec)) || refill(t, n, tid)) return 1;
+  atomic_fetch_add_explicit(&R.sp.h->dropped, 1, memory_order_relaxed);
+  return 0;
+}
+
+/* The TSC for the record at r, read again in every STAMP_EVERY-th slot. */
+static inline __attribute__((always_inline)) uint64_t rec_stamp(struct rec_tls *t, const hkt_rec *r, int always) {
+  if (hkt_unlikely(((uintptr_t)r & (STAMP_EVERY * sizeof(hkt_rec) - 1)) == 0 || always)) t->stamp = __rdtsc();
+  return t->stamp;
+}
+
+/* The line a little ahead, owned (prefetchw): its miss overlaps this
+ * event, and the writer's copy from the chunk's last use goes early. */
+static inline __attribute__((always_inline)) void rec_prefetch(const hkt_rec *r) {
+  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)(r + PREFETCH_AHEAD)));
+}
+
+/* The event's seq. acq_rel (the same lock xadd on x86): a seq after the
+ * end's sees halt. */
+static inline __attribute__((always_inline)) uint64_t rec_seq(void) {
+  return atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_acq_rel);
+}
+
+static inline __attribute__((always_inline)) int rec_halted(const struct rec_tls *t) {
+  return hkt_unlikely(atomic_load_explicit(&R.halt, memory_order_relaxed)) && !t->exempt;
+}
+
+/* seq1 last (release): the writer takes the record from here on. */
+static inline __attribute__((always_inline)) void rec_publish(struct rec_tls *t, hkt_rec *r, uint64_t seq,
+                                                               unsigned n) {
+  __atomic_store_n(&r->seq1, seq + 1, __ATOMIC_RELEASE);
+  t->cur = r + n;
+}
+
 static void rec_emit(void *ctx, hkt_event *ev) {
   (void)ctx;
   struct rec_tls *t = &T;
@@ -289,20 +333,12 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     ev->stack_id = hkt_stack_capture(&R.sp, R.backtrace, 2);
   if (hkt_unlikely(ev->aux3 | ev->stack_id | (ev->tid >= 0xffff) | (ev->str != NULL) | (ev->bid != NULL)))
     nx = ext_records(ev, &sl, &bl);
-  if (hkt_unlikely(t->left < 1 + nx) && !refill(t, 1 + nx, ev->tid)) {
-    atomic_fetch_add_explicit(&R.sp.h->dropped, 1, memory_order_relaxed);
-    return;
-  }
+  if (!rec_room(t, 1 + nx, ev->tid)) return;
   hkt_rec *r = t->cur;
-  __builtin_prefetch(r + 4, 1);   /* the line a few events ahead: its miss overlaps this one */
-  /* acq_rel (the same lock xadd on x86): a seq after the end's sees halt */
-  uint64_t seq = atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_acq_rel);
-  if (hkt_unlikely(atomic_load_explicit(&R.halt, memory_order_relaxed)) && !t->exempt) halt_if_after_end(seq);
-  if (hkt_unlikely(++t->stamp_age >= STAMP_EVERY || ev->kind > HKT_EV_FREE)) {
-    t->stamp = __rdtsc();
-    t->stamp_age = 0;
-  }
-  r->stamp = t->stamp;
+  rec_prefetch(r);
+  uint64_t seq = rec_seq();
+  if (rec_halted(t)) halt_if_after_end(seq);
+  r->stamp = rec_stamp(t, r, ev->kind > HKT_EV_FREE);
   r->ptr = ev->ptr;
   r->size = ev->size;
   r->aux = ev->aux;
@@ -325,20 +361,76 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     if (sl) memcpy(d, ev->str, sl);
     if (bl) memcpy(d + sl, ev->bid, bl);
   }
-  __atomic_store_n(&r->seq1, seq + 1, __ATOMIC_RELEASE);   /* publishes it */
+  rec_publish(t, r, seq, 1 + nx);
   ev->seq = seq;
-  t->cur += 1 + nx;
-  t->left -= 1 + nx;
 }
 
-static const hak_recorder recorder = { NULL, rec_emit, NULL };
+/* hak_recorder.emit_call off its hot path: a new chunk, a stack, a thread
+ * index >= 0xffff. Through rec_emit, the stack captured from here: the
+ * allocator and rec_emit_call reach this with jumps, so the next frame is
+ * the allocator function that made the call (as for rec_emit). */
+static __attribute__((noinline, cold)) void rec_emit_call_slow(uint64_t meta, uint64_t ptr, uint64_t size,
+                                                              uint64_t aux, uint64_t aux2, uint64_t caller) {
+  hkt_event ev = {.kind = HAK_META_KIND(meta), .fn = HAK_META_FN(meta), .tid = HAK_META_TID(meta),
+                  .cls = HAK_META_CLS(meta), .ptr = ptr, .size = size, .aux = aux, .aux2 = aux2,
+                  .caller = caller};
+  if (R.backtrace) ev.stack_id = hkt_stack_capture(&R.sp, R.backtrace, 1);
+  rec_emit(NULL, &ev);
+}
+
+/* Halted after the fields were stored: stop here, or publish. */
+static __attribute__((noinline, cold)) void rec_emit_call_halt(hkt_rec *r, uint64_t seq, uint64_t stamp) {
+  halt_if_after_end(seq);
+  r->stamp = stamp;
+  rec_publish(&T, r, seq, 1);
+}
+
+/* hak_recorder.emit_call: a malloc-family call straight into its record.
+ * Its hot path calls nothing (the rare cases are jumps), so it saves no
+ * registers; and it stores little: every store before the lock xadd of
+ * the seq must reach the cache before the xadd completes, at about one a
+ * cycle. So the record goes in four 16-byte stores, the last of them
+ * seq1 with the stamp (an aligned 8-byte half is stored whole), and the
+ * thread's state is one pointer. */
+_Static_assert(offsetof(hkt_rec, stamp) == 8 && offsetof(hkt_rec, ptr) == 16 && offsetof(hkt_rec, size) == 24 &&
+               offsetof(hkt_rec, aux) == 32 && offsetof(hkt_rec, aux2) == 40 && offsetof(hkt_rec, caller) == 48 &&
+               offsetof(hkt_rec, kind) == 56 && offsetof(hkt_rec, fn) == 58 && offsetof(hkt_rec, cls) == 60 &&
+               offsetof(hkt_rec, tid) == 62, "rec_emit_call stores the record as four 16-byte words");
+
+static void rec_emit_call(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2,
+                          uint64_t caller) {
+  struct rec_tls *t = &T;
+  hkt_rec *r = t->cur;
+  if (hkt_unlikely(R.backtrace | ((uintptr_t)t->end - (uintptr_t)r < sizeof(hkt_rec)) |
+                   (HAK_META_TID(meta) >= 0xffff))) {
+    rec_emit_call_slow(meta, ptr, size, aux, aux2, caller);
+    return;
+  }
+  rec_prefetch(r);
+  /* kind, nx 0, fn, cls, tid: the record's last word (spool.h) */
+  uint64_t word = (meta & 0xff) | (meta & 0xff00) << 8 | (meta & 0xffff0000) << 16 | (meta >> 32) << 48;
+  __m128i *v = (__m128i *)r;
+  _mm_store_si128(v + 1, _mm_set_epi64x((long long)size, (long long)ptr));
+  _mm_store_si128(v + 2, _mm_set_epi64x((long long)aux2, (long long)aux));
+  _mm_store_si128(v + 3, _mm_set_epi64x((long long)word, (long long)caller));
+  uint64_t stamp = rec_stamp(t, r, 0);
+  uint64_t seq = rec_seq();   /* a compiler barrier too: the fields are stored before seq1 */
+  if (rec_halted(t)) {
+    rec_emit_call_halt(r, seq, stamp);
+    return;
+  }
+  _mm_store_si128(v, _mm_set_epi64x((long long)stamp, (long long)(seq + 1)));   /* publishes it */
+  t->cur = r + 1;
+}
+
+static const hak_recorder recorder = { .emit = rec_emit, .emit_call = rec_emit_call };
 
 /* A thread ends: its chunk is complete. */
 static void tls_dtor(void *arg) {
   (void)arg;
   if (T.ch) atomic_store_explicit(&T.ch->state, HKT_CHUNK_SEALED, memory_order_release);
   T.ch = NULL;
-  T.left = 0;
+  T.cur = T.end = NULL;
 }
 
 /* ---- start ---- */

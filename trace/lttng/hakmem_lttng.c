@@ -106,7 +106,7 @@ static void hkl_emit(void *ctx, hkt_event *ev) {
   hkl_in_emit = 0;
 }
 
-static const hak_recorder hkl_recorder = { NULL, hkl_emit, NULL };
+static const hak_recorder hkl_recorder = { .emit = hkl_emit };
 
 /* ---- the header, taken once without malloc --------------------------------- */
 
