@@ -297,6 +297,15 @@ static void quar_release_one(quar *q) {
   dbg_meta *m;
   uint32_t idx;
   if (locate(ss, p, &m, &idx)) {
+    /* Checked on the way out as well as at reuse: a block written after
+     * free is found here whether or not anyone allocates it again (its
+     * owner may have stopped allocating), at a point the program's calls
+     * alone decide. Nothing has linked it yet: every byte is poison. */
+    int64_t off = first_changed(p, 0, ss->block_size, POISON);
+    if (unlikely(off >= 0)) {
+      poison_report(p, ss, off);
+      memset(p, POISON, ss->block_size);   /* going on (continue mode): reported once */
+    }
     atomic_store_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
     _hak_tls->cache[ss->cls].frees--;
   }
