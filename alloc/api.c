@@ -5,13 +5,6 @@
 #include <string.h>
 #include "entry.h"
 
-/* The thread's heap and index in the initial-exec TLS model, which the
- * linker gives libhakmem.so anyway: with the default model the compiler
- * assumes a call (__tls_get_addr) at each use, keeps values in callee-saved
- * registers around it, and _hak_emit_packed would need a frame. */
-extern __thread hak_heap *_hak_tls __attribute__((tls_model("initial-exec")));
-extern __thread uint32_t _hak_tls_idx __attribute__((tls_model("initial-exec")));
-
 const uint32_t _hak_cls_size[HAK_CLASSES] = {
   8, 16, 32, 64, 128, 256, 512, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768};
 const uint8_t _hak_tiny_cls[HAK_TINY_MAX / 8 + 1] = {

@@ -235,8 +235,13 @@ void _hak_sslist_push(hak_sslist *l, hak_ss *ss, uint8_t where);
 void _hak_sslist_remove(hak_sslist *l, hak_ss *ss);
 
 /* ---- heap.c ---- */
-extern __thread hak_heap *_hak_tls;      /* &_hak_heap_empty until first use, &_hak_heap_dead after exit */
-extern __thread uint32_t _hak_tls_idx;   /* thread index; kept after exit for late frees' events */
+/* Initial-exec, as the linker makes them in libhakmem.so anyway: with the
+ * default model for -fPIC the compiler plans a __tls_get_addr call at each
+ * use and keeps values in callee-saved registers around it, so the fast
+ * paths would need a frame. */
+#define HAK_TLS_IE __attribute__((tls_model("initial-exec")))
+extern __thread hak_heap *_hak_tls HAK_TLS_IE;      /* &_hak_heap_empty until first use, &_hak_heap_dead after exit */
+extern __thread uint32_t _hak_tls_idx HAK_TLS_IE;   /* thread index; kept after exit for late frees' events */
 extern hak_heap _hak_heap_empty, _hak_heap_dead;
 hak_heap *_hak_heap_init(void);                    /* first call on this thread */
 void *_hak_refill_alloc(hak_heap *h, unsigned cls);
