@@ -20,12 +20,14 @@
  * and thread exits; a thread holds the turn for a whole call, so calls run
  * one at a time, in recorded order, and addresses go through the map.
  *
- * Memory bound: the reader runs at most MAX_AHEAD events ahead of the turn,
- * so a thread's queue never holds more than that (each queue is a lazily
- * touched mapping of MAX_AHEAD items). Everything before the reader's
- * position is queued, so the owner of the turn always has its event; but a
- * call whose internal events begin more than MAX_AHEAD events before its
- * call event (whose arguments drive it) cannot be driven. A watchdog
+ * Memory bound: the reader runs at most rp_e.ahead (MAX_AHEAD) events
+ * ahead of the turn, so a thread's queue never holds more than that (each
+ * queue is a lazily touched mapping of MAX_AHEAD items). Everything before
+ * the reader's position is queued, so the owner of the turn always has its
+ * event; but a call whose internal events begin more than the bound before
+ * its call event (whose arguments drive it) needs events past the bound:
+ * while the thread holding the turn waits for that call (item_wait, "starved")
+ * the reader goes on past the bound (feed.c, wait_room). A watchdog
  * reports a replay that stops moving as stalled. */
 #include <fcntl.h>
 #include <pthread.h>
@@ -57,19 +59,45 @@ static __attribute__((noreturn)) void park(void) {
  * inside calls), not at its own end event. */
 static int trace_cut(void) { return !rp_e.res->complete || rp_e.res->end_kind == HKT_END_SIGNAL; }
 
-/* The reader sleeps only when it is MAX_AHEAD events ahead of the turn:
- * it needs to see the turn move, not every step of it. */
+/* The reader sleeps only at its bound (MAX_AHEAD events ahead of the
+ * turn), until the turn has made a quarter of the bound of room (it set
+ * rp_e.reader_wake): it needs to see the turn move that far, not every
+ * step of it. */
+static inline void wake_reader_at(uint64_t turn) {
+  if (unlikely(turn >= atomic_load_explicit(&rp_e.reader_wake, memory_order_relaxed))) wake(&rp_e.reader);
+}
+
 static void wake_reader(void) {
   me->quiet = 0;
-  atomic_thread_fence(memory_order_seq_cst);   /* our turn store before its `sleeping` */
-  wake(&rp_e.reader);
+  atomic_thread_fence(memory_order_seq_cst);   /* our turn store before its `reader_wake` */
+  wake_reader_at(atomic_load_explicit(&rp_e.turn, memory_order_relaxed));
+}
+
+static inline rp_thread *owner_of(uint64_t rseq) {
+  return atomic_load_explicit(&rp_e.owner[rseq & (OWN_CAP - 1)], memory_order_relaxed);
+}
+
+/* The thread of the run that follows the one starting at `t` (the thread
+ * the turn goes to when t's owner is done), if within RUN_LOOK events.
+ * Entries past the reader's position are stale: a wrong guess only costs
+ * a needless wake-up. */
+static rp_thread *next_run_owner(uint64_t t) {
+  rp_thread *cur = owner_of(t);
+  for (uint64_t i = t + 1; i <= t + RUN_LOOK; i++) {
+    rp_thread *o = owner_of(i);
+    if (o != cur) return o;
+  }
+  return NULL;
 }
 
 /* Hand the turn on. When the next event is this thread's own (already in
  * its queue, so nobody else waits for it), a release store is the whole
  * hand-off: no fence, no look at other threads' wait slots. Otherwise the
  * store is ordered before reading the sleeper's slot (each waiter sets its
- * slot, then re-reads the turn) and the next owner is woken. */
+ * slot, then re-reads the turn) and the next owner is woken; so is the
+ * owner of the run after it, so that by then it spins instead of sleeping
+ * (wait_turn_slow): its wake-up, a futex call and a context switch, is
+ * then paid while the new owner works, not in the hand-off. */
 static inline void advance(void) {
   uint64_t t = atomic_load_explicit(&rp_e.turn, memory_order_relaxed) + 1;
   uint64_t h = atomic_load_explicit(&me->head, memory_order_relaxed);
@@ -79,10 +107,12 @@ static inline void advance(void) {
     return;
   }
   atomic_store(&rp_e.turn, t);
-  rp_thread *o = atomic_load_explicit(&rp_e.owner[t & (OWN_CAP - 1)], memory_order_relaxed);
+  rp_thread *o = owner_of(t);
   if (o) wake(o);
+  rp_thread *n = next_run_owner(t);
+  if (n && n != me) wake(n);
   me->quiet = 0;
-  wake(&rp_e.reader);
+  wake_reader_at(t);
 }
 
 static void set_stop(void) {
@@ -114,31 +144,45 @@ static void check_stop_at(const rp_item *it) {
   park();
 }
 
-/* Wait until `it` is due; park if the replay stopped meanwhile. Only a
- * thread whose turn is a few events away spins, and only while spinning
- * pays: when the threads outnumber the free cores (2 cores, the reader and
- * two replay threads, other load) a spinning waiter takes the CPU from the
- * thread whose turn it is, and a futex hand-off is faster. A score counts
- * recent spins that saw the turn come (up) or ended in sleep (down); below
- * zero the thread sleeps at once, but every 32nd wait still probes, so a
- * machine that frees up is noticed. advance() wakes the exact owner of the
- * next turn. */
+/* Wait until `it` is due; park if the replay stopped meanwhile. Only the
+ * thread of the next run (the one the turn goes to when its owner is done)
+ * spins; the others sleep, so that spinners never outnumber the cores
+ * (2 here: the owner and its successor) and take the CPU from the thread
+ * whose turn it is. advance() wakes the owner of the next turn and the one
+ * of the run after it, who then spins. A spin that outlasts SPIN_MAX (the
+ * owner itself was asleep, other load) sleeps, and a score of recent spins
+ * (up when the turn came, down when not) makes a thread stop spinning when
+ * it stops paying; every 32nd wait still tries, so a machine that frees up
+ * is noticed. */
 #define SPIN_MAX 2048u   /* pauses: about 10 us */
+static int next_in_line(uint64_t turn, uint64_t mine) {
+  if (mine - turn > RUN_LOOK) return 0;
+  rp_thread *cur = owner_of(turn);
+  for (uint64_t i = turn + 1; i < mine; i++)
+    if (owner_of(i) != cur) return 0;
+  return 1;
+}
+
 static __attribute__((noinline)) void wait_turn_slow(const rp_item *it) {
   if (me->quiet) wake_reader();   /* before waiting: the reader may wait for us */
-  unsigned spin = 0, slept = 0;
+  unsigned spin = 0, failed = 0;
   unsigned limit = me->spin_score >= 0 || (++me->spin_probe & 31) == 0 ? SPIN_MAX : 0;
+  uint64_t looked = UINT64_MAX;   /* the turn next_in_line was last asked for */
+  int line = 0;
   for (;;) {
     uint64_t t = atomic_load(&rp_e.turn);
     if (t == it->rseq || atomic_load_explicit(&rp_e.stop, memory_order_relaxed)) break;
-    if (!slept && (uint64_t)it->rseq - t <= 4 && spin < limit) { spin++; __builtin_ia32_pause(); continue; }
-    if (!slept && spin && me->spin_score > -4) me->spin_score--;
-    slept = 1;
+    if (t != looked) { looked = t; line = next_in_line(t, it->rseq); }
+    if (line && spin < limit) { spin++; __builtin_ia32_pause(); continue; }
+    if (line && spin == limit && limit) failed = 1;
     atomic_store(&me->sleeping, 1);
     if (atomic_load(&rp_e.turn) == it->rseq || atomic_load(&rp_e.stop)) { atomic_store(&me->sleeping, 0); break; }
     futex_wait(&me->sleeping, 1, 20);
+    spin = 0;   /* woken early (the run before ours began): spin again */
+    if (failed) limit = 0;
   }
-  if (!slept && spin) me->spin_score = me->spin_score < 0 ? 0 : me->spin_score < 4 ? me->spin_score + 1 : 4;
+  if (failed) { if (me->spin_score > -4) me->spin_score--; }
+  else if (spin) me->spin_score = me->spin_score < 0 ? 0 : me->spin_score < 4 ? me->spin_score + 1 : 4;
   if (atomic_load(&rp_e.stop)) park();
   check_stop_at(it);
 }
@@ -150,11 +194,41 @@ static inline void wait_turn(const rp_item *it) {
   wait_turn_slow(it);
 }
 
+/* Whether this thread holds the turn (its head item is due) while it
+ * looks past its head for the call that makes that event. */
+static int holds_turn_beyond(uint64_t i) {
+  uint64_t h = atomic_load_explicit(&me->head, memory_order_relaxed);
+  return i > h && h < me->tail_seen && me->q[h & QMASK].rseq == atomic_load(&rp_e.turn);
+}
+
+static int have_item(uint64_t i) {
+  return i < atomic_load_explicit(&me->tail, memory_order_acquire) || atomic_load(&rp_e.reader_done);
+}
+
 /* This thread's next unconsumed item, waiting for the reader; NULL when
- * the trace has no more for it. */
+ * the trace has no more for it. Spin briefly (the reader publishes every
+ * BATCH events), then sleep; the reader wakes the threads it published
+ * to. A thread that holds the turn and waits for its call counts as
+ * starved: the reader then passes its bound (feed.c, wait_room). */
 static __attribute__((noinline)) rp_item *item_wait(uint64_t i) {
   if (me->quiet) wake_reader();
-  WAIT_UNTIL(me, i < atomic_load_explicit(&me->tail, memory_order_acquire) || atomic_load(&rp_e.reader_done));
+  int starving = 0;
+  for (unsigned spin = 0; !have_item(i) && !atomic_load(&rp_e.stop); spin++) {
+    if (!starving && holds_turn_beyond(i)) {
+      starving = 1;
+      atomic_fetch_add(&rp_e.starved, 1);
+      wake(&rp_e.reader);
+    }
+    if (spin < 1024) { __builtin_ia32_pause(); continue; }
+    if (spin < 1040) { sched_yield(); continue; }
+    atomic_store(&me->sleeping, 1);
+    if (have_item(i) || atomic_load(&rp_e.stop) || (!starving && holds_turn_beyond(i))) {
+      atomic_store(&me->sleeping, 0);
+      continue;
+    }
+    futex_wait(&me->sleeping, 1, 20);
+  }
+  if (starving) atomic_fetch_sub(&rp_e.starved, 1);
   if (atomic_load(&rp_e.stop)) park();
   me->tail_seen = atomic_load_explicit(&me->tail, memory_order_acquire);
   if (i < me->tail_seen) return &me->q[i & QMASK];
@@ -291,7 +365,7 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   advance();
 }
 
-static const hak_recorder recorder = {rec_wait, rec_emit, NULL};
+static const hak_recorder recorder = {.wait = rec_wait, .emit = rec_emit};
 
 /* ---- replay threads ---- */
 
@@ -414,7 +488,7 @@ static double now_s(void) {
 /* The recorded event that is due now and has not come (for a stall, or
  * when every thread is done and events are left). */
 static void missing(uint64_t t, int stall) {
-  rp_thread *o = atomic_load_explicit(&rp_e.owner[t & (OWN_CAP - 1)], memory_order_relaxed);
+  rp_thread *o = owner_of(t);
   rp_item *exp = NULL;
   if (o)
     for (uint64_t i = atomic_load(&o->head); i < atomic_load(&o->tail); i++)
@@ -429,6 +503,17 @@ int rp_run(const rp_options *o, rp_result *res) {
   rp_e.o = *o;
   rp_e.res = res;
   rp_e.digest = 0xcbf29ce484222325ull;
+  rp_e.reader_wake = UINT64_MAX;
+  rp_e.ahead = MAX_AHEAD;
+  const char *ahead = getenv("HAKMEM_REPLAY_AHEAD");   /* docs/environment.md: for tests */
+  if (ahead && *ahead) {
+    char *end;
+    unsigned long long a = strtoull(ahead, &end, 0);
+    if (*end == 'K' || *end == 'k') { a <<= 10; end++; }   /* as the allocator's numbers */
+    if (*ahead == '-' || *end || a < 1 || a > MAX_AHEAD)
+      fprintf(stderr, "hakmem: HAKMEM_REPLAY_AHEAD=%s: not a number from 1 to %u; ignored\n", ahead, MAX_AHEAD);
+    else rp_e.ahead = a;
+  }
   pthread_mutex_init(&rp_e.lock, NULL);
   int e = hkt_reader_open(&rp_e.rd, o->path);
   if (HKT_IS_ERR(e)) {

@@ -14,11 +14,12 @@
 #include "internal.h"
 #include "replay.h"
 
-#define MAX_AHEAD  (1u << 17)   /* docs/replay.md: a call may span this many events */
-#define QMASK      (MAX_AHEAD - 1)
-#define OWN_CAP    (2u * MAX_AHEAD)
+#define MAX_AHEAD  (1u << 17)   /* docs/replay.md: how far the reader runs ahead of the turn */
+#define QMASK      (MAX_AHEAD - 1)    /* a queue holds MAX_AHEAD items */
+#define OWN_CAP    (4u * MAX_AHEAD)   /* the owner ring; the reader stays under OWN_CAP ahead */
 #define MAX_TIDS   (1u << 20)
 #define BATCH      32
+#define RUN_LOOK   32   /* how far advance() looks for the owner of the next run */
 
 /* IT_NOBODY: made with no thread index (HAK_NO_OWNER - 1), queued to the
  * latest caller's thread. */
@@ -38,19 +39,23 @@ typedef struct rp_item {
 } rp_item;
 _Static_assert(sizeof(rp_item) == 64, "rp_item is one cache line");
 
-/* Fields on separate cache lines by who writes them: the reader (tail and
- * its bookkeeping), the replay thread (head, drive), both (sleeping). */
+/* Fields on separate cache lines by who writes them, so that neither side
+ * makes the other miss per event: what is fixed once the thread starts
+ * (read by both), the reader's own bookkeeping, `tail` (the reader writes
+ * it once per batch), the replay thread's (head, drive), both (sleeping). */
 typedef struct rp_thread {
-  _Alignas(64) _Atomic uint64_t tail;   /* items published by the reader */
-  uint64_t ltail;                /* reader: items written */
+  _Alignas(64) rp_item *q;       /* fixed from the thread's start */
+  uint32_t tid;
+  int revived;                   /* made after its thread's exit (late frees) */
+  pthread_t pt;
+  _Alignas(64) uint64_t ltail;   /* reader: items written */
   uint64_t head_seen;            /* reader: `head` when last read (it only grows) */
   int exiting, dirty, rfree;
   uint16_t last_kind;            /* reader: this thread's last call event */
   uint64_t last_ptr;
-  rp_item *q;
-  pthread_t pt;
-  uint32_t tid;
-  int revived;                   /* made after its thread's exit (late frees) */
+  struct rp_thread *next;        /* reader: dirty list; pool */
+  struct rp_thread *next_exiting;
+  _Alignas(64) _Atomic uint64_t tail;   /* items published by the reader */
   _Alignas(64) _Atomic uint64_t head;   /* items consumed (checked or driven) */
   uint64_t drive;                /* next item to look at for a call */
   uint64_t tail_seen;            /* `tail` when last read (it only grows) */
@@ -59,8 +64,6 @@ typedef struct rp_thread {
   unsigned spin_probe;
   int parked;
   _Alignas(64) _Atomic uint32_t sleeping;  /* futex: 1 while asleep */
-  struct rp_thread *next;        /* reader: dirty list; pool */
-  struct rp_thread *next_exiting;
 } rp_thread;
 
 typedef struct rp_engine {
@@ -68,6 +71,15 @@ typedef struct rp_engine {
   _Atomic uint64_t done_seq;     /* seq of the last event replayed, +1 (0: none) */
   uint64_t digest;
   _Alignas(64) _Atomic uint64_t nread;  /* the reader's */
+  /* The reader, at its bound, sleeps until the turn reaches this (then it
+   * has a quarter of the bound of room), so a replay does not wake it per
+   * step; UINT64_MAX while it is not waiting. */
+  _Alignas(64) _Atomic uint64_t reader_wake;
+  /* Replay threads that hold the turn and wait for the reader: the call
+   * that makes their due event lies past the reader's bound, which it then
+   * passes (up to OWN_CAP ahead) until they have it. */
+  _Atomic int starved;
+  uint64_t ahead;                /* the bound: MAX_AHEAD, or HAKMEM_REPLAY_AHEAD */
   _Alignas(64) rp_options o;
   rp_result *res;
   hkt_reader *rd;
@@ -101,20 +113,6 @@ static inline void wake(rp_thread *t) {
   if (atomic_load(&t->sleeping) && atomic_exchange(&t->sleeping, 0))
     syscall(SYS_futex, &t->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
-
-/* Spin briefly (the next event is often just one hand-off away), then
- * sleep; wakers clear `sleeping`. The timeout only bounds a lost wake-up. */
-#define WAIT_UNTIL(w, cond)                                              \
-  do {                                                                   \
-    for (unsigned spin_ = 0; !(cond) && !atomic_load(&rp_e.stop); spin_++) { \
-      if (spin_ < 1024) { __builtin_ia32_pause(); continue; }            \
-      if (spin_ < 1040) { sched_yield(); continue; }                     \
-      atomic_store(&(w)->sleeping, 1);                                   \
-      if ((cond) || atomic_load(&rp_e.stop)) { atomic_store(&(w)->sleeping, 0); break; } \
-      futex_wait(&(w)->sleeping, 1, 20);                                 \
-    }                                                                    \
-  } while (0)
-
 
 /* A recorded address as it is in this replay: the allocator is
  * deterministic relative to its arena, so only the base moves. */

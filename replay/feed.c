@@ -121,60 +121,132 @@ int rp_det_from_realloc(const hkt_event *det, unsigned last_kind, uint64_t last_
   return !((last_kind == HKT_EV_FREE || last_kind == HKT_EV_REALLOC) && last_ptr == det->ptr);
 }
 
+/* Whether the reader may queue event `rseq` into t's queue: the turn has
+ * reached `want`, or a thread is starved (engine.c, item_wait). */
+static int room(uint64_t rseq, rp_thread *t, uint64_t want) {
+  uint64_t turn = atomic_load(&rp_e.turn);
+  if (t->ltail - atomic_load_explicit(&t->head, memory_order_acquire) >= MAX_AHEAD) return 0;   /* its queue is full */
+  return turn >= want || (atomic_load(&rp_e.starved) && rseq - turn < OWN_CAP - 2 * RUN_LOOK);
+}
+
+/* At the bound: sleep until the turn has made a quarter of the bound of
+ * room (replay threads wake the reader when it passes rp_e.reader_wake).
+ * No spinning: that room takes many events to come, and the cores are the
+ * replay threads'. But while a thread that holds the turn waits for the
+ * call that makes its due event (a call spanning more than the bound: a
+ * thread that waited inside malloc while others ran), the reader goes on
+ * past the bound, up to OWN_CAP ahead and a queue's size: memory grows
+ * with that span only. Returns the turn it saw last. */
+static uint64_t wait_room(uint64_t rseq, rp_thread *t) {
+  uint64_t keep = rp_e.ahead - rp_e.ahead / 4;   /* events ahead of the turn to wait for */
+  uint64_t want = rseq > keep ? rseq - keep : 0;
+  rp_thread *self = &rp_e.reader;
+  atomic_store(&rp_e.reader_wake, want);
+  while (!atomic_load(&rp_e.stop) && !room(rseq, t, want)) {
+    atomic_store(&self->sleeping, 1);
+    if (atomic_load(&rp_e.stop) || room(rseq, t, want)) { atomic_store(&self->sleeping, 0); break; }
+    futex_wait(&self->sleeping, 1, 20);
+  }
+  atomic_store(&rp_e.reader_wake, UINT64_MAX);
+  t->head_seen = atomic_load(&t->head);
+  return atomic_load(&rp_e.turn);
+}
+
+/* What the reader's fast path does with a kind (rp_reader_main): most
+ * events are calls and internal events of a running thread. */
+enum { PATH_SLOW, PATH_CALL, PATH_KEEP };
+static uint8_t kind_path[HKT_EV__COUNT];
+
+static void kind_paths(void) {
+  for (unsigned k = HKT_EV_MALLOC; k < HKT_EV__COUNT; k++) {
+    if (is_call(k)) kind_path[k] = PATH_CALL;
+    else if (k == HKT_EV_THREAD_START || k == HKT_EV_THREAD_EXIT || k == HKT_EV_DETECTION || k == HKT_EV_MARK ||
+             k == HKT_EV_MODULE_LOAD || k == HKT_EV_END || rp_e.o.mode != RP_HAKMEM)
+      kind_path[k] = PATH_SLOW;
+    else kind_path[k] = PATH_KEEP;
+  }
+}
+
+/* A call's traces in its thread's bookkeeping (classify, rp_det_from_realloc). */
+static inline void note_call(rp_thread *t, const hkt_event *ev) {
+  t->rfree = ev->kind == HKT_EV_REALLOC && !ev->ptr && !ev->size && ev->aux && !ev->aux2;
+  t->last_kind = ev->kind;
+  t->last_ptr = ev->kind == HKT_EV_REALLOC ? ev->aux : ev->ptr;
+}
+
+/* The reader's slow path: every event that is not a call or an internal
+ * event of a running thread. Its thread (NULL: not queued) and flags;
+ * an error stops the reader (*err). */
+static rp_thread *route_slow(const hkt_event *ev, rp_thread **last_caller, unsigned *flagsp, int *err) {
+  if (ev->kind == HKT_EV_END) { rp_e.res->complete = 1; rp_e.res->end_kind = ev->fn; rp_e.res->end_aux = ev->aux; }
+  /* A thread whose heap is gone emits some events (a late free's remote
+   * push) with no thread index: they belong to the latest call's thread. */
+  if (ev->tid == HAK_NO_OWNER - 1 && *last_caller) {
+    *flagsp = IT_KEEP | IT_NOBODY;
+    return rp_e.o.mode == RP_HAKMEM ? *last_caller : NULL;
+  }
+  if (ev->tid >= MAX_TIDS && ev->tid != HKT_TID_RECORDER) {
+    *err = HKT_ERR_CORRUPT;
+    snprintf(rp_e.res->read_msg, sizeof rp_e.res->read_msg, "%s: seq %llu: thread index %u is out of range",
+             rp_e.o.path, (unsigned long long)ev->seq, ev->tid);
+    return NULL;
+  }
+  rp_thread *cur = ev->tid < MAX_TIDS ? rp_e.by_tid[ev->tid] : NULL;
+  unsigned flags = classify(ev, cur);
+  if (cur && is_call(ev->kind)) note_call(cur, ev);
+  if (cur && (flags & IT_RINVALID)) { cur->last_kind = HKT_EV_REALLOC; cur->last_ptr = 0; }
+  if (!flags) return NULL;
+  rp_thread *t = route(ev, flags);
+  if (!t) {
+    *err = HKT_ERR_NOMEM;
+    snprintf(rp_e.res->read_msg, sizeof rp_e.res->read_msg, "%s: seq %llu: cannot start a replay thread",
+             rp_e.o.path, (unsigned long long)ev->seq);
+    return NULL;
+  }
+  if (t != cur && cur) { t->rfree = cur->rfree; t->last_kind = cur->last_kind; t->last_ptr = cur->last_ptr; }
+  if (flags & IT_DRIVE) *last_caller = t;
+  *flagsp = flags;
+  return t;
+}
+
 void *rp_reader_main(void *arg) {
   const hkt_event *evs;
   rp_thread *dirty = NULL;
   unsigned nb = 0;
-  uint64_t rseq = 0, nread = 0, turn_seen = 0;
+  uint64_t rseq = 0, nread = 0, turn_seen = 0, ahead = rp_e.ahead;
   rp_thread *last_caller = NULL;
-  int r;
+  int r, err = 0;
+  kind_paths();
   /* Events by the batch, straight from the reader's decoded array. */
   while ((r = hkt_reader_batch(rp_e.rd, &evs)) > 0) for (int k = 0, nev = r; k < nev; k++) {
     const hkt_event *ev = &evs[k];
     nread++;
     rp_e.res->last_seq = ev->seq;
-    if (ev->kind == HKT_EV_END) { rp_e.res->complete = 1; rp_e.res->end_kind = ev->fn; rp_e.res->end_aux = ev->aux; }
-    /* A thread whose heap is gone emits some events (a late free's remote
-     * push) with no thread index: they belong to the latest call's thread. */
-    rp_thread *nobody = NULL;
-    if (ev->tid == HAK_NO_OWNER - 1 && last_caller) { nobody = last_caller; goto queue_it; }
-    if (ev->tid >= MAX_TIDS && ev->tid != HKT_TID_RECORDER) {
-      r = HKT_ERR_CORRUPT;
-      snprintf(rp_e.res->read_msg, sizeof rp_e.res->read_msg, "%s: seq %llu: thread index %u is out of range",
-               rp_e.o.path, (unsigned long long)ev->seq, ev->tid);
-      goto done;
+    /* The fast path: a call or an internal event of a running thread. */
+    unsigned kind = ev->kind, flags = IT_KEEP;
+    uint32_t tid = ev->tid;
+    rp_thread *t;
+    unsigned path = kind < HKT_EV__COUNT ? kind_path[kind] : PATH_SLOW;
+    if (likely(path != PATH_SLOW && tid < MAX_TIDS && (t = rp_e.by_tid[tid]) && !t->exiting)) {
+      if (path == PATH_CALL) {
+        /* realloc(p, 0) frees p itself: its FREE follows and is not a call. */
+        if (!(kind == HKT_EV_FREE && t->rfree)) { flags |= IT_DRIVE; last_caller = t; }
+        note_call(t, ev);
+      }
+    } else {
+      t = route_slow(ev, &last_caller, &flags, &err);
+      if (err) { r = err; goto done; }
+      if (!t) continue;
     }
-    rp_thread *cur = ev->tid < MAX_TIDS ? rp_e.by_tid[ev->tid] : NULL;
-    unsigned flags = classify(ev, cur);
-    if (cur && is_call(ev->kind)) {
-      cur->rfree = ev->kind == HKT_EV_REALLOC && !ev->ptr && !ev->size && ev->aux && !ev->aux2;
-      cur->last_kind = ev->kind;
-      cur->last_ptr = ev->kind == HKT_EV_REALLOC ? ev->aux : ev->ptr;
-    }
-    if (cur && (flags & IT_RINVALID)) { cur->last_kind = HKT_EV_REALLOC; cur->last_ptr = 0; }
-    if (!flags) continue;
-    rp_thread *t = route(ev, flags);
-    if (!t) {
-      r = HKT_ERR_NOMEM;
-      snprintf(rp_e.res->read_msg, sizeof rp_e.res->read_msg, "%s: seq %llu: cannot start a replay thread",
-               rp_e.o.path, (unsigned long long)ev->seq);
-      goto done;
-    }
-    if (t != cur && cur) { t->rfree = cur->rfree; t->last_kind = cur->last_kind; t->last_ptr = cur->last_ptr; }
-    if (flags & IT_DRIVE) last_caller = t;
-  queue_it:
-    if (nobody) { t = nobody; flags = IT_KEEP | IT_NOBODY; if (rp_e.o.mode != RP_HAKMEM) continue; }
     /* The turn and the thread's head are only read when the bound might
      * be reached: they are the replay threads' hottest lines, and reading
      * them per event would move them between cores per event. */
-    if ((rseq - turn_seen >= MAX_AHEAD && rseq - (turn_seen = atomic_load(&rp_e.turn)) >= MAX_AHEAD) ||
-        (t->ltail - t->head_seen >= MAX_AHEAD &&
-         t->ltail - (t->head_seen = atomic_load_explicit(&t->head, memory_order_acquire)) >= MAX_AHEAD)) {
+    if (unlikely((rseq - turn_seen >= ahead && rseq - (turn_seen = atomic_load(&rp_e.turn)) >= ahead) ||
+                 (t->ltail - t->head_seen >= MAX_AHEAD &&
+                  t->ltail - (t->head_seen = atomic_load_explicit(&t->head, memory_order_acquire)) >= MAX_AHEAD))) {
       publish(&dirty);
       nb = 0;
-      rp_thread *self = &rp_e.reader;
-      WAIT_UNTIL(self, rseq - atomic_load(&rp_e.turn) < MAX_AHEAD &&
-                       t->ltail - atomic_load_explicit(&t->head, memory_order_acquire) < MAX_AHEAD);
+      turn_seen = wait_room(rseq, t);
       if (atomic_load(&rp_e.stop)) goto done;
     }
     /* rseq and flags in one store: bit-field stores would read the
@@ -185,7 +257,7 @@ void *rp_reader_main(void *arg) {
                                        .cls = ev->cls, .kind = ev->kind, .fn = ev->fn};
     atomic_store_explicit(&rp_e.owner[rseq & (OWN_CAP - 1)], t, memory_order_relaxed);
     t->ltail++;
-    if (flags & IT_EXIT) { t->exiting = 1; t->next_exiting = rp_e.exiting; rp_e.exiting = t; }
+    if (unlikely(flags & IT_EXIT)) { t->exiting = 1; t->next_exiting = rp_e.exiting; rp_e.exiting = t; }
     if (!t->dirty) { t->dirty = 1; t->next = dirty; dirty = t; }
     rseq++;
     if (++nb == BATCH) {
@@ -204,9 +276,14 @@ done:
   }
   atomic_store(&rp_e.total, rseq);
   atomic_store(&rp_e.reader_done, 1);
-  for (uint32_t i = 0; i < OWN_CAP; i++) {   /* every thread waiting for more items */
-    rp_thread *o = atomic_load_explicit(&rp_e.owner[i], memory_order_relaxed);
-    if (o) wake(o);
+  /* Every thread waiting for more items: those with an event in the ring
+   * (the written part only: a short replay touches no more of it); any
+   * other wakes by its futex's timeout. */
+  rp_thread *prev = NULL;
+  for (uint64_t i = rseq > OWN_CAP ? rseq - OWN_CAP : 0; i < rseq; i++) {
+    rp_thread *o = atomic_load_explicit(&rp_e.owner[i & (OWN_CAP - 1)], memory_order_relaxed);
+    if (o && o != prev) wake(o);
+    prev = o;
   }
   return NULL;
 }

@@ -26,11 +26,12 @@ extern char **environ;
 
 /* ---- environment of a replay process ---- */
 
+/* Every HAKMEM_* setting but the replayer's own (HAKMEM_REPLAY_*). */
 static void clear_hakmem_env(void) {
   for (;;) {
     char name[256] = "";
     for (char **e = environ; *e; e++) {
-      if (strncmp(*e, "HAKMEM_", 7)) continue;
+      if (strncmp(*e, "HAKMEM_", 7) || !strncmp(*e, "HAKMEM_REPLAY_", 14)) continue;
       const char *eq = strchr(*e, '=');
       size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
       if (n >= sizeof name) n = sizeof name - 1;
