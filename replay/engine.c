@@ -303,13 +303,26 @@ static int same(const rp_item *e, const hkt_event *g) {
 
 /* A digest of the emitted events, in order, compared between runs: the
  * fields are mixed by independent multiplies, one step is serial. */
-static inline void digest(const hkt_event *g) {
-  uint64_t aux = g->kind == HKT_EV_THREAD_START || g->kind == HKT_EV_THREAD_EXIT ? 0 : g->aux;
-  uint64_t kft = (uint64_t)g->kind << 48 | (uint64_t)g->fn << 32 | g->tid;
-  uint64_t m = (kft ^ g->ptr * 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull +
-               (g->cls ^ g->size * 0xc2b2ae3d27d4eb4full) * 0x94d049bb133111ebull +
-               (aux ^ g->aux2 * 0x165667b19e3779f9ull) * 0xd6e8feb86659fd93ull;
+static inline void digest_of(unsigned kind, unsigned fn, uint32_t tid, uint64_t ptr, uint32_t cls, uint64_t size,
+                             uint64_t aux, uint64_t aux2) {
+  if (kind == HKT_EV_THREAD_START || kind == HKT_EV_THREAD_EXIT) aux = 0;
+  uint64_t kft = (uint64_t)kind << 48 | (uint64_t)fn << 32 | tid;
+  uint64_t m = (kft ^ ptr * 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull +
+               (cls ^ size * 0xc2b2ae3d27d4eb4full) * 0x94d049bb133111ebull +
+               (aux ^ aux2 * 0x165667b19e3779f9ull) * 0xd6e8feb86659fd93ull;
   rp_e.digest = ((rp_e.digest << 23 | rp_e.digest >> 41) ^ m) * 0x100000001b3ull;
+}
+static inline void digest(const hkt_event *g) {
+  digest_of(g->kind, g->fn, g->tid, g->ptr, g->cls, g->size, g->aux, g->aux2);
+}
+
+/* same() for a malloc-family call given by its fields (emit_call). */
+static inline int same_call(const rp_item *e, unsigned kind, unsigned fn, uint32_t tid, uint32_t cls, uint64_t ptr,
+                            uint64_t size, uint64_t aux, uint64_t aux2) {
+  if (e->kind != kind || e->fn != fn || item_tid(me, e) != tid) return 0;
+  if (e->cls != cls && kind != HKT_EV_FREE) return 0;   /* see same() */
+  if (xl(e->ptr) != ptr || e->size != size || e->aux2 != aux2 || e->aux3) return 0;
+  return (kind == HKT_EV_REALLOC ? xl(e->aux) : e->aux) == aux;
 }
 
 static void rec_wait(void *ctx) {
@@ -365,7 +378,31 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   advance();
 }
 
-static const hak_recorder recorder = {.wait = rec_wait, .emit = rec_emit};
+/* hak_recorder.emit_call: a call checked against its item from the
+ * fields, with no hkt_event built. Anything but the plain case (another
+ * mode, a guessed call, past the thread's last event, a divergence) goes
+ * through rec_emit with an event. */
+static void rec_emit_call(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2, uint64_t caller) {
+  unsigned kind = HAK_META_KIND(meta), fn = HAK_META_FN(meta);
+  uint32_t tid = HAK_META_TID(meta), cls = HAK_META_CLS(meta);
+  rp_item *e;
+  if (likely(me && rp_e.o.mode == RP_HAKMEM && !guessing) &&
+      (e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed)))) {
+    wait_turn(e);
+    if (likely(same_call(e, kind, fn, tid, cls, ptr, size, aux, aux2))) {
+      digest_of(kind, fn, tid, ptr, cls, size, aux, aux2);
+      atomic_store_explicit(&rp_e.done_seq, e->seq + 1, memory_order_relaxed);
+      consume();
+      advance();
+      return;
+    }
+  }
+  hkt_event ev = {.kind = (uint16_t)kind, .fn = (uint16_t)fn, .tid = tid, .cls = cls, .ptr = ptr, .size = size,
+                  .aux = aux, .aux2 = aux2, .caller = caller};
+  rec_emit(NULL, &ev);
+}
+
+static const hak_recorder recorder = {.wait = rec_wait, .emit = rec_emit, .emit_call = rec_emit_call};
 
 /* ---- replay threads ---- */
 
