@@ -11,12 +11,24 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "hakmem/trace.h"
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define HKT_INTERNAL __attribute__((visibility("hidden")))
 #define hkt_likely(x)   __builtin_expect(!!(x), 1)
 #define hkt_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* HAKMEM_TRACE_ISA=base: the reader and the writer take their portable
+ * paths even on a CPU with the instructions of their fast ones, so that
+ * the tests run both (docs/environment.md). getenv only: no allocation. */
+static inline int hkt_isa_base(void) {
+  const char *isa = getenv("HAKMEM_TRACE_ISA");
+  return isa && !strcmp(isa, "base");
+}
 
 /* ---- memory: anonymous mmap, page granular; never malloc ---- */
 HKT_INTERNAL void *hkt_mem_alloc(size_t n);          /* zeroed; NULL on failure */
@@ -326,7 +338,19 @@ static const uint64_t hkt_lane_from[16][4] = {
   { 0, 0, 0, 0x0001000000000000ull },
 };
 /* Add d (1 or -1 as ~0) to lanes i.. of the 16 lanes at p (no lane goes
- * below 0 or past 0x7fff). */
+ * below 0 or past 0x7fff, so no lane carries into the next: adding per
+ * 16-bit lane with SSE2, which every x86-64 has, gives the same words). */
+#ifdef __SSE2__
+static inline void hkt_lanes_add(uint64_t *p, uint32_t i, uint64_t d) {
+  const __m128i *m = (const __m128i *)hkt_lane_from[i];
+  __m128i m0 = _mm_loadu_si128(m), m1 = _mm_loadu_si128(m + 1);
+  __m128i a = _mm_loadu_si128((const __m128i *)p), b = _mm_loadu_si128((const __m128i *)p + 1);
+  if (d == 1) { a = _mm_add_epi16(a, m0); b = _mm_add_epi16(b, m1); }
+  else { a = _mm_sub_epi16(a, m0); b = _mm_sub_epi16(b, m1); }
+  _mm_storeu_si128((__m128i *)p, a);
+  _mm_storeu_si128((__m128i *)p + 1, b);
+}
+#else
 static inline void hkt_lanes_add(uint64_t *p, uint32_t i, uint64_t d) {
   const uint64_t *m = hkt_lane_from[i];
   p[0] += d * m[0];
@@ -334,8 +358,15 @@ static inline void hkt_lanes_add(uint64_t *p, uint32_t i, uint64_t d) {
   p[2] += d * m[2];
   p[3] += d * m[3];
 }
+#endif
 static inline uint32_t hkt_lane(const uint64_t *p, uint32_t i) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint16_t v;   /* lane i is the i-th 16-bit word in memory: one load */
+  memcpy(&v, (const char *)p + 2 * i, 2);
+  return v;
+#else
   return (uint32_t)(p[i / 4] >> (16 * (i % 4))) & 0xffff;
+#endif
 }
 /* The number of lanes of the 16 at p (prefix counts, non-decreasing) below
  * want (1..0x7fff): the lane where the want-th live entry is. */

@@ -1136,11 +1136,9 @@ int hkt_reader_batch(hkt_reader *r, const hkt_event **evs) {
   return n;
 }
 
-/* HAKMEM_READER_ISA=base takes the portable path on a CPU that has the
- * others, so that the tests read with both (docs/environment.md). */
+/* The fast path needs AVX2, BMI and BMI2 and POPCNT (HAKMEM_TRACE_ISA=base: never). */
 static int cpu_has_fast_isa(void) {
-  const char *isa = getenv("HAKMEM_READER_ISA");
-  if (isa && !strcmp(isa, "base")) return 0;
+  if (hkt_isa_base()) return 0;
   __builtin_cpu_init();   /* the reader may run before constructors (in a preloaded library) */
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
          __builtin_cpu_supports("popcnt");

@@ -44,6 +44,7 @@ struct hkt_writer {
   int err;                  /* sticky: first error */
   int err_errno;
   int level;
+  int popcnt;               /* the CPU has the popcnt instruction */
   uint32_t frame_events;
   uint32_t time_shift;
   uint32_t ncls;
@@ -57,6 +58,7 @@ struct hkt_writer {
   uint32_t n;
   uint64_t first_seq, t0;
   hkt_buf s[HKT_S__COUNT];
+  uint8_t *o[HKT_S__COUNT]; /* where each stream but STR goes on (its len is set when the frame is written) */
   hkt_buf stacks;
   uint32_t nstacks;
   /* the predictions writer and reader share (docs/trace-format.md) */
@@ -72,6 +74,7 @@ struct hkt_writer {
   struct caller_ent { uint64_t caller; uint32_t gen, idx; } *ctab;
   uint32_t ccap;            /* power of two, > frame_events */
   uint64_t *callers;        /* table in order of first use */
+  uint64_t clast[HKT_TSLOTS * 64];   /* the caller whose index is m.cpred's (0: none yet) */
   uint32_t ncallers;
   /* pointers of this frame (the writer's side only: what to reference),
    * open addressing, older frames' entries differ by gen */
@@ -187,7 +190,10 @@ void hkt_header_encode(hkt_buf *b, const hkt_header *h) {
 }
 
 static void frame_reset(hkt_writer *w) {
-  for (int i = 0; i < HKT_S__COUNT; i++) w->s[i].len = 0;
+  for (int i = 0; i < HKT_S__COUNT; i++) {
+    w->s[i].len = 0;
+    w->o[i] = w->s[i].p;
+  }
   w->stacks.len = 0;
   w->nstacks = 0;
   w->ncallers = 0;
@@ -198,6 +204,7 @@ static void frame_reset(hkt_writer *w) {
     w->gen++;
   }
   memset(w->pred, 0, sizeof w->pred);
+  memset(w->clast, 0, sizeof w->clast);
   hkt_model_reset(&w->m);
   w->n = 0;
 }
@@ -230,6 +237,7 @@ static int alloc_tables(hkt_writer *w) {
   for (int i = 0; i < HKT_S__COUNT; i++) {
     hkt_buf_release(&w->s[i]);
     if (stream_max[i] && hkt_buf_reserve(&w->s[i], (size_t)stream_max[i] * w->frame_events + 64)) failed = 1;
+    w->o[i] = w->s[i].p;
   }
   if (!failed) frame_reset(w);
   return failed ? HKT_ERR_NOMEM : 0;
@@ -253,6 +261,8 @@ static int writer_new(hkt_writer **out, int fd) {
   if (!w) return HKT_ERR_NOMEM;
   w->fd = fd;
   w->level = HKT_DEFAULT_LEVEL;
+  __builtin_cpu_init();   /* the writer may start in a constructor that runs before libgcc's */
+  w->popcnt = !hkt_isa_base() && __builtin_cpu_supports("popcnt");
   w->frame_events = HKT_DEFAULT_FRAME_EVENTS;
   w->cctx = hkt_zstd_cctx();
   w->out_cap = 1u << 16;
@@ -326,10 +336,16 @@ static inline uint32_t intern_caller(hkt_writer *w, uint64_t caller) {
   return w->ncallers++;
 }
 
+/* Bytes in stream i so far. */
+static inline size_t stream_len(const hkt_writer *w, int i) {
+  return i == HKT_S_STR ? w->s[i].len : (size_t)(w->o[i] - w->s[i].p);
+}
+
 /* Assemble the frame content: counts, tables, stream lengths, streams. */
 static int flush_frame(hkt_writer *w) {
   if (w->err) return w->err;
   if (!w->n && !w->nstacks) return 0;
+  for (int i = 0; i < HKT_S__COUNT; i++) w->s[i].len = stream_len(w, i);
   hkt_buf *f = &w->frame;
   f->len = 0;
   hkt_buf_put(f, HKT_MAGIC_EVENTS, 4);
@@ -371,9 +387,8 @@ static inline uint8_t *put_varint(uint8_t *o, uint64_t v) {
   *o++ = (uint8_t)v;
   return o;
 }
-#define S_END(i) (w->s[i].p + w->s[i].len)
-#define S_VARINT(i, v) (w->s[i].len = (size_t)(put_varint(S_END(i), (v)) - w->s[i].p))
-#define S_BYTE(i, v) (w->s[i].p[w->s[i].len++] = (uint8_t)(v))
+#define S_VARINT(i, v) (w->o[i] = put_varint(w->o[i], (v)))
+#define S_BYTE(i, v) (*w->o[i]++ = (uint8_t)(v))
 
 /* The entry of ptr in this frame's pointer table: its own (*found = 1), or
  * the one to fill for it (a full neighbourhood gives up its first entry). */
@@ -467,13 +482,213 @@ static inline uint32_t predict_v2(const hkt_writer *w, const hkt_event *ev, unsi
   return w->m.lcls[ts];
 }
 
+/* ---- fast paths ----
+ * Nearly every event is a MALLOC, a FREE or a REMOTE_PUSH with no field
+ * beyond ptr, size, aux, aux2 and caller. put_hot encodes those with the
+ * very model steps and bytes of put_general, but with the kind and the
+ * flags known, so each is a straight path in a function of its own: no
+ * test per field, the ring and live-rank steps with their state in
+ * locals, a caller that repeats skips its interning. Each byte goes out
+ * as soon as it is known (streams keep their ends in w->o), which keeps
+ * few values alive across the event: fewer registers spilled than when
+ * the bytes were gathered at the end. */
+
+/* hkt_live_kill of live allocation k, then its hkt_live_rank (the same
+ * count before and after: the kill changes no count of those after k),
+ * with the indexes computed once; isa: popcnt is there. */
+static inline __attribute__((always_inline)) uint32_t live_kill_rank(hkt_live_slot *s, uint32_t k, const int isa) {
+  uint32_t wd = k / 64, g = wd / 16, b = g / 16, last = (s->n - 1) / 64 / 256;
+  uint64_t *p1 = &s->p1[g * 4], *p2 = &s->p2[b * 4];
+  uint32_t *c3 = s->c3;
+  uint64_t x = s->bits[wd] & ~(1ull << (k % 64));
+  s->bits[wd] = x;
+  hkt_lanes_add(p1, wd % 16, ~0ull);
+  hkt_lanes_add(p2, g % 16, ~0ull);
+  c3[b]--;
+  s->nlive--;
+  uint64_t above = x >> (k % 64) >> 1;   /* two shifts: k % 64 == 63 gives 0 */
+  uint32_t r = isa ? (uint32_t)__builtin_popcountll(above) : hkt_popcount(above);
+  r += hkt_lane(p1, 15) - hkt_lane(p1, wd % 16);   /* the group's words after wd */
+  r += c3[b] - hkt_lane(p2, g % 16);               /* the block's groups after g */
+  for (uint32_t i = b + 1; i <= last; i++) r += c3[i];
+  return r;
+}
+
+static inline __attribute__((always_inline)) int put_hot(hkt_writer *w, const hkt_event *ev, const unsigned kind, const int isa) {
+  uint64_t ptr = ev->ptr, size = ev->size, caller = ev->caller, aux = ev->aux, aux2 = ev->aux2;
+  uint32_t tid = ev->tid, cls = ev->cls;
+  unsigned ts = hkt_tslot(tid), slot = hkt_slot(cls);
+  uint64_t t = ev->time_ns >> w->time_shift;
+  unsigned g = HKT_G_PTR | HKT_G_CALLER;   /* MALLOC and FREE come here with a caller */
+  if (kind == HKT_EV_MALLOC) g |= HKT_G_SIZE;
+  if (kind == HKT_EV_REMOTE_PUSH) g = HKT_G_PTR | HKT_G_AUX | (aux2 != 0) * HKT_G_AUX2 | (caller != 0) * HKT_G_CALLER;
+
+  /* the pointer: its code pu to PTR (a FREE's to FREE_LO/HI), then a
+   * FREE's thread slot (a byte) or the whole pointer (pu == HKT_P_ABS) to PTR */
+  uint32_t predicted;
+  uint64_t pu;
+  int found;
+  struct ptr_ent *e = ptab_find(w, ptr, &found);
+  if (kind == HKT_EV_MALLOC) {
+    predicted = hkt_likely(size <= CLS_LUT_MAX) ? w->cls_lut[size]
+                                                : hkt_predict_cls(HKT_EV_MALLOC, size, w->class_size, w->ncls);
+    hkt_rings *rg = &w->m.rings;
+    uint64_t *ring = rg->ent + (size_t)slot * HKT_RING_CAP;
+    uint32_t pos = e->val, top = rg->top[slot], lo = rg->lo[slot];
+    if (found && e->state == P_FREED && e->slot == slot && pos >= lo && pos < top && ring[pos & (HKT_RING_CAP - 1)] == ptr) {
+      /* hkt_ring_get and hkt_ring_take, with the ring's bounds in locals */
+      uint32_t cursor = rg->cursor[slot];
+      if (pos == top - 1) pu = HKT_P_RING;
+      else if (pos == cursor + (uint32_t)rg->stride[slot]) pu = HKT_P_STRIDE;
+      else pu = (uint64_t)(top - 1 - pos) << 2 | HKT_P_RING;
+      ring[pos & (HKT_RING_CAP - 1)] = 0;
+      rg->stride[slot] = (int32_t)(pos - cursor);
+      rg->cursor[slot] = pos;
+      if (pos == top - 1) {   /* else the entry at top - 1 holds a block: the top stays */
+        top--;
+        while (top > lo && !ring[(top - 1) & (HKT_RING_CAP - 1)]) top--;
+        rg->top[slot] = top;
+      }
+    } else {
+      int64_t d = (int64_t)(ptr - w->m.npred[slot]);
+      pu = (d & 7) == 0 ? hkt_zz(d >> 3) << 2 | HKT_P_DELTA : HKT_P_ABS;
+      w->m.npred[slot] = ptr;
+    }
+    S_VARINT(HKT_S_PTR, pu);
+    if (hkt_unlikely(pu == HKT_P_ABS)) S_VARINT(HKT_S_PTR, ptr);
+    *e = (struct ptr_ent){ ptr, w->nalloc, (uint16_t)w->gen, P_LIVE, (uint8_t)slot };
+    hkt_live_slot *ls = &w->m.live.s[ts];   /* hkt_live_add, without the value the writer never reads */
+    uint32_t k = ls->n;
+    if (hkt_likely(k < ls->cap) || !hkt_live_grow(ls, 0)) {
+      ls->n = k + 1;
+      ls->bits[k / 64] |= 1ull << (k % 64);
+      hkt_live_count(ls, k, 1);
+    } else {
+      k = 0;
+      fail(w, HKT_ERR_NOMEM);
+    }
+    w->allocs[w->nalloc++] = (struct alloc_ent){ cls, k << 5 | ts };
+  } else if (kind == HKT_EV_FREE) {
+    predicted = w->m.lcls[ts];
+    if (found && e->state == P_LIVE) {
+      struct alloc_ent a = w->allocs[e->val];
+      uint32_t at = a.k_slot & (HKT_TSLOTS - 1), k = a.k_slot >> 5;
+      uint64_t rank = live_kill_rank(&w->m.live.s[at], k, isa);
+      pu = rank << 2 | (at == ts ? HKT_P_BACK : HKT_P_XBACK);
+      S_BYTE(HKT_S_FREE_LO, pu);
+      S_VARINT(HKT_S_FREE_HI, pu >> 8);
+      if (at != ts) S_BYTE(HKT_S_PTR, at);
+      predicted = a.cls;
+    } else {
+      int64_t d = (int64_t)(ptr - w->pred[slot]);
+      pu = (d & 7) == 0 ? hkt_zz(d >> 3) << 2 | HKT_P_DELTA : HKT_P_ABS;
+      S_BYTE(HKT_S_FREE_LO, pu);
+      S_VARINT(HKT_S_FREE_HI, pu >> 8);
+      if (hkt_unlikely(pu == HKT_P_ABS)) S_VARINT(HKT_S_PTR, ptr);
+    }
+    uint32_t pos = hkt_ring_push(&w->m.rings, slot, ptr);
+    *e = (struct ptr_ent){ ptr, pos, (uint16_t)w->gen, P_FREED, (uint8_t)slot };
+  } else {
+    (void)e;
+    (void)found;
+    predicted = w->m.lcls[ts];
+    int64_t d = (int64_t)(ptr - w->pred[slot]);
+    pu = (d & 7) == 0 ? hkt_zz(d >> 3) << 2 | HKT_P_DELTA : HKT_P_ABS;
+    S_VARINT(HKT_S_PTR, pu);
+    if (hkt_unlikely(pu == HKT_P_ABS)) S_VARINT(HKT_S_PTR, ptr);
+  }
+  w->pred[slot] = ptr;
+
+  if (cls != predicted) {
+    g |= HKT_G_CLS;
+    S_VARINT(HKT_S_CLS, cls == HKT_NO_CLASS ? 0 : (uint64_t)cls + 1);
+  }
+  if (cls != HKT_NO_CLASS) w->m.lcls[ts] = cls;
+  _Static_assert(HKT_EV_MALLOC < HKT_H_KESC && HKT_EV_FREE < HKT_H_KESC && HKT_EV_REMOTE_PUSH < HKT_H_KESC,
+                 "hot kinds fit the HEAD byte");
+  unsigned head = kind;
+  if (hkt_unlikely(g != w->m.fpred[kind])) {
+    head |= HKT_H_FLAGS;
+    S_VARINT(HKT_S_FLAGS, g);
+    w->m.fpred[kind] = (uint16_t)g;
+  }
+  if (tid != w->m.prev_tid) {
+    head |= HKT_H_TID;
+    S_VARINT(HKT_S_TID, tid);
+    w->m.prev_tid = tid;
+  }
+  if (g & HKT_G_CALLER) {
+    uint64_t *cl = &w->clast[ts * 64 + kind];
+    if (*cl != caller) {   /* else: the caller of the last such event, so its index too */
+      uint32_t cidx = intern_caller(w, caller), *cp = &w->m.cpred[ts * 64 + kind];
+      *cl = caller;
+      if (cidx != *cp) {
+        head |= HKT_H_CALLER;
+        S_VARINT(HKT_S_CALLER, cidx);
+        *cp = cidx;
+      }
+    }
+  }
+  S_BYTE(HKT_S_HEAD, head);
+  S_VARINT(HKT_S_TIME, hkt_zz((int64_t)(t - w->m.tlast[ts])));
+  w->m.tlast[ts] = t;
+  if (kind == HKT_EV_MALLOC) {
+    S_BYTE(HKT_S_SIZE_LO, size);
+    S_VARINT(HKT_S_SIZE, size >> 8);
+  }
+  if (kind == HKT_EV_REMOTE_PUSH) {
+    S_VARINT(HKT_S_AUX, hkt_zz((int64_t)(aux - hkt_aux_base(kind, ptr, 0))));
+    w->m.apred[kind] = aux;
+    if (g & HKT_G_AUX2) S_VARINT(HKT_S_AUX, aux2);
+  }
+
+  w->n++;
+  w->next_seq++;
+  if (hkt_unlikely(w->err)) return w->err;
+  if (hkt_unlikely(w->n >= w->frame_events)) return frame_done(w);
+  if (hkt_unlikely((w->n & 255) == 0)) {
+    size_t bytes = w->stacks.len;
+    for (int i = 0; i < HKT_S__COUNT; i++) bytes += stream_len(w, i);
+    if (bytes >= HKT_DEFAULT_FRAME_BYTES) return frame_done(w);
+  }
+  return 0;
+}
+
+/* Each its own function, so that each saves only the registers it uses. */
+static __attribute__((noinline)) int put_malloc(hkt_writer *w, const hkt_event *ev) { return put_hot(w, ev, HKT_EV_MALLOC, 0); }
+static __attribute__((noinline)) int put_free(hkt_writer *w, const hkt_event *ev) { return put_hot(w, ev, HKT_EV_FREE, 0); }
+static __attribute__((noinline)) int put_push(hkt_writer *w, const hkt_event *ev) { return put_hot(w, ev, HKT_EV_REMOTE_PUSH, 0); }
+/* A FREE's rank counts bits: with the popcnt instruction where there is one
+ * (the build targets x86-64 without it). */
+static __attribute__((noinline, target("popcnt"))) int put_free_popcnt(hkt_writer *w, const hkt_event *ev) {
+  return put_hot(w, ev, HKT_EV_FREE, 1);
+}
+static __attribute__((noinline)) int put_general(hkt_writer *w, const hkt_event *ev, unsigned kind);
+
 /* Internal (the spool drain): as hkt_writer_put, but 1 when this event
  * completed a frame that is now written. */
 int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
   if (hkt_unlikely(!w || !ev)) return HKT_ERR_ARG;
   if (hkt_unlikely(w->err)) return w->err;
   unsigned kind = ev->kind;
+  uint64_t rare = ev->aux3 | ev->fn | ev->stack_id | (uintptr_t)ev->str | (uintptr_t)ev->bid;
+  if (hkt_likely(!rare && w->n != 0 && ev->ptr != 0)) {
+    /* the hot kinds with no field but theirs (the general path for anything else) */
+    uint64_t aux = ev->aux | ev->aux2;
+    if (kind == HKT_EV_MALLOC) {
+      if (hkt_likely(ev->size != 0 && ev->caller != 0 && !aux)) return put_malloc(w, ev);
+    } else if (kind == HKT_EV_FREE) {
+      if (hkt_likely(ev->caller != 0 && !(ev->size | aux))) return w->popcnt ? put_free_popcnt(w, ev) : put_free(w, ev);
+    } else if (kind == HKT_EV_REMOTE_PUSH && ev->aux != 0 && !ev->size) {
+      return put_push(w, ev);
+    }
+  }
   if (hkt_unlikely(kind == 0 || kind >= 64)) return HKT_ERR_ARG;
+  return put_general(w, ev, kind);
+}
+
+/* Any event, field by field. */
+static int put_general(hkt_writer *w, const hkt_event *ev, unsigned kind) {
   uint64_t t = ev->time_ns >> w->time_shift;
   if (hkt_unlikely(!w->n)) {
     w->first_seq = w->next_seq;
@@ -512,6 +727,7 @@ int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
   }
   if (g & HKT_G_CALLER) {
     uint32_t idx = intern_caller(w, ev->caller), *cp = &w->m.cpred[ts * 64 + kind];
+    w->clast[ts * 64 + kind] = ev->caller;
     if (idx != *cp) {
       head |= HKT_H_CALLER;
       S_VARINT(HKT_S_CALLER, idx);
@@ -552,7 +768,7 @@ int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
   if (hkt_unlikely(w->n >= w->frame_events)) return frame_done(w);
   if (hkt_unlikely((w->n & 255) == 0 || (g & HKT_G_STR))) {   /* big strings or many events: bound the frame's bytes */
     size_t bytes = w->stacks.len;
-    for (int i = 0; i < HKT_S__COUNT; i++) bytes += w->s[i].len;
+    for (int i = 0; i < HKT_S__COUNT; i++) bytes += stream_len(w, i);
     if (bytes >= HKT_DEFAULT_FRAME_BYTES) return frame_done(w);
   }
   return 0;
