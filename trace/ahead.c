@@ -23,17 +23,22 @@ typedef struct slot {
   uint8_t bid[256];
 } slot;
 
+/* The two sides' words 64 bytes apart, so on lines of their own (the
+ * memory source gives 16-byte alignment, not 64: padding, not _Alignas). */
 struct hkt_ahead {
   hkt_reader *r;
   slot *slots;
   pthread_t th;
   int threaded;
-  _Alignas(64) _Atomic uint32_t filled;   /* producer: slots filled */
+  char pad0[64];
+  _Atomic uint32_t filled;                /* producer: slots filled */
   _Atomic uint32_t prod_sleeps;
-  _Alignas(64) _Atomic uint32_t taken;    /* consumer: slots given back */
+  char pad1[64];
+  _Atomic uint32_t taken;                 /* consumer: slots given back */
   _Atomic uint32_t cons_sleeps;
   _Atomic int stop;
-  _Alignas(64) uint32_t held;             /* consumer: 1 while it holds slot `taken` */
+  char pad2[64];
+  uint32_t held;                          /* consumer: 1 while it holds slot `taken` */
   int end_rc;                             /* consumer: what the last slot said */
   int ended;
   uint64_t offset;
