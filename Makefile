@@ -18,8 +18,12 @@ SAN     ?=
 OPT     ?= -O2
 V       ?= 0
 
+# -mbranches-within-32B-boundaries: Skylake-era cores (these Xeons) slow
+# down a jump that crosses or ends on a 32-byte boundary; free's fast path
+# had one (mixed +4%, medians of 9 runs).
 CFLAGS_BASE := -std=gnu11 $(OPT) -g -fPIC -Wall -Wextra -Wno-unused-parameter \
-               -fvisibility=hidden -pthread -Iinclude -Ialloc -Itrace -D_GNU_SOURCE
+               -fvisibility=hidden -pthread -Iinclude -Ialloc -Itrace -D_GNU_SOURCE \
+               -Wa,-mbranches-within-32B-boundaries
 ifneq ($(SAN),)
 CFLAGS_BASE += -fsanitize=$(SAN) -fno-omit-frame-pointer -DHAK_SANITIZER=1
 LDSAN       := -fsanitize=$(SAN)

@@ -326,11 +326,11 @@ int _hak_posix_memalign_impl(void **out, size_t align, size_t size, void *caller
 HAK_API void *hak_malloc(size_t n) {
   void *p;
   if (likely(_hak_fast_malloc(n, &p))) return p;
-  return _hak_malloc_slow(n, RA);
+  return _hak_malloc_miss(n, RA);
 }
 HAK_API void hak_free(void *p) {
   if (likely(_hak_fast_free(p))) return;
-  _hak_free_slow(p, RA);
+  _hak_free_miss(p, RA);
 }
 HAK_API void  *hak_calloc(size_t n, size_t s) { return _hak_e_calloc(n, s, RA); }
 HAK_API void  *hak_realloc(void *p, size_t n) { return _hak_realloc_impl(p, n, 0, HKT_FN_REALLOC, RA); }

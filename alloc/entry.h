@@ -3,14 +3,16 @@
  * one-line wrapper that adds its caller's address.
  *
  * Why the fast paths look the way they do:
- *  - malloc: size -> class by table (tiny) or two shifts (mid), then a pop
- *    from the thread's cache. The heap before first use is a sentinel with
- *    empty caches, so set-up costs no test on the fast path.
+ *  - malloc: size -> its cache's offset in the heap by one table load,
+ *    then a pop from the thread's cache. The heap before first use is a
+ *    sentinel with empty caches, so set-up costs no test on the fast path.
  *  - free: the registry gives the SuperSlab in one load; if this thread owns
- *    it the block is pushed on the cache, otherwise it goes to the
- *    SuperSlab's remote queue. No header per block.
- *  - recording costs one predictable branch per call (HAK_REC_ON); the
- *    recorded variants are the same code instantiated with rec = 1. */
+ *    it the block is pushed on the cache (the SuperSlab header has the
+ *    cache's offset), otherwise it goes to the SuperSlab's remote queue.
+ *    No header per block.
+ *  - both are leaves that call nothing, so they need no frame: anything
+ *    else, recording and debugging included, is one tested word
+ *    (_hak_instr) and a tail call to a _miss function. */
 #ifndef HAK_ENTRY_H
 #define HAK_ENTRY_H
 
@@ -51,55 +53,91 @@ static inline void *_hak_alloc(size_t size, unsigned *cls) {
 
 void *_hak_malloc_slow(size_t size, void *caller);
 
+/* The fast paths test one word for everything else (hook.h): any
+ * instrumentation, even debug level 1, goes to the _miss functions. */
+#ifdef HAK_NO_HOOKS
+#define HAK_INSTR_ANY() 0
+#else
+#define HAK_INSTR_ANY() __builtin_expect(_hak_instr != 0, 0)
+#endif
+
+/* Size -> the byte offset of its class's cache in hak_heap, in one load:
+ * tiny sizes by 8-byte steps, mid sizes by 256-byte steps (every mid class
+ * boundary is a multiple of 256). heap.c. */
+extern const uint16_t _hak_tc_tiny[HAK_TINY_MAX / 8 + 1] HAK_INTERNAL;
+extern const uint16_t _hak_tc_mid[HAK_MID_MAX / 256 + 1] HAK_INTERNAL;
+#define HAK_TC_OFF(cls) (offsetof(hak_heap, cache) + (cls) * sizeof(hak_tcache))
+static inline hak_tcache *_hak_tc_at(hak_heap *h, size_t off) { return (hak_tcache *)((char *)h + off); }
+
+/* Whatever the inline fast paths did not do (heap.c): debug level 1's own
+ * fast paths, then the slow paths. Tail-called with the caller's address. */
+void *_hak_malloc_miss(size_t size, void *caller);
+void  _hak_free_miss(void *p, void *caller);
+
 /* The exported functions are `fast path, else tail call`: the fast path
- * is a cache pop that needs no frame, and the caller's address is only
- * read on the way to the slow path. */
+ * is a cache pop that needs no frame and calls nothing, and the caller's
+ * address is only read on the way out. */
 static inline __attribute__((always_inline)) int _hak_fast_malloc(size_t size, void **out) {
-  if (likely(size <= HAK_MID_MAX) && !HAK_INSTR_SLOW()) {
-    hak_heap *h = _hak_tls;
-    unsigned cls = _hak_size_class(size);
-    hak_tcache *tc = &h->cache[cls];
-    if (likely(tc->count)) {
-      tc->allocs++;
-      void *p = *out = tc->slot[--tc->count];
-      if (HAK_INSTR_DBG1()) _hak_dbg_track(p, size, cls);
-      return 1;
-    }
-  }
-  return 0;
+  size_t off;
+  if (likely(size <= HAK_TINY_MAX)) off = _hak_tc_tiny[(size + 7) >> 3];
+  else if (likely(size <= HAK_MID_MAX)) off = _hak_tc_mid[(size + 255) >> 8];
+  else return 0;
+  if (HAK_INSTR_ANY()) return 0;
+  hak_tcache *tc = _hak_tc_at(_hak_tls, off);
+  uint32_t n = tc->count;
+  if (unlikely(n == 0)) return 0;   /* also the sentinel heaps before set-up and after exit */
+  tc->count = --n;
+  tc->allocs++;
+  *out = tc->slot[n];
+  return 1;
 }
 
 static inline void *_hak_e_malloc(size_t size, void *caller) {
   void *p;
-  return _hak_fast_malloc(size, &p) ? p : _hak_malloc_slow(size, caller);
+  return _hak_fast_malloc(size, &p) ? p : _hak_malloc_miss(size, caller);
 }
 
-/* Everything but "this thread owns the block and its cache has room" goes
- * to _hak_free_slow as a tail call: NULL, recording, a full cache, remote,
- * large, invalid. Keeping the fast path a leaf saves its register spills. */
+/* The free fast path's reads of words other threads may write (the arena
+ * top, a carve bound): plain, so that they fold into the compares, except
+ * under the sanitizers, which must see them as the atomics they are. A
+ * stale value only sends a free to the slow path: ss_top only grows, and
+ * carve_len is written by the owner, which the fast free must be. */
+#ifdef HAK_SANITIZER
+#define HAK_FAST_RD(x) HAK_RD(x)
+#else
+#define HAK_FAST_RD(x) (x)
+#endif
+
+/* The cache p goes to when the fast free can take it: a block of a
+ * SuperSlab this thread owns, at a carved block boundary, and the cache has
+ * room; else NULL (NULL, a full cache, remote, large, invalid: the slow
+ * path's). The registry maps only live SuperSlabs, so ss is one; its
+ * block_mask is ~0 for the classes that are not powers of two (their block
+ * 0 only: the division is the slow path's). */
+static inline __attribute__((always_inline)) hak_tcache *_hak_free_cache(void *p, hak_ss **ssp) {
+  uint64_t off = (uint64_t)((char *)p - _hak_arena.ss_base);
+  if (unlikely(off >= HAK_FAST_RD(_hak_arena.ss_top))) return NULL;
+  hak_ss *ss = *ssp = HAK_RD(_hak_arena.ssmap[off >> HAK_CHUNK_LG]);
+  if (unlikely(ss == NULL)) return NULL;
+  uint64_t boff = (uint64_t)((char *)p - ss->blocks);   /* unsigned: the header page fails the bound */
+  if (unlikely(boff & ss->block_mask) || unlikely(boff >= HAK_FAST_RD(ss->carve_len))) return NULL;
+  hak_heap *h = _hak_tls;
+  if (unlikely(HAK_RD(ss->owner) != h->idx)) return NULL;
+  hak_tcache *tc = _hak_tc_at(h, ss->tc_off);
+  return likely(tc->count < tc->cap) ? tc : NULL;
+}
+
 static inline __attribute__((always_inline)) int _hak_fast_free(void *p) {
-  hak_ss *ss = _hak_ss_of(p);
-  /* The registry only maps live SuperSlabs, so ss is one. Power-of-two
-   * classes check the block boundary with a mask; the mid classes' division
-   * is left to the slow path. */
-  uintptr_t off;
-  if (likely(ss != NULL) && !HAK_INSTR_SLOW() && likely(ss->shift) &&
-      likely(((off = (uintptr_t)p - (uintptr_t)ss->blocks) & ss->block_mask) == 0) &&
-      likely(off < (uintptr_t)(HAK_RD(ss->carve_end) - ss->blocks))) {   /* unsigned: below blocks fails too */
-    hak_heap *h = _hak_tls;
-    hak_tcache *tc = &h->cache[ss->cls];
-    if (likely(HAK_RD(ss->owner) == h->idx && tc->count < tc->cap)) {
-      if (HAK_INSTR_DBG1() && _hak_dbg_free(p, ss)) return 1;   /* reported, not freed */
-      tc->slot[tc->count++] = p;
-      tc->frees++;
-      return 1;
-    }
-  }
-  return 0;
+  hak_ss *ss;
+  hak_tcache *tc;
+  if (HAK_INSTR_ANY() || !(tc = _hak_free_cache(p, &ss))) return 0;
+  tc->slot[tc->count++] = p;
+  tc->frees++;
+  return 1;
 }
 
 static inline void _hak_e_free(void *p, void *caller) {
-  if (!_hak_fast_free(p)) _hak_free_slow(p, caller);
+  if (!_hak_fast_free(p)) _hak_free_miss(p, caller);
 }
 
 static inline void *_hak_e_calloc(size_t n, size_t size, void *caller) {

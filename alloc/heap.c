@@ -3,12 +3,13 @@
  * A thread's heap owns SuperSlabs (one active per class, the rest on its
  * warm and full lists) and keeps a bounded cache of free blocks per class.
  * The malloc fast path is a pop from that cache and the free fast path a
- * push (api.c); everything here runs once per batch. Only the owner touches
+ * push (entry.h; their tables and miss paths are at the end of this file);
+ * everything else here runs once per batch. Only the owner touches
  * a SuperSlab's freelist and counts, so none of this takes a lock except to
  * take the remote queue while recording (hook.h explains why). */
 #include <pthread.h>
 #include <string.h>
-#include "internal.h"
+#include "entry.h"
 
 /* Sentinels: their caches are empty with cap 0, so the fast paths fall
  * through to the slow path, which sets the thread up. */
@@ -99,7 +100,7 @@ static uint32_t refill_from(hak_heap *h, hak_ss *ss, unsigned cls) {
   uint32_t carved = ss->carved;
   while (n < want) out[want - 1 - n++] = ss->blocks + (size_t)carved++ * ss->block_size;
   HAK_WR(ss->carved, carved);
-  HAK_WR(ss->carve_end, ss->blocks + (size_t)carved * ss->block_size);
+  HAK_WR(ss->carve_len, carved * ss->block_size);
   c->count += n;
   ss->live += n;
   if (n) _hak_stat_out(cls, n);
@@ -259,4 +260,51 @@ void hak_thread_flush(void) {
   if (h->state != HAK_HEAP_LIVE) return;
   if (HAK_DBG_ON()) _hak_dbg_quarantine_drain();
   for (unsigned cls = 0; cls < HAK_CLASSES; cls++) _hak_flush(h, cls, 0);
+}
+
+/* ---- the fast paths' tables and misses (entry.h) ---- */
+
+#define TC HAK_TC_OFF
+const uint16_t _hak_tc_tiny[HAK_TINY_MAX / 8 + 1] = {   /* by (size + 7) / 8 */
+  [0 ... 1] = TC(0), [2] = TC(1), [3 ... 4] = TC(2), [5 ... 8] = TC(3),
+  [9 ... 16] = TC(4), [17 ... 32] = TC(5), [33 ... 64] = TC(6), [65 ... 128] = TC(7),
+};
+const uint16_t _hak_tc_mid[HAK_MID_MAX / 256 + 1] = {   /* by (size + 255) / 256, for size > 1024 */
+  [0 ... 5] = TC(8), [6] = TC(9), [7] = TC(10), [8] = TC(11),
+  [9 ... 10] = TC(12), [11 ... 12] = TC(13), [13 ... 14] = TC(14), [15 ... 16] = TC(15),
+  [17 ... 20] = TC(16), [21 ... 24] = TC(17), [25 ... 28] = TC(18), [29 ... 32] = TC(19),
+  [33 ... 40] = TC(20), [41 ... 48] = TC(21), [49 ... 56] = TC(22), [57 ... 64] = TC(23),
+  [65 ... 80] = TC(24), [81 ... 96] = TC(25), [97 ... 112] = TC(26), [113 ... 128] = TC(27),
+};
+#undef TC
+_Static_assert(HAK_TC_OFF(HAK_CLASSES - 1) <= UINT16_MAX, "a cache's offset fits the tables and hak_ss.tc_off");
+
+/* malloc past the inline fast path. At debug level 1 a cache pop is still
+ * the fast path, with the block's state tracked. */
+void *_hak_malloc_miss(size_t size, void *caller) {
+  if (HAK_INSTR_DBG1() && size <= HAK_MID_MAX) {
+    unsigned cls = _hak_size_class(size);
+    hak_tcache *tc = &_hak_tls->cache[cls];
+    if (tc->count) {
+      tc->allocs++;
+      void *p = tc->slot[--tc->count];
+      _hak_dbg_track(p, size, cls);
+      return p;
+    }
+  }
+  return _hak_malloc_slow(size, caller);
+}
+
+/* free past the inline fast path; debug level 1 as for malloc: a push, once
+ * the block's state says it is not already free. */
+void _hak_free_miss(void *p, void *caller) {
+  hak_ss *ss;
+  hak_tcache *tc;
+  if (HAK_INSTR_DBG1() && (tc = _hak_free_cache(p, &ss))) {
+    if (_hak_dbg_free(p, ss)) return;   /* reported, not freed */
+    tc->slot[tc->count++] = p;
+    tc->frees++;
+    return;
+  }
+  _hak_free_slow(p, caller);
 }

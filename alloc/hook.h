@@ -63,7 +63,7 @@ void _hak_early_fork_child(void);
  * checking and setting one state byte per block); 2 anything else (a
  * recorder attached, debug level 2 or 3): everything takes the slow paths.
  * Kept by _hak_instr_update (hook.c), called at init and on attach. */
-extern int _hak_instr;
+extern int _hak_instr __attribute__((visibility("hidden")));   /* one rip-relative load, not through the GOT */
 void _hak_instr_update(void);
 #ifdef HAK_NO_HOOKS   /* the benchmark's baseline: what the hooks cost */
 #define HAK_INSTR_SLOW() 0

@@ -79,14 +79,15 @@ typedef struct hak_ss {
   uint32_t id;                /* registry id, never reused */
   uint32_t owner;             /* thread index, HAK_NO_OWNER when abandoned */
   uint32_t block_size;
-  uint32_t block_mask;        /* pow2: block_size-1 */
+  uint32_t block_mask;        /* pow2: block_size-1; else ~0, so that the fast free takes block 0 only */
   uint32_t recip;             /* non-pow2: ceil(2^32 / block_size) */
   uint32_t capacity;          /* blocks that fit */
   uint8_t  shift;             /* log2(block_size) for pow2 classes, else 0 */
-  uint8_t  pad0[3];
+  uint8_t  pad0;
+  uint16_t tc_off;            /* offsetof(hak_heap, cache[cls]): the fast free's cache, no multiply */
   uint32_t reg_tid;           /* thread that registered it (for reports) */
   char    *blocks;            /* first block */
-  char    *carve_end;         /* blocks + carved * block_size: the fast free's bound */
+  uint64_t carve_len;         /* carved * block_size: the fast free's bound, in bytes from blocks */
   /* line 1: the owner's */
   uint32_t carved __attribute__((aligned(64)));  /* blocks handed out of the bump area so far */
   uint32_t live;              /* carved and not on `freelist`: users, caches, remote queues */
@@ -99,6 +100,8 @@ typedef struct hak_ss {
   _Atomic(void *) remote __attribute__((aligned(64)));  /* lock-free stack of blocks freed by other threads */
   hak_lock_t remote_lock;     /* taken only while a recorder is attached */
 } hak_ss;
+
+_Static_assert(offsetof(hak_ss, carve_len) + sizeof(uint64_t) <= 64, "what a freeing thread reads is on line 0");
 
 enum hak_ss_where { HAK_SS_NOWHERE, HAK_SS_ACTIVE, HAK_SS_WARM, HAK_SS_FULL, HAK_SS_SHARED, HAK_SS_EMPTY };
 
@@ -171,7 +174,7 @@ typedef struct hak_arena {
   hak_ss **ssmap;          /* chunk index -> SuperSlab (both chunks of a 2 MiB one) */
   uint32_t *pgmap;         /* large page index -> span word (large.c) */
 } hak_arena;
-extern hak_arena _hak_arena;
+extern hak_arena _hak_arena HAK_INTERNAL;   /* hidden: the fast free reads it rip-relative, not through the GOT */
 extern hak_lock_t _hak_global;
 int   _hak_arena_init(void);
 void *_hak_arena_ss_alloc(unsigned lg);        /* naturally aligned, global lock held */

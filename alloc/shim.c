@@ -11,11 +11,11 @@
 HAK_API void *malloc(size_t n) {
   void *p;
   if (likely(_hak_fast_malloc(n, &p))) return p;
-  return _hak_malloc_slow(n, RA);
+  return _hak_malloc_miss(n, RA);
 }
 HAK_API void free(void *p) {
   if (likely(_hak_fast_free(p))) return;
-  _hak_free_slow(p, RA);
+  _hak_free_miss(p, RA);
 }
 HAK_API void  *calloc(size_t n, size_t s) { return _hak_e_calloc(n, s, RA); }
 HAK_API void  *realloc(void *p, size_t n) { return _hak_realloc_impl(p, n, 0, HKT_FN_REALLOC, RA); }

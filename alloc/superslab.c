@@ -67,11 +67,12 @@ static hak_ss *ss_create(hak_heap *h, unsigned cls) {
   HAK_WR(ss->owner, h->idx);
   ss->block_size = bs;
   ss->pow2 = (bs & (bs - 1)) == 0;
-  ss->block_mask = bs - 1;
+  ss->block_mask = ss->pow2 ? bs - 1 : ~0u;
   ss->recip = (uint32_t)(((1ull << 32) + bs - 1) / bs);
   ss->blocks = base + HAK_SS_HEADER;
-  ss->carve_end = ss->blocks;
+  ss->carve_len = 0;
   ss->shift = ss->pow2 ? (uint8_t)__builtin_ctz(bs) : 0;
+  ss->tc_off = (uint16_t)(offsetof(hak_heap, cache) + cls * sizeof(hak_tcache));
   ss->capacity = (uint32_t)(((1ull << lg) - HAK_SS_HEADER) / bs);
   ss->reg_tid = h->idx;
   /* Register: both 1 MiB chunks of a 2 MiB SuperSlab map to it. While
@@ -169,7 +170,7 @@ void _hak_ss_retire(hak_heap *h, hak_ss *ss) {
     /* Reset the carve state so a reuse starts as a fresh SuperSlab: the
      * same addresses come back in the same order. */
     HAK_WR(ss->carved, 0);
-    HAK_WR(ss->carve_end, ss->blocks);
+    HAK_WR(ss->carve_len, 0);
     ss->nfree = 0;
     ss->freelist = NULL;
     _hak_sslist_push(&_hak_empty[cls], ss, HAK_SS_EMPTY);
