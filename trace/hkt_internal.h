@@ -14,9 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "hakmem/trace.h"
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
+#include <emmintrin.h>   /* x86-64 only (as the recorder and reader): SSE2 lane counts */
 
 #define HKT_INTERNAL __attribute__((visibility("hidden")))
 #define hkt_likely(x)   __builtin_expect(!!(x), 1)
@@ -238,7 +236,6 @@ static inline uint32_t hkt_popcount(uint64_t v) {
   return (uint32_t)((v * 0x0101010101010101ull) >> 56);
 }
 #define HKT_LIVE_GRAIN 16384u   /* allocation numbers per block */
-#define HKT_LANES1 0x0001000100010001ull
 typedef struct hkt_live_slot {
   uint64_t *bits;           /* bit k: allocation number k is live */
   uint64_t *p1;             /* per word (lane): live in its group up to it */
@@ -318,47 +315,21 @@ static inline int hkt_live_grow(hkt_live_slot *s, int tags) {
   s->cap = cap;
   return 0;
 }
-/* Lane i.. of 16 as 1s: hkt_lane_from[i][q] for word q. */
-static const uint64_t hkt_lane_from[16][4] = {
-  { 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
-  { 0x0001000100010000ull, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
-  { 0x0001000100000000ull, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
-  { 0x0001000000000000ull, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
-  { 0, 0x0001000100010001ull, 0x0001000100010001ull, 0x0001000100010001ull },
-  { 0, 0x0001000100010000ull, 0x0001000100010001ull, 0x0001000100010001ull },
-  { 0, 0x0001000100000000ull, 0x0001000100010001ull, 0x0001000100010001ull },
-  { 0, 0x0001000000000000ull, 0x0001000100010001ull, 0x0001000100010001ull },
-  { 0, 0, 0x0001000100010001ull, 0x0001000100010001ull },
-  { 0, 0, 0x0001000100010000ull, 0x0001000100010001ull },
-  { 0, 0, 0x0001000100000000ull, 0x0001000100010001ull },
-  { 0, 0, 0x0001000000000000ull, 0x0001000100010001ull },
-  { 0, 0, 0, 0x0001000100010001ull },
-  { 0, 0, 0, 0x0001000100010000ull },
-  { 0, 0, 0, 0x0001000100000000ull },
-  { 0, 0, 0, 0x0001000000000000ull },
-};
 /* Add d (1 or -1 as ~0) to lanes i.. of the 16 lanes at p (no lane goes
  * below 0 or past 0x7fff, so no lane carries into the next: adding per
- * 16-bit lane with SSE2, which every x86-64 has, gives the same words). */
-#ifdef __SSE2__
+ * 16-bit lane with SSE2, which every x86-64 has, gives the same words).
+ * The 16 lanes from hkt_ones_from + 16 - i are 1 in lanes i.. . */
+static const uint16_t hkt_ones_from[32] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                            1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 };
 static inline void hkt_lanes_add(uint64_t *p, uint32_t i, uint64_t d) {
-  const __m128i *m = (const __m128i *)hkt_lane_from[i];
-  __m128i m0 = _mm_loadu_si128(m), m1 = _mm_loadu_si128(m + 1);
+  __m128i m0 = _mm_loadu_si128((const __m128i *)(hkt_ones_from + 16 - i));
+  __m128i m1 = _mm_loadu_si128((const __m128i *)(hkt_ones_from + 24 - i));
   __m128i a = _mm_loadu_si128((const __m128i *)p), b = _mm_loadu_si128((const __m128i *)p + 1);
   if (d == 1) { a = _mm_add_epi16(a, m0); b = _mm_add_epi16(b, m1); }
   else { a = _mm_sub_epi16(a, m0); b = _mm_sub_epi16(b, m1); }
   _mm_storeu_si128((__m128i *)p, a);
   _mm_storeu_si128((__m128i *)p + 1, b);
 }
-#else
-static inline void hkt_lanes_add(uint64_t *p, uint32_t i, uint64_t d) {
-  const uint64_t *m = hkt_lane_from[i];
-  p[0] += d * m[0];
-  p[1] += d * m[1];
-  p[2] += d * m[2];
-  p[3] += d * m[3];
-}
-#endif
 static inline uint32_t hkt_lane(const uint64_t *p, uint32_t i) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   uint16_t v;   /* lane i is the i-th 16-bit word in memory: one load */
@@ -368,12 +339,14 @@ static inline uint32_t hkt_lane(const uint64_t *p, uint32_t i) {
   return (uint32_t)(p[i / 4] >> (16 * (i % 4))) & 0xffff;
 #endif
 }
-/* The number of lanes of the 16 at p (prefix counts, non-decreasing) below
- * want (1..0x7fff): the lane where the want-th live entry is. */
+/* The number of lanes of the 16 at p (prefix counts, non-decreasing, at
+ * most 0x7fff) below want (1..0x7fff): the lane where the want-th live
+ * entry is. */
 static inline uint32_t hkt_lanes_below(const uint64_t *p, uint32_t want) {
-  uint64_t w = want * HKT_LANES1, hi = 0x8000 * HKT_LANES1, ge = 0;
-  for (uint32_t q = 0; q < 4; q++) ge += (((p[q] | hi) - w) & hi) >> 15;   /* 1 per lane >= want */
-  return 16 - (uint32_t)((ge * HKT_LANES1) >> 48);
+  __m128i w = _mm_set1_epi16((short)want);
+  __m128i a = _mm_loadu_si128((const __m128i *)p), b = _mm_loadu_si128((const __m128i *)p + 1);
+  unsigned m = (unsigned)_mm_movemask_epi8(_mm_packs_epi16(_mm_cmplt_epi16(a, w), _mm_cmplt_epi16(b, w)));
+  return (uint32_t)__builtin_ctz(~m);
 }
 static inline void hkt_live_count(hkt_live_slot *s, uint32_t k, uint64_t d) {
   uint32_t w = k / 64, g = w / 16;
@@ -394,10 +367,12 @@ static inline int hkt_live_add(hkt_live *l, unsigned ts, uint64_t val, uint32_t 
   *k = i;
   return 0;
 }
-static inline void hkt_live_kill(hkt_live *l, unsigned ts, uint32_t k) {
-  hkt_live_slot *s = &l->s[ts];
+static inline void hkt_live_slot_kill(hkt_live_slot *s, uint32_t k) {
   s->bits[k / 64] &= ~(1ull << (k % 64));
   hkt_live_count(s, k, ~0ull);
+}
+static inline void hkt_live_kill(hkt_live *l, unsigned ts, uint32_t k) {
+  hkt_live_slot_kill(&l->s[ts], k);
 }
 /* Live allocations of slot ts numbered after k (k live or not). */
 static inline uint32_t hkt_live_rank(const hkt_live *l, unsigned ts, uint32_t k) {
@@ -409,36 +384,49 @@ static inline uint32_t hkt_live_rank(const hkt_live *l, unsigned ts, uint32_t k)
   for (uint32_t i = b + 1; i <= last; i++) r += s->c3[i];
   return r;
 }
-/* The number of the live allocation of slot ts with `rank` live ones after
- * it, or UINT32_MAX if there is none. */
-static inline uint32_t hkt_live_find(const hkt_live *l, unsigned ts, uint32_t rank) {
-  const hkt_live_slot *s = &l->s[ts];
-  if (rank >= s->nlive) return UINT32_MAX;
-  uint32_t b = (s->n - 1) / 64 / 256;   /* scan the blocks down from the latest */
-  while (s->c3[b] <= rank) { rank -= s->c3[b]; if (!b--) return UINT32_MAX; }
-  uint32_t want = s->c3[b] - rank;      /* the want-th live entry of block b, from its start */
-  uint32_t gi = hkt_lanes_below(&s->p2[b * 4], want);
-  if (gi > 15) return UINT32_MAX;
-  if (gi) want -= hkt_lane(&s->p2[b * 4], gi - 1);
-  uint32_t g = b * 16 + gi;
-  uint32_t wi = hkt_lanes_below(&s->p1[g * 4], want);
-  if (wi > 15) return UINT32_MAX;
-  if (wi) want -= hkt_lane(&s->p1[g * 4], wi - 1);
-  uint32_t w = g * 16 + wi;
-  uint64_t x = s->bits[w];
-  if (hkt_unlikely(want == 0 || hkt_popcount(x) < want)) return UINT32_MAX;
-  /* the byte holding the want-th set bit by byte-wise prefix counts, then
-   * the bit in that byte the same way (bits spread to bytes) */
+/* The bit of x (want of them set, 1 <= want <= 64) where the want-th set
+ * bit is: the byte holding it by byte-wise prefix counts, then the bit in
+ * that byte the same way (bits spread to bytes). */
+static inline unsigned hkt_select64(uint64_t x, uint32_t want) {
   uint64_t c = x - ((x >> 1) & 0x5555555555555555ull);
   c = (c & 0x3333333333333333ull) + ((c >> 2) & 0x3333333333333333ull);
   c = ((c + (c >> 4)) & 0x0f0f0f0f0f0f0f0full) * 0x0101010101010101ull;   /* byte i: bits in bytes 0..i */
   uint64_t hi = 0x8080808080808080ull;
   unsigned byte = (unsigned)__builtin_ctzll(((c | hi) - want * 0x0101010101010101ull) & hi) / 8;
-  want -= byte ? (uint32_t)(c >> (8 * byte - 8)) & 0xff : 0;
+  want -= (uint32_t)(c << 8 >> (8 * byte)) & 0xff;
   uint64_t y = ((x >> (8 * byte)) & 0xff) * 0x0101010101010101ull & 0x8040201008040201ull;
   y = (((y + 0x7f7f7f7f7f7f7f7full) & hi) >> 7) * 0x0101010101010101ull;   /* byte i: bits 0..i of the byte */
-  unsigned bit = (unsigned)__builtin_ctzll(((y | hi) - want * 0x0101010101010101ull) & hi) / 8;
-  uint32_t k = w * 64 + byte * 8 + bit;
+  return byte * 8 + (unsigned)__builtin_ctzll(((y | hi) - want * 0x0101010101010101ull) & hi) / 8;
+}
+/* The word of s->bits holding the live allocation with `rank` live ones
+ * after it, and in *want which of the word's set bits it is (1: the
+ * lowest); UINT32_MAX if there is none. The word may still hold fewer
+ * than *want bits on a corrupt trace: the caller checks. */
+static inline __attribute__((always_inline)) uint32_t hkt_live_locate(const hkt_live_slot *s, uint32_t rank,
+                                                                      uint32_t *want) {
+  if (rank >= s->nlive) return UINT32_MAX;
+  uint32_t b = (s->n - 1) / 64 / 256;   /* scan the blocks down from the latest */
+  while (s->c3[b] <= rank) { rank -= s->c3[b]; if (!b--) return UINT32_MAX; }
+  uint32_t w = s->c3[b] - rank;         /* the w-th live entry of block b, from its start */
+  uint32_t gi = hkt_lanes_below(&s->p2[b * 4], w);
+  if (gi > 15) return UINT32_MAX;
+  if (gi) w -= hkt_lane(&s->p2[b * 4], gi - 1);
+  uint32_t g = b * 16 + gi;
+  uint32_t wi = hkt_lanes_below(&s->p1[g * 4], w);
+  if (wi > 15) return UINT32_MAX;
+  if (wi) w -= hkt_lane(&s->p1[g * 4], wi - 1);
+  *want = w;
+  return g * 16 + wi;
+}
+/* The number of the live allocation of slot ts with `rank` live ones after
+ * it, or UINT32_MAX if there is none. */
+static inline uint32_t hkt_live_find(const hkt_live *l, unsigned ts, uint32_t rank) {
+  const hkt_live_slot *s = &l->s[ts];
+  uint32_t want, w = hkt_live_locate(s, rank, &want);
+  if (w == UINT32_MAX) return UINT32_MAX;
+  uint64_t x = s->bits[w];
+  if (hkt_unlikely(want == 0 || hkt_popcount(x) < want)) return UINT32_MAX;
+  uint32_t k = w * 64 + hkt_select64(x, want);
   return k < s->n ? k : UINT32_MAX;
 }
 

@@ -567,64 +567,10 @@ static inline uint32_t predict_v2(const hkt_reader *r, unsigned kind, uint64_t s
   return r->m.lcls[ts];
 }
 
-/* ---- the live allocations (hkt_live), with SSE2 ----
- * The same bits and counts as hkt_live_find/kill/add keep (the writer's
- * model), read and updated 16 lanes at a time with SSE2, which every
- * x86-64 has: a FREE's select is a compare and a mask instead of SWAR
- * arithmetic, an update two vector adds. */
-
-/* 1 in the lanes i.. of 16: ones_from + 16 - i. */
-static const uint16_t ones_from[32] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 };
-static inline void lanes_add(uint64_t *p, uint32_t i, int up) {
-  __m128i m0 = _mm_loadu_si128((const __m128i *)(ones_from + 16 - i));
-  __m128i m1 = _mm_loadu_si128((const __m128i *)(ones_from + 24 - i));
-  __m128i a = _mm_loadu_si128((const __m128i *)p), b = _mm_loadu_si128((const __m128i *)p + 1);
-  a = up ? _mm_add_epi16(a, m0) : _mm_sub_epi16(a, m0);
-  b = up ? _mm_add_epi16(b, m1) : _mm_sub_epi16(b, m1);
-  _mm_storeu_si128((__m128i *)p, a);
-  _mm_storeu_si128((__m128i *)p + 1, b);
-}
-static inline uint32_t lane_at(const uint64_t *p, uint32_t i) {
-  uint16_t v;
-  memcpy(&v, (const char *)p + 2 * i, 2);
-  return v;
-}
-/* Lanes (prefix counts, non-decreasing, at most 0x7fff) below want. */
-static inline uint32_t lanes_below(const uint64_t *p, uint32_t want) {
-  __m128i w = _mm_set1_epi16((short)want);
-  __m128i a = _mm_loadu_si128((const __m128i *)p), b = _mm_loadu_si128((const __m128i *)p + 1);
-  unsigned m = (unsigned)_mm_movemask_epi8(_mm_packs_epi16(_mm_cmplt_epi16(a, w), _mm_cmplt_epi16(b, w)));
-  return (uint32_t)__builtin_ctz(~m);
-}
-static inline void live_count(hkt_live_slot *s, uint32_t k, int up) {
-  uint32_t w = k / 64, g = w / 16;
-  lanes_add(&s->p1[g * 4], w % 16, up);
-  lanes_add(&s->p2[g / 16 * 4], g % 16, up);
-  s->c3[g / 16] += up ? 1 : -1u;
-  s->nlive += up ? 1 : -1u;
-}
-static inline void live_kill(hkt_live_slot *s, uint32_t k) {
-  s->bits[k / 64] &= ~(1ull << (k % 64));
-  live_count(s, k, 0);
-}
-/* The bit of x (want of them set, 1 <= want <= 64) where the want-th set
- * bit is: the byte holding it by byte-wise prefix counts, then the bit in
- * that byte the same way (bits spread to bytes). */
-static inline unsigned select_swar(uint64_t x, uint32_t want) {
-  uint64_t c = x - ((x >> 1) & 0x5555555555555555ull);
-  c = (c & 0x3333333333333333ull) + ((c >> 2) & 0x3333333333333333ull);
-  c = ((c + (c >> 4)) & 0x0f0f0f0f0f0f0f0full) * 0x0101010101010101ull;   /* byte i: bits in bytes 0..i */
-  uint64_t hi = 0x8080808080808080ull;
-  unsigned byte = (unsigned)__builtin_ctzll(((c | hi) - want * 0x0101010101010101ull) & hi) / 8;
-  want -= (uint32_t)(c << 8 >> (8 * byte)) & 0xff;
-  uint64_t y = ((x >> (8 * byte)) & 0xff) * 0x0101010101010101ull & 0x8040201008040201ull;
-  y = (((y + 0x7f7f7f7f7f7f7f7full) & hi) >> 7) * 0x0101010101010101ull;   /* byte i: bits 0..i of the byte */
-  return byte * 8 + (unsigned)__builtin_ctzll(((y | hi) - want * 0x0101010101010101ull) & hi) / 8;
-}
-/* The same with BMI2 and POPCNT (most x86-64 since 2013), where a FREE's
- * select is latency on the decoder's critical path: each one waits for
- * the counts the one before updated. */
+/* ---- the live allocations (hkt_live, hkt_internal.h) ----
+ * A FREE's select with BMI2 and POPCNT (most x86-64 since 2013) where the
+ * CPU has them: it is latency on the decoder's critical path, each one
+ * waiting for the counts the one before updated. */
 #define HKT_FAST_ISA "avx2,bmi,bmi2,popcnt"
 __attribute__((target(HKT_FAST_ISA))) static inline unsigned select_bmi2(uint64_t x, uint32_t want) {
   return (unsigned)__builtin_ctzll(_pdep_u64(1ull << (want - 1), x));
@@ -635,21 +581,11 @@ __attribute__((target(HKT_FAST_ISA))) static inline uint32_t popcount_isa(uint64
 
 /* As hkt_live_find; isa: the CPU has HKT_FAST_ISA. */
 static inline __attribute__((always_inline)) uint32_t live_find(const hkt_live_slot *s, uint32_t rank, const int isa) {
-  if (rank >= s->nlive) return UINT32_MAX;
-  uint32_t b = (s->n - 1) / 64 / 256;
-  while (s->c3[b] <= rank) { rank -= s->c3[b]; if (!b--) return UINT32_MAX; }
-  uint32_t want = s->c3[b] - rank;
-  uint32_t gi = lanes_below(&s->p2[b * 4], want);
-  if (gi > 15) return UINT32_MAX;
-  if (gi) want -= lane_at(&s->p2[b * 4], gi - 1);
-  uint32_t g = b * 16 + gi;
-  uint32_t wi = lanes_below(&s->p1[g * 4], want);
-  if (wi > 15) return UINT32_MAX;
-  if (wi) want -= lane_at(&s->p1[g * 4], wi - 1);
-  uint32_t w = g * 16 + wi;
+  uint32_t want, w = hkt_live_locate(s, rank, &want);
+  if (w == UINT32_MAX) return UINT32_MAX;
   uint64_t x = s->bits[w];
   if (hkt_unlikely(want == 0 || (isa ? popcount_isa(x) : hkt_popcount(x)) < want)) return UINT32_MAX;
-  uint32_t k = w * 64 + (isa ? select_bmi2(x, want) : select_swar(x, want));
+  uint32_t k = w * 64 + (isa ? select_bmi2(x, want) : hkt_select64(x, want));
   return k < s->n ? k : UINT32_MAX;
 }
 
@@ -770,7 +706,7 @@ static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader 
       ls->val[n] = ptr;
       ls->tag[n] = cls;
       ls->bits[n / 64] |= 1ull << (n % 64);
-      live_count(ls, n, 1);
+      hkt_live_count(ls, n, 1);
       *cpd = (uint32_t)k;
       put_event(ev, seq0 + i, t << shift, tid, HKT_EV_MALLOC, cls, ptr, size, 0, 0, callers[k]);
       i++;
@@ -796,7 +732,7 @@ static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader 
         hkt_live_slot *ls = &live->s[at];
         uint32_t kk = d <= UINT32_MAX ? live_find(ls, (uint32_t)d, isa) : UINT32_MAX;
         if (kk == UINT32_MAX) goto stop;
-        live_kill(ls, kk);
+        hkt_live_slot_kill(ls, kk);
         ptr = live->s[at].val[kk];
         cls = live->s[at].tag[kk];
       } else if ((u & 3) == HKT_P_DELTA) {
