@@ -97,6 +97,10 @@ $(BUILD)/tests/%: tests/%.c $(CORE_A) $(TOOL_OBJ) $(wildcard tests/*.h)
 $(BUILD)/examples/%: examples/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fno-omit-frame-pointer -pthread -Iinclude -o $@ $< $(LDSAN)
+# reencode drives the trace writer itself: it links the core library.
+$(BUILD)/bench/reencode: bench/reencode.c $(CORE_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDSAN) -o $@ $< $(CORE_A) $(LDLIBS_CORE)
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -Wall -Wextra -pthread -Iinclude -o $@ $< -lm
