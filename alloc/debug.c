@@ -16,7 +16,6 @@
 #include <string.h>
 #include "internal.h"
 
-enum { ST_FRESH = 0, ST_USED = 1, ST_FREE = 2, ST_QUAR = 3 };
 #define POISON   0xddu
 #define CANARY   0xcau
 #define POISON64 0xddddddddddddddddull
@@ -53,7 +52,7 @@ static int tables_ready(void) {
   return 1;
 }
 
-void _hak_dbg_ss_registered(const hak_ss *ss, uint64_t seq) {
+void _hak_dbg_ss_registered(hak_ss *ss, uint64_t seq) {
   if (!tables_ready()) return;
   uint64_t c = chunk_of(ss);
   ss_hist r = {.base = (uint64_t)(uintptr_t)ss, .reg_seq = seq, .unreg_seq = HAK_NO_SEQ,
@@ -61,7 +60,8 @@ void _hak_dbg_ss_registered(const hak_ss *ss, uint64_t seq) {
   for (unsigned i = 0; i < (1u << (ss->lg_size - HAK_CHUNK_LG)); i++) hist[c + i] = r;
   if (!_hak_cfg.debug) return;
   if (!meta[c]) meta[c] = _hak_os_alloc_meta(sizeof(dbg_meta));
-  else { memset((void *)meta[c]->state, ST_FRESH, meta[c]->hi); meta[c]->hi = 0; }
+  else { memset((void *)meta[c]->state, HAK_BLK_FRESH, meta[c]->hi); meta[c]->hi = 0; }
+  if (meta[c]) ss->dbg_state = meta[c]->state;
 }
 
 void _hak_dbg_ss_unregistered(const hak_ss *ss, uint32_t tid, uint64_t seq) {
@@ -72,6 +72,9 @@ void _hak_dbg_ss_unregistered(const hak_ss *ss, uint32_t tid, uint64_t seq) {
     hist[c + i].unreg_tid = tid;
     hist[c + i].unreg_seq = seq;
   }
+  /* The fast paths (heap.c) do not keep `hi`: every block they saw was
+   * carved, so the carved ones are all that may need a reset. */
+  if (meta && meta[c] && ss->carved > meta[c]->hi) meta[c]->hi = ss->carved;
 }
 
 /* ---- reporting --------------------------------------------------------- */
@@ -222,7 +225,7 @@ static COLD void poison_report(const void *p, const hak_ss *ss, int64_t off) {
 
 static COLD void handout_report(const void *p, const hak_ss *ss, uint32_t idx, uint8_t st) {
   _hak_detect(HKT_DET_FREELIST, p, ss, idx,
-              st == ST_USED ? "handed out while the program still holds it (corrupt freelist or SuperSlab accounting)"
+              st == HAK_BLK_USED ? "handed out while the program still holds it (corrupt freelist or SuperSlab accounting)"
                             : "handed out while it waits in quarantine (corrupt freelist)");
 }
 
@@ -239,13 +242,13 @@ void _hak_dbg_track(void *p, size_t req, unsigned cls) {
    * decide the same (the release itself was the detection). */
   if (!locate(ss, p, &m, &idx) || unlikely(HAK_RD(ss->owner) != _hak_tls_idx)) return;
   uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
-  if (unlikely(st == ST_USED || st == ST_QUAR)) {
+  if (unlikely(st == HAK_BLK_USED || st == HAK_BLK_QUAR)) {
     handout_report(p, ss, idx, st);
-  } else if (st == ST_FREE && _hak_cfg.debug >= 2) {
+  } else if (st == HAK_BLK_FREE && _hak_cfg.debug >= 2) {
     int64_t off = first_changed(p, LINK_SKIP, ss->block_size, POISON);
     if (unlikely(off >= 0)) poison_report(p, ss, off);
   }
-  atomic_store_explicit(&m->state[idx], ST_USED, memory_order_relaxed);
+  atomic_store_explicit(&m->state[idx], HAK_BLK_USED, memory_order_relaxed);
   if (idx >= m->hi) m->hi = idx + 1;
   if (_hak_cfg.debug >= 2) set_canary(p, m, idx, req, ss->block_size);
 }
@@ -256,14 +259,14 @@ void _hak_dbg_resize(void *p, size_t req) {
   dbg_meta *m;
   uint32_t idx;
   if (_hak_cfg.debug < 2 || !locate(ss, p, &m, &idx)) return;
-  if (atomic_load_explicit(&m->state[idx], memory_order_relaxed) != ST_USED) return;
+  if (atomic_load_explicit(&m->state[idx], memory_order_relaxed) != HAK_BLK_USED) return;
   check_canary(p, ss, m, idx);
   set_canary(p, m, idx, req, ss->block_size);
 }
 
 /* Where a block that is already free is, in words. */
 static const char *where_free(const void *p, const hak_ss *ss, uint8_t st) {
-  if (st == ST_QUAR) return "already freed: it waits in a quarantine";
+  if (st == HAK_BLK_QUAR) return "already freed: it waits in a quarantine";
   hak_heap *h = _hak_tls;
   if (h->state == HAK_HEAP_LIVE && HAK_RD(ss->owner) == h->idx) {
     const hak_tcache *tc = &h->cache[ss->cls];
@@ -306,7 +309,7 @@ static void quar_release_one(quar *q) {
       poison_report(p, ss, off);
       memset(p, POISON, ss->block_size);   /* going on (continue mode): reported once */
     }
-    atomic_store_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
+    atomic_store_explicit(&m->state[idx], HAK_BLK_FREE, memory_order_relaxed);
     _hak_tls->cache[ss->cls].frees--;
   }
   _hak_free_raw(p);
@@ -335,7 +338,7 @@ static int quar_put(void *p, uint32_t size, dbg_meta *m, uint32_t idx) {
   q->size[tail] = size;
   q->count++;
   q->bytes += size;
-  atomic_store_explicit(&m->state[idx], ST_QUAR, memory_order_relaxed);
+  atomic_store_explicit(&m->state[idx], HAK_BLK_QUAR, memory_order_relaxed);
   _hak_tls->cache[_hak_ss_of(p)->cls].frees++;
   return 1;
 }
@@ -352,7 +355,7 @@ void _hak_dbg_quarantine_drain(void) {
 /* ---- free -------------------------------------------------------------- */
 
 static COLD void free_report(const void *p, const hak_ss *ss, uint8_t st) {
-  if (st == ST_FRESH) _hak_detect(HKT_DET_INVALID_FREE, p, ss, 0, "free of a block hakmem never handed out");
+  if (st == HAK_BLK_FRESH) _hak_detect(HKT_DET_INVALID_FREE, p, ss, 0, "free of a block hakmem never handed out");
   else _hak_detect(HKT_DET_DOUBLE_FREE, p, ss, 0, where_free(p, ss, st));
 }
 
@@ -364,11 +367,11 @@ int _hak_dbg_free(void *p, hak_ss *ss) {
    * at the very same moment may both pass, every other double free is
    * caught, and level 1 stays cheap. */
   uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
-  if (unlikely(st != ST_USED)) {
+  if (unlikely(st != HAK_BLK_USED)) {
     free_report(p, ss, st);
     return 1;
   }
-  atomic_store_explicit(&m->state[idx], ST_FREE, memory_order_relaxed);
+  atomic_store_explicit(&m->state[idx], HAK_BLK_FREE, memory_order_relaxed);
   if (_hak_cfg.debug >= 2) {
     check_canary(p, ss, m, idx);
     memset(p, POISON, ss->block_size);
@@ -391,9 +394,9 @@ unsigned _hak_dbg_realloc_check(void *p, const char **why) {
   }
   if (!locate(ss, p, &m, &idx)) return 0;
   uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
-  if (st == ST_USED) return 0;
-  *why = st == ST_FRESH ? "realloc of a block hakmem never handed out" : "realloc of a block that is already freed";
-  return st == ST_FRESH ? HKT_DET_INVALID_FREE : HKT_DET_DOUBLE_FREE;
+  if (st == HAK_BLK_USED) return 0;
+  *why = st == HAK_BLK_FRESH ? "realloc of a block hakmem never handed out" : "realloc of a block that is already freed";
+  return st == HAK_BLK_FRESH ? HKT_DET_INVALID_FREE : HKT_DET_DOUBLE_FREE;
 }
 
 /* ---- SuperSlab invariants ---------------------------------------------- */
@@ -419,7 +422,7 @@ void _hak_dbg_freelist(hak_ss *ss, uint32_t want) {
     int ok = locate(ss, b, &m, &idx) && idx < ss->carved;
     if (ok) {
       uint8_t st = atomic_load_explicit(&m->state[idx], memory_order_relaxed);
-      ok = st == ST_FREE || st == ST_FRESH;
+      ok = st == HAK_BLK_FREE || st == HAK_BLK_FRESH;
     }
     if (!ok) {
       const void *holder = link == &ss->freelist ? (const void *)ss : (const void *)link;

@@ -41,9 +41,13 @@ void _hak_detect_report(unsigned det, const void *p, const hak_ss *ss, const cha
                         const char *where);   /* where: as _hak_detect_where wrote it, or NULL: now */
 void _hak_detect_where(char *out, size_t n, const void *p, const hak_ss *ss);   /* the SuperSlab, in words */
 
+/* A block's state byte (side table; at level 1+, ss->dbg_state[index]). */
+enum hak_blk_state { HAK_BLK_FRESH = 0, HAK_BLK_USED = 1, HAK_BLK_FREE = 2, HAK_BLK_QUAR = 3 };
+
 /* SuperSlab history: called under the global lock with the seq of the
- * REGISTER/UNREGISTER event (HAK_NO_SEQ when not recording). */
-void _hak_dbg_ss_registered(const hak_ss *ss, uint64_t seq);
+ * REGISTER/UNREGISTER event (HAK_NO_SEQ when not recording). Registering
+ * sets ss->dbg_state when debugging. */
+void _hak_dbg_ss_registered(hak_ss *ss, uint64_t seq);
 void _hak_dbg_ss_unregistered(const hak_ss *ss, uint32_t tid, uint64_t seq);
 
 /* ---- checks on the malloc family (debug.c), only when HAK_DBG_ON() ---- */

@@ -279,29 +279,55 @@ const uint16_t _hak_tc_mid[HAK_MID_MAX / 256 + 1] = {   /* by (size + 255) / 256
 #undef TC
 _Static_assert(HAK_TC_OFF(HAK_CLASSES - 1) <= UINT16_MAX, "a cache's offset fits the tables and hak_ss.tc_off");
 
-/* malloc past the inline fast path. At debug level 1 a cache pop is still
- * the fast path, with the block's state tracked. */
+/* Debug level 1's own fast paths: a cache pop or push as at level 0, plus
+ * the block's state byte, reached from the SuperSlab's first line (which
+ * the free path reads anyway) with no call: the state table is the only
+ * extra line touched. Anything unusual goes to debug.c, which reports. */
+
+/* Index of a block of ss at offset off from ss->blocks (off is a block
+ * boundary below the carve bound: the caller knows). */
+static inline uint32_t blk_index(const hak_ss *ss, uint64_t off) {
+  return (uint32_t)(ss->pow2 ? off >> ss->shift : (off * ss->recip) >> 32);
+}
+
+/* The state byte of p, a block popped from this thread's cache, if it is
+ * of a SuperSlab this thread owns (not so only after an injected early
+ * release: debug.c then decides); else NULL. */
+static inline _Atomic uint8_t *popped_state(void *p) {
+  uint64_t off = (uint64_t)((char *)p - _hak_arena.ss_base);
+  if (unlikely(off >= HAK_FAST_RD(_hak_arena.ss_top))) return NULL;
+  hak_ss *ss = HAK_RD(_hak_arena.ssmap[off >> HAK_CHUNK_LG]);
+  if (unlikely(!ss || !ss->dbg_state || HAK_RD(ss->owner) != _hak_tls->idx)) return NULL;
+  return ss->dbg_state + blk_index(ss, (uint64_t)((char *)p - ss->blocks));
+}
+
 void *_hak_malloc_miss(size_t size, void *caller) {
   if (HAK_INSTR_DBG1() && size <= HAK_MID_MAX) {
     unsigned cls = _hak_size_class(size);
     hak_tcache *tc = &_hak_tls->cache[cls];
     if (tc->count) {
-      tc->allocs++;
       void *p = tc->slot[--tc->count];
-      _hak_dbg_track(p, size, cls);
+      tc->allocs++;
+      _Atomic uint8_t *st = popped_state(p);
+      uint8_t s = st ? atomic_load_explicit(st, memory_order_relaxed) : HAK_BLK_USED;
+      if (likely(s == HAK_BLK_FREE || s == HAK_BLK_FRESH)) atomic_store_explicit(st, HAK_BLK_USED, memory_order_relaxed);
+      else _hak_dbg_track(p, size, cls);   /* reports a block still in use */
       return p;
     }
   }
   return _hak_malloc_slow(size, caller);
 }
 
-/* free past the inline fast path; debug level 1 as for malloc: a push, once
- * the block's state says it is not already free. */
 void _hak_free_miss(void *p, void *caller) {
   hak_ss *ss;
   hak_tcache *tc;
   if (HAK_INSTR_DBG1() && (tc = _hak_free_cache(p, &ss))) {
-    if (_hak_dbg_free(p, ss)) return;   /* reported, not freed */
+    _Atomic uint8_t *st = ss->dbg_state;
+    if (likely(st)) st += blk_index(ss, (uint64_t)((char *)p - ss->blocks));
+    if (likely(st && atomic_load_explicit(st, memory_order_relaxed) == HAK_BLK_USED))
+      atomic_store_explicit(st, HAK_BLK_FREE, memory_order_relaxed);
+    else if (_hak_dbg_free(p, ss))
+      return;   /* reported, not freed */
     tc->slot[tc->count++] = p;
     tc->frees++;
     return;

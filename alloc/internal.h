@@ -88,6 +88,7 @@ typedef struct hak_ss {
   uint32_t reg_tid;           /* thread that registered it (for reports) */
   char    *blocks;            /* first block */
   uint64_t carve_len;         /* carved * block_size: the fast free's bound, in bytes from blocks */
+  _Atomic uint8_t *dbg_state; /* debug level 1+: the blocks' state bytes (debug.c), else NULL */
   /* line 1: the owner's */
   uint32_t carved __attribute__((aligned(64)));  /* blocks handed out of the bump area so far */
   uint32_t live;              /* carved and not on `freelist`: users, caches, remote queues */
@@ -101,7 +102,7 @@ typedef struct hak_ss {
   hak_lock_t remote_lock;     /* taken only while a recorder is attached */
 } hak_ss;
 
-_Static_assert(offsetof(hak_ss, carve_len) + sizeof(uint64_t) <= 64, "what a freeing thread reads is on line 0");
+_Static_assert(offsetof(hak_ss, dbg_state) + sizeof(void *) <= 64, "what a freeing thread reads is on line 0");
 
 enum hak_ss_where { HAK_SS_NOWHERE, HAK_SS_ACTIVE, HAK_SS_WARM, HAK_SS_FULL, HAK_SS_SHARED, HAK_SS_EMPTY };
 

@@ -71,6 +71,7 @@ static hak_ss *ss_create(hak_heap *h, unsigned cls) {
   ss->recip = (uint32_t)(((1ull << 32) + bs - 1) / bs);
   ss->blocks = base + HAK_SS_HEADER;
   ss->carve_len = 0;
+  ss->dbg_state = NULL;
   ss->shift = ss->pow2 ? (uint8_t)__builtin_ctz(bs) : 0;
   ss->tc_off = (uint16_t)(offsetof(hak_heap, cache) + cls * sizeof(hak_tcache));
   ss->capacity = (uint32_t)(((1ull << lg) - HAK_SS_HEADER) / bs);

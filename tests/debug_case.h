@@ -76,6 +76,7 @@ static case_out *run_case(const char *const env[], int record, void (*fn)(void))
     /* The library's constructor read the parent's settings before main;
      * nothing has been allocated yet, so reading them again is exact. */
     _hak_config_read();
+    _hak_instr_update();   /* the fast paths' one word follows the new level */
     if (record) _hak_recorder_attach(&case_recorder);
     fn();
     _exit(0);

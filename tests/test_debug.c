@@ -49,6 +49,39 @@ static void test_double_free_in_cache(void **state) {
   assert_int_equal(c->mark[1], 0);
 }
 
+/* Level 1 without a recorder takes the allocator's debug fast paths
+ * (heap.c), not the slow paths a recorded case goes through: the same
+ * bugs must be found there. */
+static void test_double_free_in_cache_unrecorded(void **state) {
+  case_out *c = run_case(ENV(1), 0, sc_double_free_cache);
+  char want[64];
+  snprintf(want, sizeof want, "double_free at %p", (void *)c->mark[0]);
+  if (!strstr(c->err, want)) fail_msg("no double_free report for %s; stderr:\n%s", want, c->err);
+  assert_int_equal(c->mark[1], 0);
+  assert_true(case_exited_ok(c));
+}
+
+/* An allocator bug: a block the program holds goes back into its thread's
+ * cache. The next malloc that hands it out again is reported. */
+static void sc_handout_in_use(void) {
+  char *p = hak_malloc(40);
+  C->mark[0] = (uintptr_t)p;
+  hak_tcache *tc = &_hak_tls->cache[_hak_size_class(40)];
+  tc->slot[tc->count++] = p;   /* the bug, done by hand */
+  C->mark[1] = (uintptr_t)hak_malloc(40);
+}
+static void test_handout_in_use(void **state) {
+  for (int record = 0; record <= 1; record++) {
+    case_out *c = run_case(ENV(1), record, sc_handout_in_use);
+    assert_int_equal(c->mark[1], c->mark[0]);
+    char want[64];
+    snprintf(want, sizeof want, "freelist at %p", (void *)c->mark[0]);
+    if (!strstr(c->err, want)) fail_msg("recorded=%d: no report \"%s\"; stderr:\n%s", record, want, c->err);
+    if (record) expect_one(c, HKT_DET_FREELIST, c->mark[0]);
+    assert_true(case_exited_ok(c));
+  }
+}
+
 static void sc_double_free_freelist(void) {
   char *p = hak_malloc(100);
   C->mark[0] = (uintptr_t)p;
@@ -411,6 +444,8 @@ static void test_examples(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_double_free_in_cache),
+    cmocka_unit_test(test_double_free_in_cache_unrecorded),
+    cmocka_unit_test(test_handout_in_use),
     cmocka_unit_test(test_double_free_on_freelist),
     cmocka_unit_test(test_double_free_in_remote_queue),
     cmocka_unit_test(test_double_free_aborts_by_default),
