@@ -120,6 +120,25 @@ static void set_active(hak_heap *h, unsigned cls, hak_ss *ss) {
   ss->where = HAK_SS_ACTIVE;
 }
 
+/* Reuse before carving: the active SuperSlab has no freed block left, only
+ * memory never touched. If a warm one holds freed blocks, it becomes the
+ * active one (the other goes back to warm), so the pages a working set
+ * touches stay few: otherwise a working set a little larger than one
+ * SuperSlab carves the whole of the next one while the first one's freed
+ * blocks wait. Decided on owner-only state (freelists, not remote queues),
+ * so that a replay decides alike. Looks at a few warm ones only. */
+static hak_ss *reuse_first(hak_heap *h, unsigned cls, hak_ss *active) {
+  hak_ss *w = h->warm[cls].head;
+  for (int tries = 0; w && tries < 4; w = w->next, tries++) {
+    if (!w->freelist) continue;
+    _hak_sslist_remove(&h->warm[cls], w);
+    _hak_sslist_push(&h->warm[cls], active, HAK_SS_WARM);
+    set_active(h, cls, w);
+    return w;
+  }
+  return active;
+}
+
 /* The cache of cls is empty: refill it and return one block. */
 void *_hak_refill_alloc(hak_heap *h, unsigned cls) {
   if (unlikely(h->state != HAK_HEAP_LIVE)) {
@@ -129,6 +148,7 @@ void *_hak_refill_alloc(hak_heap *h, unsigned cls) {
   hak_tcache *c = &h->cache[cls];
   for (;;) {
     hak_ss *ss = h->active[cls];
+    if (ss && !ss->freelist && ss->carved < ss->capacity) ss = reuse_first(h, cls, ss);
     if (ss) {
       if (refill_from(h, ss, cls)) return c->slot[--c->count];
       _hak_sslist_push(&h->full[cls], ss, HAK_SS_FULL);

@@ -480,6 +480,35 @@ static void test_valloc_pvalloc(void **state) {
 
 /* ---- absurd sizes -------------------------------------------------------- */
 
+/* Reuse before carving: once a SuperSlab's blocks are freed, new blocks of
+ * its class come from them, not from fresh memory of the next SuperSlab
+ * (which would make the pages a working set touches grow). In a thread of
+ * its own, so that its heap starts empty. 1000-byte blocks: class 1024,
+ * 1020 to a 1 MiB SuperSlab. */
+#define REUSE_N 1500
+static void *reuse_thread(void *arg) {
+  static void *p[REUSE_N];
+  int *in_first = arg;
+  for (int i = 0; i < REUSE_N; i++) p[i] = hak_malloc(1000);
+  uintptr_t first = (uintptr_t)p[0] & ~(uintptr_t)0xfffff;
+  int freed = 0;
+  for (int i = 0; i < REUSE_N && freed < 500; i++)
+    if (((uintptr_t)p[i] & ~(uintptr_t)0xfffff) == first) { hak_free(p[i]); p[i] = NULL; freed++; }
+  *in_first = 0;
+  for (int i = 0; i < REUSE_N; i++)
+    if (!p[i]) { p[i] = hak_malloc(1000); *in_first += ((uintptr_t)p[i] & ~(uintptr_t)0xfffff) == first; }
+  for (int i = 0; i < REUSE_N; i++) hak_free(p[i]);
+  return NULL;
+}
+static void test_reuse_before_carving(void **state) {
+  (void)state;
+  int in_first = -1;
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, reuse_thread, &in_first), 0);
+  pthread_join(t, NULL);
+  if (in_first < 450) fail_msg("of 500 blocks allocated after 500 of the first SuperSlab were freed, %d came from it", in_first);
+}
+
 static void test_huge_sizes(void **state) {
   static const size_t huge[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 4096, SIZE_MAX / 2 + 1,
                                 (size_t)PTRDIFF_MAX + 1, (size_t)1 << 60, (size_t)1 << 50};
@@ -750,6 +779,7 @@ int main(void) {
       cmocka_unit_test(test_posix_memalign_ok),
       cmocka_unit_test(test_aligned_alloc_memalign),
       cmocka_unit_test(test_valloc_pvalloc),
+      cmocka_unit_test(test_reuse_before_carving),
       cmocka_unit_test(test_huge_sizes),
       cmocka_unit_test(test_stats_layout),
       cmocka_unit_test(test_stats_class_counters),
