@@ -12,9 +12,20 @@
 #include "entry.h"
 
 /* Sentinels: their caches are empty with cap 0, so the fast paths fall
- * through to the slow path, which sets the thread up. */
-hak_heap _hak_heap_empty = {.idx = HAK_NO_OWNER - 1, .state = HAK_HEAP_EMPTY};
-hak_heap _hak_heap_dead = {.idx = HAK_NO_OWNER - 1, .state = HAK_HEAP_DEAD};
+ * through to the slow path, which sets the thread up. Zero-initialized, so
+ * they live in .bss: the fast paths read them, and pages of zeros that are
+ * only read are not resident, where 2 x 31 KiB of .data were (ru_maxrss).
+ * Their thread index (no owner: a thread not set up owns nothing) and the
+ * dead one's state are set at init (_hak_sentinels_init), before any
+ * SuperSlab exists and before any thread can exit. */
+hak_heap _hak_heap_empty;
+hak_heap _hak_heap_dead;
+
+void _hak_sentinels_init(void) {
+  _hak_heap_empty.idx = HAK_NO_OWNER - 1;
+  _hak_heap_dead.idx = HAK_NO_OWNER - 1;
+  _hak_heap_dead.state = HAK_HEAP_DEAD;
+}
 __thread hak_heap *_hak_tls __attribute__((tls_model("initial-exec"))) = &_hak_heap_empty;
 __thread uint32_t _hak_tls_idx __attribute__((tls_model("initial-exec"))) = HAK_NO_OWNER - 1;
 
@@ -128,15 +139,26 @@ static void set_active(hak_heap *h, unsigned cls, hak_ss *ss) {
  * blocks wait. Decided on owner-only state (freelists, not remote queues),
  * so that a replay decides alike. Looks at a few warm ones only. */
 static hak_ss *reuse_first(hak_heap *h, unsigned cls, hak_ss *active) {
-  hak_ss *w = h->warm[cls].head;
-  for (int tries = 0; w && tries < 4; w = w->next, tries++) {
-    if (!w->freelist) continue;
-    _hak_sslist_remove(&h->warm[cls], w);
-    _hak_sslist_push(&h->warm[cls], active, HAK_SS_WARM);
-    set_active(h, cls, w);
-    return w;
-  }
+  hak_ss *w = h->warm[cls].head, *f = h->full[cls].head;
+  for (int tries = 0; w && tries < 4; w = w->next, tries++)
+    if (w->freelist) {
+      _hak_sslist_remove(&h->warm[cls], w);
+      goto found;
+    }
+  /* Unrecorded, a full one whose remote queue holds blocks (a glance, as
+   * in _hak_refill_alloc); recorded, that glance is not an ordered step. */
+  if (!HAK_REC_ON())
+    for (int tries = 0; f && tries < 2; f = f->next, tries++)
+      if (atomic_load_explicit(&f->remote, memory_order_relaxed)) {
+        _hak_sslist_remove(&h->full[cls], f);
+        w = f;
+        goto found;
+      }
   return active;
+found:
+  _hak_sslist_push(&h->warm[cls], active, HAK_SS_WARM);
+  set_active(h, cls, w);
+  return w;
 }
 
 /* The cache of cls is empty: refill it and return one block. */

@@ -21,6 +21,7 @@ void _hak_init_slow(void) {
   if (!atomic_load_explicit(&_hak_inited, memory_order_relaxed)) {
     _hak_config_read();
     _hak_instr_update();
+    _hak_sentinels_init();
     if (_hak_arena_init() != 0) {
       _hak_msg("cannot reserve the arena (%llu bytes of address space)",
                (unsigned long long)(2 * _hak_cfg.arena_reserve));
