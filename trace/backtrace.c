@@ -2,19 +2,36 @@
  *
  * Frames come from libgcc's _Unwind_Backtrace (DWARF CFI, so programs built
  * without frame pointers unwind too; it does not allocate for modules with
- * an .eh_frame_hdr, which is every module a modern toolchain builds). The
+ * an .eh_frame_hdr, which is every module a modern toolchain builds).
+ * libgcc_s is loaded only when stacks are asked for (hkt_stack_init, from
+ * the recorder's constructor): linked in, it was loaded, and ~100 KiB of
+ * it resident, in every program on libhakmem. The
  * table lives in the spool, so that recovery can still name every stack:
  * entries by id, a hash index of ids, and the frames, appended under a
  * spin lock that only threads with a new stack hold for long. */
+#include <dlfcn.h>
 #include <sched.h>
-#include <unwind.h>
+#include <unwind.h>   /* types only: the functions come from dlsym */
 #include "recorder.h"
 
 typedef struct bt_ctx { uint64_t *frames; unsigned n, depth, skip; } bt_ctx;
 
+static __typeof__(&_Unwind_GetIP) unwind_ip;
+static _Atomic(__typeof__(&_Unwind_Backtrace)) unwind_bt;   /* set last: then both are */
+
+int hkt_stack_init(void) {
+  if (atomic_load(&unwind_bt)) return 0;
+  void *lib = dlopen("libgcc_s.so.1", RTLD_NOW);
+  __typeof__(&_Unwind_Backtrace) bt = lib ? (__typeof__(bt))dlsym(lib, "_Unwind_Backtrace") : NULL;
+  unwind_ip = lib ? (__typeof__(unwind_ip))dlsym(lib, "_Unwind_GetIP") : NULL;
+  if (!bt || !unwind_ip) return -1;
+  atomic_store_explicit(&unwind_bt, bt, memory_order_release);
+  return 0;
+}
+
 static _Unwind_Reason_Code on_frame(struct _Unwind_Context *uc, void *arg) {
   bt_ctx *c = arg;
-  uint64_t ip = (uint64_t)_Unwind_GetIP(uc);
+  uint64_t ip = (uint64_t)unwind_ip(uc);
   if (!ip) return _URC_END_OF_STACK;
   if (c->skip) { c->skip--; return _URC_NO_REASON; }
   c->frames[c->n++] = ip;
@@ -33,7 +50,9 @@ uint32_t hkt_stack_capture(hkt_spool *s, unsigned depth, unsigned skip) {
   uint64_t frames[HKT_MAX_STACK_DEPTH];
   if (depth > HKT_MAX_STACK_DEPTH) depth = HKT_MAX_STACK_DEPTH;
   bt_ctx c = { frames, 0, depth, skip + 1 };
-  _Unwind_Backtrace(on_frame, &c);
+  __typeof__(&_Unwind_Backtrace) bt = atomic_load_explicit(&unwind_bt, memory_order_acquire);
+  if (!bt) return 0;   /* before hkt_stack_init: the loader's and libc's first calls */
+  bt(on_frame, &c);
   if (!c.n) return 0;
   uint64_t hash = hash_frames(frames, c.n);
   uint32_t slots = h->stack_cap * 2, slot = (uint32_t)(hash >> 20) % slots;

@@ -775,6 +775,8 @@ __attribute__((constructor)) static void rec_ctor(void) {
   for (size_t i = 0; i < sizeof crash_signals / sizeof *crash_signals; i++)
     sigaction(crash_signals[i], &sa, &R.old[crash_signals[i]]);
   pthread_atfork(NULL, NULL, fork_child);
+  if (R.backtrace && hkt_stack_init())
+    say("hakmem: trace %s: cannot load libgcc_s.so.1 for call stacks; recording without them", R.trace_path);
   snapshot_modules();
   start_writer();
 }

@@ -19,9 +19,12 @@ HKT_INTERNAL int hkt_modules_scan(hkt_modlist *out, const hkt_modlist *known);
 HKT_INTERNAL uint64_t hkt_modules_adds(void);
 HKT_INTERNAL void hkt_modlist_free(hkt_modlist *l);
 
+/* Load the unwinder (libgcc_s) for hkt_stack_capture: outside malloc, it
+ * allocates. 0 if it is there. */
+HKT_INTERNAL int hkt_stack_init(void);
 /* Capture up to `depth` return addresses of the caller (skipping `skip`
  * frames) and intern them in the spool's stack table: the stack id, or 0
- * when the table is full. No malloc. */
+ * when the table is full or the unwinder is not loaded yet. No malloc. */
 HKT_INTERNAL uint32_t hkt_stack_capture(hkt_spool *s, unsigned depth, unsigned skip);
 
 #endif /* HKT_RECORDER_H */
