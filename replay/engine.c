@@ -146,15 +146,75 @@ static void check_stop_at(const rp_item *it) {
 
 /* Wait until `it` is due; park if the replay stopped meanwhile. Only the
  * thread of the next run (the one the turn goes to when its owner is done)
- * spins; the others sleep, so that spinners never outnumber the cores
+ * waits awake; the others sleep, so that waiters never outnumber the cores
  * (2 here: the owner and its successor) and take the CPU from the thread
  * whose turn it is. advance() wakes the owner of the next turn and the one
- * of the run after it, who then spins. A spin that outlasts SPIN_MAX (the
- * owner itself was asleep, other load) sleeps, and a score of recent spins
- * (up when the turn came, down when not) makes a thread stop spinning when
- * it stops paying; every 32nd wait still tries, so a machine that frees up
- * is noticed. */
-#define SPIN_MAX 2048u   /* pauses: about 10 us */
+ * of the run after it, who then waits awake: its wake-up is paid while the
+ * new owner works, not in the hand-off.
+ *
+ * Awake is first a short spin (SPIN_MAX: a run or two of a ping-pong of
+ * threads, A B A B, which is what multi-threaded traces mostly are), then
+ * sched_yield, then sleep. Yielding is what makes a hand-off cheap when
+ * our own threads fill the cores (4 replay threads and the reader on 2
+ * cores, or one other busy program): the owner's hand-off is a store, not
+ * a futex wake, and the waiter gives its core to the owner or the reader
+ * until then. But a yield may give the core to another program's thread
+ * for a whole time slice (milliseconds): with many busy programs nearly
+ * every yield does, and a replay that yields crawls (mixed_xthread -t 4
+ * beside 6 busy loops: 0.01 M events/s). So a late yield (over
+ * YIELD_LATE) is a debt of YIELD_LATE_COST, paid back by one per yield on
+ * time; over YIELD_DEBT, waiters sleep instead of yielding for
+ * YIELD_PAUSE, twice as long each time the debt comes back right after
+ * (up to YIELD_PAUSE_MAX), then try again. Beside one busy program a few
+ * yields in 10 000 are late, in short bursts, and yielding still pays;
+ * beside 6, nearly all are late (docs/replay.md, "Throughput"). The
+ * yielding of one wait is bounded too (YIELD_FOR). A score of recent
+ * spins (up when the turn came while spinning, down when not) skips the
+ * spin while it does not pay; every 32nd wait still spins, so a machine
+ * that frees up is noticed. */
+#define SPIN_MAX        128u          /* pauses: about 1 us, a run or two of a ping-pong */
+#define YIELD_FOR       200000u       /* ns of yielding before sleeping */
+#define YIELD_LATE      50000u        /* ns: this yield lost the CPU for a time slice */
+#define YIELD_LATE_COST 100
+#define YIELD_DEBT      2000          /* 20 late yields, less what yields on time paid back */
+#define YIELD_PAUSE     200000000ull  /* ns */
+#define YIELD_PAUSE_MAX 3200000000ull
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* One sched_yield of a waiter that began yielding at *since (0: not yet);
+ * 0 when it is to sleep instead. The shared fields are a heuristic:
+ * threads race on them harmlessly. */
+static int yield_once(uint64_t *since) {
+  uint64_t t0 = now_ns();
+  if (!*since) {
+    if (t0 < atomic_load_explicit(&rp_e.yield_from, memory_order_relaxed)) return 0;
+    *since = t0;
+  }
+  if (t0 - *since > YIELD_FOR) return 0;
+  sched_yield();
+  uint64_t t1 = now_ns();
+  if (t1 - t0 <= YIELD_LATE) {
+    if (atomic_load_explicit(&rp_e.yield_debt, memory_order_relaxed) > 0)
+      atomic_fetch_sub_explicit(&rp_e.yield_debt, 1, memory_order_relaxed);
+    return 1;
+  }
+  if (atomic_fetch_add_explicit(&rp_e.yield_debt, YIELD_LATE_COST, memory_order_relaxed) + YIELD_LATE_COST <
+      YIELD_DEBT)
+    return 1;
+  uint64_t from = atomic_load_explicit(&rp_e.yield_from, memory_order_relaxed);
+  uint64_t pause = atomic_load_explicit(&rp_e.yield_pause, memory_order_relaxed);
+  pause = from && t1 - from < pause ? (2 * pause < YIELD_PAUSE_MAX ? 2 * pause : YIELD_PAUSE_MAX) : YIELD_PAUSE;
+  atomic_store_explicit(&rp_e.yield_pause, pause, memory_order_relaxed);
+  atomic_store_explicit(&rp_e.yield_from, t1 + pause, memory_order_relaxed);
+  atomic_store_explicit(&rp_e.yield_debt, 0, memory_order_relaxed);
+  return 0;
+}
+
 static int next_in_line(uint64_t turn, uint64_t mine) {
   if (mine - turn > RUN_LOOK) return 0;
   rp_thread *cur = owner_of(turn);
@@ -166,6 +226,8 @@ static int next_in_line(uint64_t turn, uint64_t mine) {
 static __attribute__((noinline)) void wait_turn_slow(const rp_item *it) {
   if (me->quiet) wake_reader();   /* before waiting: the reader may wait for us */
   unsigned spin = 0, failed = 0;
+  uint64_t yielding = 0;   /* yield_once: since when */
+  int yields = 1;
   unsigned limit = me->spin_score >= 0 || (++me->spin_probe & 31) == 0 ? SPIN_MAX : 0;
   uint64_t looked = UINT64_MAX;   /* the turn next_in_line was last asked for */
   int line = 0;
@@ -175,10 +237,13 @@ static __attribute__((noinline)) void wait_turn_slow(const rp_item *it) {
     if (t != looked) { looked = t; line = next_in_line(t, it->rseq); }
     if (line && spin < limit) { spin++; __builtin_ia32_pause(); continue; }
     if (line && spin == limit && limit) failed = 1;
+    if (line && yields && (yields = yield_once(&yielding))) continue;
     atomic_store(&me->sleeping, 1);
     if (atomic_load(&rp_e.turn) == it->rseq || atomic_load(&rp_e.stop)) { atomic_store(&me->sleeping, 0); break; }
     futex_wait(&me->sleeping, 1, 20);
-    spin = 0;   /* woken early (the run before ours began): spin again */
+    spin = 0;   /* woken early (the run before ours began): wait awake again */
+    yields = 1;
+    yielding = 0;
     if (failed) limit = 0;
   }
   if (failed) { if (me->spin_score > -4) me->spin_score--; }
@@ -575,7 +640,7 @@ int rp_run(const rp_options *o, rp_result *res) {
     rp_e.delta = (int64_t)(res->rep_base - res->rec_base);
   }
   size_t own = OWN_CAP * sizeof(rp_thread *), tids = MAX_TIDS * sizeof(rp_thread *);
-  rp_e.owner = mmap(NULL, own, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  rp_e.owner = rp_ring_map(own);
   rp_e.by_tid = mmap(NULL, tids, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (rp_e.owner == MAP_FAILED || rp_e.by_tid == MAP_FAILED || rp_map_init(&rp_blocks)) {
     snprintf(res->read_msg, sizeof res->read_msg, "out of memory");

@@ -20,6 +20,7 @@
 #define MAX_TIDS   (1u << 20)
 #define BATCH      32
 #define RUN_LOOK   32   /* how far advance() looks for the owner of the next run */
+#define HUGE_SZ    (2u << 20)   /* a transparent huge page: the rings' alignment */
 
 /* IT_NOBODY: made with no thread index (HAK_NO_OWNER - 1), queued to the
  * latest caller's thread. */
@@ -50,7 +51,7 @@ typedef struct rp_thread {
   pthread_t pt;
   _Alignas(64) uint64_t ltail;   /* reader: items written */
   uint64_t head_seen;            /* reader: `head` when last read (it only grows) */
-  int exiting, dirty, rfree;
+  int exiting, dirty, rfree, huge;
   uint16_t last_kind;            /* reader: this thread's last call event */
   uint64_t last_ptr;
   struct rp_thread *next;        /* reader: dirty list; pool */
@@ -80,6 +81,13 @@ typedef struct rp_engine {
    * passes (up to OWN_CAP ahead) until they have it. */
   _Atomic int starved;
   uint64_t ahead;                /* the bound: MAX_AHEAD, or HAKMEM_REPLAY_AHEAD */
+  /* Waiters yield (wait_turn_slow) only from yield_from on (CLOCK_MONOTONIC
+   * ns): yields that lose the CPU to other load put it off, for
+   * yield_pause ns. yield_debt: YIELD_LATE_COST per late yield, less one
+   * per yield on time. */
+  _Alignas(64) _Atomic uint64_t yield_from;
+  _Atomic uint64_t yield_pause;
+  _Atomic int64_t yield_debt;
   _Alignas(64) rp_options o;
   rp_result *res;
   hkt_reader *rd;
@@ -132,6 +140,7 @@ static inline int is_call(unsigned kind) { return kind >= HKT_EV_MALLOC && kind 
 void *rp_thread_main(void *arg);
 /* feed.c */
 void *rp_reader_main(void *arg);
+void *rp_ring_map(size_t size);
 /* drive.c */
 uint64_t rp_call_hak(const rp_item *it);
 uint64_t rp_call_libc(const rp_item *it);
