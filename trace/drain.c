@@ -104,8 +104,9 @@ static inline uint64_t stamp_ns(const hkt_drain *d, uint64_t stamp) {
   return (uint64_t)(((unsigned __int128)(stamp - d->tsc0) * d->tsc_mult) >> 32);
 }
 
-/* Turn the record group at r (1 + r->nx records) into an event and put it. */
-static int put_record(hkt_drain *d, const hkt_rec *r) {
+/* Turn the record group at r (1 + r->nx records), seq `seq`, into an
+ * event and put it. */
+static int put_record(hkt_drain *d, const hkt_rec *r, uint64_t seq) {
   hkt_event ev;
   ev.kind = r->kind;
   ev.fn = r->fn;
@@ -122,7 +123,10 @@ static int put_record(hkt_drain *d, const hkt_rec *r) {
   ev.str = NULL;
   ev.bid = NULL;
   ev.bid_len = 0;
-  if (hkt_unlikely(r->nx)) {
+  int e;
+  if (hkt_likely(!r->nx)) {
+    e = _hkt_writer_put_plain(d->w, &ev);   /* no aux3, stack, string or build-id: the writer need not look */
+  } else {
     const hkt_rec_ext *x = (const hkt_rec_ext *)(r + 1);
     ev.aux3 = x->aux3;
     ev.stack_id = x->stack_id;
@@ -142,16 +146,16 @@ static int put_record(hkt_drain *d, const hkt_rec *r) {
       ev.bid_len = (uint32_t)bl;
     }
     if (ev.stack_id) HKT_TRY(define_stack(d, ev.stack_id));
+    e = hkt_writer_put_framed(d->w, &ev);
   }
-  int e = hkt_writer_put_framed(d->w, &ev);
   if (hkt_unlikely(e)) {
     if (HKT_IS_ERR(e)) return e;
     /* a frame was just written: the chunks below it may go */
     atomic_store_explicit(&d->s->h->written_events, hkt_writer_events(d->w), memory_order_relaxed);
-    atomic_store_explicit(&d->s->h->written_seq, d->next + 1, memory_order_release);
+    atomic_store_explicit(&d->s->h->written_seq, seq + 1, memory_order_release);
   }
-  if (hkt_unlikely((d->next & 4095) == 0))   /* progress, for an exit or crash that waits on us */
-    atomic_store_explicit(&d->s->h->drained_seq, d->next, memory_order_relaxed);
+  if (hkt_unlikely((seq & 4095) == 0))   /* progress, for an exit or crash that waits on us */
+    atomic_store_explicit(&d->s->h->drained_seq, seq, memory_order_relaxed);
   return 0;
 }
 
@@ -231,31 +235,45 @@ static uint64_t head_seq(hkt_drain *d, uint32_t i) {
   return UINT64_MAX;
 }
 
+#define AHEAD 8   /* records between the prefetch of a pointer's table line and its put */
+
 /* Put the records of chunk i that continue the sequence from d->next. */
 static int64_t run(hkt_drain *d, uint32_t i, uint64_t end) {
   uint64_t claim = atomic_load_explicit(&d->s->dir[i].claim_seq, memory_order_acquire);
   const hkt_rec *base = hkt_spool_chunk(d->s, i);
-  uint32_t at = d->cur[i];
-  int64_t moved = 0;
+  const hkt_ptab_view *pview = _hkt_writer_ptab(d->w);
+  uint32_t at = d->cur[i], hint = at;   /* hint: the next record head whose pointer is not yet hinted */
+  uint64_t next = d->next, from = next;   /* in a register: the writer's calls could change *d for all the compiler knows */
   while (at < HKT_CHUNK_RECS) {
     const hkt_rec *r = base + at;
-    __builtin_prefetch(r + 8);   /* records come from another core's cache */
+    /* Two stages ahead: the records 2 * AHEAD on (they come from another
+     * core's cache), and for the heads up to AHEAD on, by then here, the
+     * writer's table line of their pointer (a miss the writer would wait
+     * on). Only published heads give hints: an unpublished record, or an
+     * extension record, may be half written. */
+    __builtin_prefetch(r + 2 * AHEAD);
+    while (hint <= at + AHEAD && hint < HKT_CHUNK_RECS) {
+      const hkt_rec *h = base + hint;
+      if (__atomic_load_n(&h->seq1, __ATOMIC_ACQUIRE) <= claim) break;   /* next time */
+      hkt_ptab_prefetch(pview, h->ptr);
+      hint += 1u + h->nx;
+    }
     uint64_t seq1 = __atomic_load_n(&r->seq1, __ATOMIC_ACQUIRE);
-    if (seq1 <= claim || seq1 - 1 != d->next || d->next >= end || at + 1u + r->nx > HKT_CHUNK_RECS) {
+    if (seq1 <= claim || seq1 - 1 != next || next >= end || at + 1u + r->nx > HKT_CHUNK_RECS) {
       /* published (and whole) but not next: the chunk's new head */
       d->head1[i] = seq1 > claim && at + 1u + r->nx <= HKT_CHUNK_RECS ? seq1 : 0;
       break;
     }
-    int e = put_record(d, r);
-    if (HKT_IS_ERR(e)) { d->cur[i] = at; return e; }
+    int e = put_record(d, r, next);
+    if (HKT_IS_ERR(e)) { d->cur[i] = at; d->next = next; return e; }
     at += 1u + r->nx;
-    d->next++;
-    moved++;
+    next++;
   }
   if (at >= HKT_CHUNK_RECS) d->head1[i] = 0;
   d->cur[i] = at;
-  if (moved) d->maxseq[i] = d->next;
-  return moved;
+  d->next = next;
+  if (next != from) d->maxseq[i] = next;
+  return (int64_t)(next - from);
 }
 
 int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {

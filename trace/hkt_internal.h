@@ -296,8 +296,9 @@ static inline void hkt_live_release(hkt_live *l) {
     *s = (hkt_live_slot){ 0 };
   }
 }
-/* Room for allocation number s->n; 0 or HKT_ERR_NOMEM. */
-static inline int hkt_live_grow(hkt_live_slot *s, int tags) {
+/* Room for allocation number s->n, with a value per number if vals (the
+ * writer never reads them) and a tag if tags; 0 or HKT_ERR_NOMEM. */
+static inline int hkt_live_grow_ex(hkt_live_slot *s, int vals, int tags) {
   uint32_t cap = s->cap ? s->cap * 2 : HKT_LIVE_GRAIN;
   uint64_t *b = hkt_mem_realloc(s->bits, (size_t)cap / 64 * sizeof *b);
   if (b) s->bits = b;
@@ -307,14 +308,15 @@ static inline int hkt_live_grow(hkt_live_slot *s, int tags) {
   if (p2) s->p2 = p2;
   uint32_t *c3 = p2 ? hkt_mem_realloc(s->c3, (size_t)cap / HKT_LIVE_GRAIN * sizeof *c3) : NULL;
   if (c3) s->c3 = c3;
-  uint64_t *v = c3 ? hkt_mem_realloc(s->val, (size_t)cap * sizeof *v) : NULL;
+  uint64_t *v = c3 && vals ? hkt_mem_realloc(s->val, (size_t)cap * sizeof *v) : NULL;
   if (v) s->val = v;
-  uint32_t *t = v && tags ? hkt_mem_realloc(s->tag, (size_t)cap * sizeof *t) : NULL;
+  uint32_t *t = c3 && (v || !vals) && tags ? hkt_mem_realloc(s->tag, (size_t)cap * sizeof *t) : NULL;
   if (t) s->tag = t;
-  if (!v || (tags && !t)) return HKT_ERR_NOMEM;
+  if (!c3 || (vals && !v) || (tags && !t)) return HKT_ERR_NOMEM;
   s->cap = cap;
   return 0;
 }
+static inline int hkt_live_grow(hkt_live_slot *s, int tags) { return hkt_live_grow_ex(s, 1, tags); }
 /* Add d (1 or -1 as ~0) to lanes i.. of the 16 lanes at p (no lane goes
  * below 0 or past 0x7fff, so no lane carries into the next: adding per
  * 16-bit lane with SSE2, which every x86-64 has, gives the same words).
@@ -440,8 +442,8 @@ static inline uint32_t hkt_live_find(const hkt_live *l, unsigned ts, uint32_t ra
 /* Defaults of the writer. */
 #define HKT_DEFAULT_FRAME_EVENTS (128u << 10)
 #define HKT_DEFAULT_FRAME_BYTES  (8u << 20)
-#define HKT_DEFAULT_LEVEL        3
-#define HKT_RECORD_LEVEL         1     /* the in-process recorder's writer */
+#define HKT_DEFAULT_LEVEL        1     /* as small as 3 on these streams, for less work (docs/trace-format.md §6) */
+#define HKT_RECORD_LEVEL         HKT_DEFAULT_LEVEL   /* the in-process recorder's writer */
 
 
 /* ---- a growable byte buffer on hkt_mem ---- */
@@ -512,6 +514,21 @@ HKT_INTERNAL uint64_t hkt_reader_data_events(const hkt_reader *r);
 HKT_INTERNAL int hkt_writer_errno(const hkt_writer *w);
 /* hkt_writer_put that returns 1 when the event completed a frame (written). */
 HKT_INTERNAL int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev);
+/* The same for an event with aux3, stack_id, str and bid all 0 (w and ev
+ * valid): the spool drain's records without extension. */
+HKT_INTERNAL int _hkt_writer_put_plain(hkt_writer *w, const hkt_event *ev);
+/* Where the writer looks an event's pointer up (its pointer table of
+ * 16-byte entries, writer.c), so that the drain can prefetch that line a
+ * few records ahead without a call (hkt_writer_prefetch is the public
+ * form). Valid while the writer is open; set_frame_events moves it. */
+typedef struct hkt_ptab_view { const uint8_t *base; uint32_t mask; } hkt_ptab_view;
+HKT_INTERNAL const hkt_ptab_view *_hkt_writer_ptab(const hkt_writer *w);
+static inline uint32_t hkt_ptab_hash(uint64_t ptr, uint32_t mask) {
+  return (uint32_t)((ptr * 0x9e3779b97f4a7c15ull) >> 32) & mask;
+}
+static inline void hkt_ptab_prefetch(const hkt_ptab_view *a, uint64_t ptr) {
+  __builtin_prefetch(a->base + (size_t)hkt_ptab_hash(ptr, a->mask) * 16, 1, 3);   /* for writing: the event stores its entry there */
+}
 
 /* ---- zstd with hkt_mem ---- */
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;

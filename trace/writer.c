@@ -34,10 +34,15 @@ static const uint8_t stream_max[HKT_S__COUNT] = {
   [HKT_S_SIZE_LO] = 1, [HKT_S_FREE_LO] = 1, [HKT_S_FREE_HI] = 10,
 };
 
-/* What the writer knows of a pointer seen in this frame: live (val = the
- * allocation's ordinal) or freed (val = its position in the slot's ring). */
-enum { P_LIVE = 1, P_FREED = 2 };
-struct ptr_ent { uint64_t ptr; uint32_t val; uint16_t gen; uint8_t state, slot; };
+/* What the writer knows of a pointer seen in this frame. Freed: val = its
+ * position in the ring of class slot `tag`. Live: what a FREE naming it
+ * needs, in the entry the FREE finds anyway (one cache miss, not two):
+ * val = its hkt_live number << 5 | thread slot, tag = its class (0xff:
+ * HKT_NO_CLASS). A class past a byte (only made-up traces have one) goes
+ * to allocs[] instead, val its index there (P_LIVE_WIDE). */
+enum { P_LIVE = 1, P_FREED = 2, P_LIVE_WIDE = 3 };   /* bit 0: live */
+struct ptr_ent { uint64_t ptr; uint32_t val; uint16_t gen; uint8_t state, tag; };
+_Static_assert(sizeof(struct ptr_ent) == 16, "hkt_ptab_prefetch assumes 16-byte entries");
 
 struct hkt_writer {
   int fd;
@@ -56,6 +61,7 @@ struct hkt_writer {
 
   /* the frame being built */
   uint32_t n;
+  uint32_t n_check;         /* the next n at which a put looks past its event (put_check) */
   uint64_t first_seq, t0;
   hkt_buf s[HKT_S__COUNT];
   uint8_t *o[HKT_S__COUNT]; /* where each stream but STR goes on (its len is set when the frame is written) */
@@ -64,8 +70,7 @@ struct hkt_writer {
   /* the predictions writer and reader share (docs/trace-format.md) */
   uint64_t pred[HKT_PTR_SLOTS];     /* last pointer per class slot */
   hkt_model m;
-  /* per allocation ordinal, what a FREE naming it needs, in one entry (a
-   * FREE reads it at random: one cache line, not three) */
+  /* live pointers whose class does not fit ptr_ent.tag (P_LIVE_WIDE) */
   struct alloc_ent { uint32_t cls; uint32_t k_slot; } *allocs;   /* k_slot: hkt_live number << 5 | thread slot */
   _Static_assert(HKT_TSLOTS == 32, "k_slot keeps the thread slot in 5 bits");
   uint32_t nalloc;
@@ -81,6 +86,7 @@ struct hkt_writer {
   struct ptr_ent *ptab;
   uint32_t pcap;            /* power of two, > frame_events */
   uint32_t gen;
+  hkt_ptab_view pview;      /* ptab and pcap - 1, for prefetches from outside */
 
   hkt_buf frame;            /* assembled content */
   uint8_t *out;
@@ -103,7 +109,16 @@ static inline uint32_t predict_cls(const hkt_writer *w, unsigned kind, uint64_t 
 
 static int fail(hkt_writer *w, int err) {
   if (!w->err) { w->err = err; w->err_errno = errno; }
+  w->n_check = 0;   /* the put under way returns it */
   return w->err;
+}
+
+/* The next n at which a put must look past its event: the frame's end,
+ * the next 256th event (the frame's bytes are bounded there), or at once
+ * after an error. Between them a put tests one count. */
+static void set_check(hkt_writer *w) {
+  uint32_t next = (w->n | 255) + 1;
+  w->n_check = w->err ? 0 : next < w->frame_events ? next : w->frame_events;
 }
 
 static int write_all(hkt_writer *w, const uint8_t *p, size_t n) {
@@ -207,6 +222,7 @@ static void frame_reset(hkt_writer *w) {
   memset(w->clast, 0, sizeof w->clast);
   hkt_model_reset(&w->m);
   w->n = 0;
+  set_check(w);
 }
 
 static void free_tables(hkt_writer *w) {
@@ -228,7 +244,8 @@ static int alloc_tables(hkt_writer *w) {
   free_tables(w);
   w->ccap = cap;
   w->pcap = cap / PTAB_SHRINK;
-  w->ptab = hkt_mem_alloc((size_t)cap * sizeof *w->ptab);
+  w->ptab = hkt_mem_alloc((size_t)w->pcap * sizeof *w->ptab);
+  w->pview = (hkt_ptab_view){ (const uint8_t *)w->ptab, w->pcap - 1 };
   w->allocs = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->allocs);
   w->ctab = hkt_mem_alloc((size_t)cap * sizeof *w->ctab);
   w->callers = hkt_mem_alloc((size_t)(w->frame_events + 1) * sizeof *w->callers);
@@ -380,6 +397,21 @@ static int frame_done(hkt_writer *w) {
   return HKT_IS_ERR(e) ? e : 1;
 }
 
+/* After a put made n reach n_check (or put a string: bytes, force them
+ * counted): the error, the frame full of events or of bytes (checked
+ * every 256th event), else the next check. 1: the frame was written. */
+static __attribute__((noinline)) int put_check(hkt_writer *w, int bytes_now) {
+  if (w->err) return w->err;
+  if (w->n >= w->frame_events) return frame_done(w);
+  if ((w->n & 255) == 0 || bytes_now) {
+    size_t bytes = w->stacks.len;
+    for (int i = 0; i < HKT_S__COUNT; i++) bytes += stream_len(w, i);
+    if (bytes >= HKT_DEFAULT_FRAME_BYTES) return frame_done(w);
+  }
+  set_check(w);
+  return 0;
+}
+
 /* Unchecked varint into a stream sized for the frame (stream_max). */
 static inline uint8_t *put_varint(uint8_t *o, uint64_t v) {
   if (hkt_likely(v < 0x80)) { *o = (uint8_t)v; return o + 1; }
@@ -390,10 +422,12 @@ static inline uint8_t *put_varint(uint8_t *o, uint64_t v) {
 #define S_VARINT(i, v) (w->o[i] = put_varint(w->o[i], (v)))
 #define S_BYTE(i, v) (*w->o[i]++ = (uint8_t)(v))
 
+static inline uint32_t ptab_hash(const hkt_writer *w, uint64_t ptr) { return hkt_ptab_hash(ptr, w->pcap - 1); }
+
 /* The entry of ptr in this frame's pointer table: its own (*found = 1), or
  * the one to fill for it (a full neighbourhood gives up its first entry). */
 static inline struct ptr_ent *ptab_find(hkt_writer *w, uint64_t ptr, int *found) {
-  uint32_t h = (uint32_t)((ptr * 0x9e3779b97f4a7c15ull) >> 32) & (w->pcap - 1);
+  uint32_t h = ptab_hash(w, ptr);
   uint16_t gen = (uint16_t)w->gen;
   for (unsigned i = 0; i < PTAB_PROBES; i++) {
     struct ptr_ent *e = &w->ptab[(h + i) & (w->pcap - 1)];
@@ -402,6 +436,42 @@ static inline struct ptr_ent *ptab_find(hkt_writer *w, uint64_t ptr, int *found)
   }
   *found = 0;
   return &w->ptab[h];
+}
+
+/* Mark e as ptr, live: allocation number k of thread slot ts, class cls. */
+static inline void ptab_set_live(hkt_writer *w, struct ptr_ent *e, uint64_t ptr, uint32_t cls, uint32_t k, unsigned ts) {
+  if (hkt_likely(cls < 0xff || cls == HKT_NO_CLASS)) {
+    *e = (struct ptr_ent){ ptr, k << 5 | ts, (uint16_t)w->gen, P_LIVE, (uint8_t)(cls < 0xff ? cls : 0xff) };
+  } else {
+    w->allocs[w->nalloc] = (struct alloc_ent){ cls, k << 5 | ts };
+    *e = (struct ptr_ent){ ptr, w->nalloc++, (uint16_t)w->gen, P_LIVE_WIDE, 0 };
+  }
+}
+/* The class and k_slot of a live entry. */
+static inline struct alloc_ent ptab_live(const hkt_writer *w, const struct ptr_ent *e) {
+  if (hkt_likely(e->state == P_LIVE)) return (struct alloc_ent){ e->tag == 0xff ? HKT_NO_CLASS : e->tag, e->val };
+  return w->allocs[e->val];
+}
+
+/* The line of ptr's probe on its way to the cache. */
+void hkt_writer_prefetch(hkt_writer *w, uint64_t ptr) {
+  if (w) hkt_ptab_prefetch(&w->pview, ptr);
+}
+const hkt_ptab_view *_hkt_writer_ptab(const hkt_writer *w) { return &w->pview; }
+
+/* hkt_live_add without the value the writer never reads (nor its memory):
+ * the new allocation's number in thread slot ts. */
+static inline __attribute__((always_inline)) uint32_t live_add(hkt_writer *w, unsigned ts) {
+  hkt_live_slot *ls = &w->m.live.s[ts];
+  uint32_t k = ls->n;
+  if (hkt_unlikely(k >= ls->cap) && hkt_live_grow_ex(ls, 0, 0)) {
+    fail(w, HKT_ERR_NOMEM);
+    return 0;
+  }
+  ls->n = k + 1;
+  ls->bits[k / 64] |= 1ull << (k % 64);
+  hkt_live_count(ls, k, 1);
+  return k;
 }
 
 /* A FREE's code: low byte and the rest apart. */
@@ -430,8 +500,8 @@ static inline uint32_t put_ptr(hkt_writer *w, const hkt_event *ev, unsigned kind
   struct ptr_ent *e;
   if (kind == HKT_EV_FREE) {
     e = ptab_find(w, ptr, &found);
-    if (found && e->state == P_LIVE) {
-      struct alloc_ent a = w->allocs[e->val];
+    if (found && (e->state & P_LIVE)) {
+      struct alloc_ent a = ptab_live(w, e);
       uint32_t at = a.k_slot & (HKT_TSLOTS - 1), k = a.k_slot >> 5;
       uint64_t rank = hkt_live_rank(&w->m.live, at, k);
       if (at == ts) put_free_code(w, rank << 2 | HKT_P_BACK);
@@ -449,7 +519,7 @@ static inline uint32_t put_ptr(hkt_writer *w, const hkt_event *ev, unsigned kind
   } else if (hkt_is_alloc(kind)) {
     hkt_rings *g = &w->m.rings;
     e = ptab_find(w, ptr, &found);
-    if (found && e->state == P_FREED && e->slot == slot && hkt_ring_get(g, slot, e->val) == ptr) {
+    if (found && e->state == P_FREED && e->tag == slot && hkt_ring_get(g, slot, e->val) == ptr) {
       uint32_t pos = e->val, top = g->top[slot];
       if (pos == top - 1) S_BYTE(HKT_S_PTR, HKT_P_RING);
       else if (pos == g->cursor[slot] + (uint32_t)g->stride[slot]) S_BYTE(HKT_S_PTR, HKT_P_STRIDE);
@@ -459,10 +529,7 @@ static inline uint32_t put_ptr(hkt_writer *w, const hkt_event *ev, unsigned kind
       put_ptr_delta(w, ptr, w->m.npred[slot], 0);
       w->m.npred[slot] = ptr;
     }
-    *e = (struct ptr_ent){ ptr, w->nalloc, (uint16_t)w->gen, P_LIVE, (uint8_t)slot };
-    uint32_t k = 0;
-    if (hkt_live_add(&w->m.live, ts, w->nalloc, &k)) fail(w, HKT_ERR_NOMEM);
-    w->allocs[w->nalloc++] = (struct alloc_ent){ ev->cls, k << 5 | ts };
+    ptab_set_live(w, e, ptr, ev->cls, live_add(w, ts), ts);
   } else {
     put_ptr_delta(w, ptr, w->pred[slot], 0);
   }
@@ -535,7 +602,7 @@ static inline __attribute__((always_inline)) int put_hot(hkt_writer *w, const hk
     hkt_rings *rg = &w->m.rings;
     uint64_t *ring = rg->ent + (size_t)slot * HKT_RING_CAP;
     uint32_t pos = e->val, top = rg->top[slot], lo = rg->lo[slot];
-    if (found && e->state == P_FREED && e->slot == slot && pos >= lo && pos < top && ring[pos & (HKT_RING_CAP - 1)] == ptr) {
+    if (found && e->state == P_FREED && e->tag == slot && pos >= lo && pos < top && ring[pos & (HKT_RING_CAP - 1)] == ptr) {
       /* hkt_ring_get and hkt_ring_take, with the ring's bounds in locals */
       uint32_t cursor = rg->cursor[slot];
       if (pos == top - 1) pu = HKT_P_RING;
@@ -556,22 +623,11 @@ static inline __attribute__((always_inline)) int put_hot(hkt_writer *w, const hk
     }
     S_VARINT(HKT_S_PTR, pu);
     if (hkt_unlikely(pu == HKT_P_ABS)) S_VARINT(HKT_S_PTR, ptr);
-    *e = (struct ptr_ent){ ptr, w->nalloc, (uint16_t)w->gen, P_LIVE, (uint8_t)slot };
-    hkt_live_slot *ls = &w->m.live.s[ts];   /* hkt_live_add, without the value the writer never reads */
-    uint32_t k = ls->n;
-    if (hkt_likely(k < ls->cap) || !hkt_live_grow(ls, 0)) {
-      ls->n = k + 1;
-      ls->bits[k / 64] |= 1ull << (k % 64);
-      hkt_live_count(ls, k, 1);
-    } else {
-      k = 0;
-      fail(w, HKT_ERR_NOMEM);
-    }
-    w->allocs[w->nalloc++] = (struct alloc_ent){ cls, k << 5 | ts };
+    ptab_set_live(w, e, ptr, cls, live_add(w, ts), ts);
   } else if (kind == HKT_EV_FREE) {
     predicted = w->m.lcls[ts];
-    if (found && e->state == P_LIVE) {
-      struct alloc_ent a = w->allocs[e->val];
+    if (found && (e->state & P_LIVE)) {
+      struct alloc_ent a = ptab_live(w, e);
       uint32_t at = a.k_slot & (HKT_TSLOTS - 1), k = a.k_slot >> 5;
       uint64_t rank = live_kill_rank(&w->m.live.s[at], k, isa);
       pu = rank << 2 | (at == ts ? HKT_P_BACK : HKT_P_XBACK);
@@ -642,15 +698,8 @@ static inline __attribute__((always_inline)) int put_hot(hkt_writer *w, const hk
     if (g & HKT_G_AUX2) S_VARINT(HKT_S_AUX, aux2);
   }
 
-  w->n++;
   w->next_seq++;
-  if (hkt_unlikely(w->err)) return w->err;
-  if (hkt_unlikely(w->n >= w->frame_events)) return frame_done(w);
-  if (hkt_unlikely((w->n & 255) == 0)) {
-    size_t bytes = w->stacks.len;
-    for (int i = 0; i < HKT_S__COUNT; i++) bytes += stream_len(w, i);
-    if (bytes >= HKT_DEFAULT_FRAME_BYTES) return frame_done(w);
-  }
+  if (hkt_unlikely(++w->n >= w->n_check)) return put_check(w, 0);
   return 0;
 }
 
@@ -665,13 +714,10 @@ static __attribute__((noinline, target("popcnt"))) int put_free_popcnt(hkt_write
 }
 static __attribute__((noinline)) int put_general(hkt_writer *w, const hkt_event *ev, unsigned kind);
 
-/* Internal (the spool drain): as hkt_writer_put, but 1 when this event
- * completed a frame that is now written. */
-int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
-  if (hkt_unlikely(!w || !ev)) return HKT_ERR_ARG;
+/* An event to its path; rare: its fields no hot path writes (non-zero). */
+static inline __attribute__((always_inline)) int put_dispatch(hkt_writer *w, const hkt_event *ev, uint64_t rare) {
   if (hkt_unlikely(w->err)) return w->err;
   unsigned kind = ev->kind;
-  uint64_t rare = ev->aux3 | ev->fn | ev->stack_id | (uintptr_t)ev->str | (uintptr_t)ev->bid;
   if (hkt_likely(!rare && w->n != 0 && ev->ptr != 0)) {
     /* the hot kinds with no field but theirs (the general path for anything else) */
     uint64_t aux = ev->aux | ev->aux2;
@@ -686,6 +732,16 @@ int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
   if (hkt_unlikely(kind == 0 || kind >= 64)) return HKT_ERR_ARG;
   return put_general(w, ev, kind);
 }
+
+/* Internal (the spool drain): as hkt_writer_put, but 1 when this event
+ * completed a frame that is now written. */
+int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
+  if (hkt_unlikely(!w || !ev)) return HKT_ERR_ARG;
+  return put_dispatch(w, ev, ev->aux3 | ev->fn | ev->stack_id | (uintptr_t)ev->str | (uintptr_t)ev->bid);
+}
+/* Internal: hkt_writer_put_framed of an event the caller built with aux3,
+ * stack_id, str and bid all 0 (w and ev valid). */
+int _hkt_writer_put_plain(hkt_writer *w, const hkt_event *ev) { return put_dispatch(w, ev, ev->fn); }
 
 /* Any event, field by field. */
 static int put_general(hkt_writer *w, const hkt_event *ev, unsigned kind) {
@@ -762,15 +818,8 @@ static int put_general(hkt_writer *w, const hkt_event *ev, unsigned kind) {
       hkt_buf_put(&w->s[HKT_S_STR], ev->bid, n);
     }
   }
-  w->n++;
   w->next_seq++;
-  if (hkt_unlikely(w->err)) return w->err;
-  if (hkt_unlikely(w->n >= w->frame_events)) return frame_done(w);
-  if (hkt_unlikely((w->n & 255) == 0 || (g & HKT_G_STR))) {   /* big strings or many events: bound the frame's bytes */
-    size_t bytes = w->stacks.len;
-    for (int i = 0; i < HKT_S__COUNT; i++) bytes += stream_len(w, i);
-    if (bytes >= HKT_DEFAULT_FRAME_BYTES) return frame_done(w);
-  }
+  if (hkt_unlikely(++w->n >= w->n_check || (g & HKT_G_STR))) return put_check(w, g & HKT_G_STR);   /* big strings: bound the frame's bytes now */
   return 0;
 }
 

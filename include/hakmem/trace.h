@@ -209,6 +209,11 @@ HAK_API int  hkt_writer_fdopen(hkt_writer **out, int fd, const char *path, const
  * (set on return). Fails on a file without a readable header frame. */
 HAK_API int  hkt_writer_append(hkt_writer **out, const char *path, uint64_t *next_seq);
 HAK_API uint64_t hkt_writer_events(const hkt_writer *w);  /* events put so far (= next seq) */
+/* A hint, no effect on what is written: an event naming ptr comes soon.
+ * Encoding an event looks ptr up in a table too big for the cache; naming
+ * the pointers a few events ahead (e.g. evs[i + 8].ptr before putting
+ * evs[i]) lets that line arrive while the writer works on the ones before. */
+HAK_API void hkt_writer_prefetch(hkt_writer *w, uint64_t ptr);
 
 #ifdef __cplusplus
 }
