@@ -379,6 +379,27 @@ static int copy_prefix(const char *src, const char *dst, uint64_t len) {
   return e;
 }
 
+/* Of the trace at path: the bytes of its whole frames up to the one that
+ * ends with event number `events` (0 if no frame ends there, or the file
+ * does not read), and in *all the bytes of all its whole frames. A writer
+ * killed after writing a frame and before saying so in the spool
+ * (written_events) leaves a frame more than that in the file; its events
+ * are still in the spool, so the file is cut back to what the spool says. */
+static uint64_t frames_upto(const char *path, uint64_t events, uint64_t *all) {
+  hkt_reader *r = NULL;
+  uint64_t keep = 0;
+  *all = 0;
+  if (!HKT_IS_ERR(hkt_reader_open(&r, path))) {
+    hkt_event ev;
+    while (hkt_reader_next(r, &ev) > 0)
+      if (!keep && hkt_reader_data_events(r) == events) keep = hkt_reader_data_end(r);
+    if (!keep && hkt_reader_data_events(r) == events) keep = hkt_reader_data_end(r);
+    *all = hkt_reader_data_end(r);
+  }
+  hkt_reader_close(r);
+  return keep;
+}
+
 int hkt_recover(const char *spool_path, const char *out, uint32_t end_kind, uint32_t end_status,
                 hkt_recover_info *info, char *why, size_t why_len) {
   hkt_recover_info dummy;
@@ -398,25 +419,22 @@ int hkt_recover(const char *spool_path, const char *out, uint32_t end_kind, uint
   if (h->clock_tsc && !atomic_load(&h->tsc_mult))
     atomic_store(&h->tsc_mult, hkt_tsc_calibrate(h->tsc0, h->start_mono_ns));
 
-  /* keep the whole frames the recorder wrote; start over if there are none */
+  /* keep the whole frames the recorder wrote and said so; start over if
+   * there are none */
   uint64_t written_seq = atomic_load(&h->written_seq), written_events = atomic_load(&h->written_events);
   hkt_writer *w = NULL;
   uint64_t next = 0, from = 0;
-  if (written_events && out && strcmp(out, h->trace_path)) {
-    hkt_reader *r = NULL;
-    if (!HKT_IS_ERR(hkt_reader_open(&r, h->trace_path))) {
-      hkt_event ev;
-      while (hkt_reader_next(r, &ev) > 0) {}
-      uint64_t keep = hkt_reader_data_end(r);
-      hkt_reader_close(r);
-      e = copy_prefix(h->trace_path, out, keep);
-      if (HKT_IS_ERR(e)) {
-        snprintf(why, why_len, "cannot copy %s to %s: %s", h->trace_path, out, strerror(errno));
-        hkt_spool_unmap(&s);
-        return e;
-      }
-    } else {
-      hkt_reader_close(r);
+  if (written_events) {
+    uint64_t all, keep = frames_upto(h->trace_path, written_events, &all);
+    int copy = out && strcmp(out, h->trace_path);
+    e = 0;
+    if (copy) e = copy_prefix(h->trace_path, out, keep ? keep : all);
+    else if (keep && keep < all && truncate(h->trace_path, (off_t)keep)) e = HKT_ERR_IO;
+    if (HKT_IS_ERR(e)) {
+      if (copy) snprintf(why, why_len, "cannot copy %s to %s: %s", h->trace_path, out, strerror(errno));
+      else snprintf(why, why_len, "cannot cut %s: %s", h->trace_path, strerror(errno));
+      hkt_spool_unmap(&s);
+      return e;
     }
   }
   if (written_events && !HKT_IS_ERR(hkt_writer_append(&w, dst, &next)) && next == written_events) {
