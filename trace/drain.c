@@ -362,7 +362,7 @@ static int copy_prefix(const char *src, const char *dst, uint64_t len) {
   if (in < 0) return HKT_ERR_IO;
   int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (out < 0) { close(in); return HKT_ERR_IO; }
-  static __thread uint8_t buf[1 << 16];
+  uint8_t buf[1 << 14];   /* not a __thread array: TLS of libhakmem.so is cleared and resident in every thread */
   int e = 0;
   while (len && !e) {
     ssize_t n = read(in, buf, len < sizeof buf ? len : sizeof buf);
