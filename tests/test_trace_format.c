@@ -20,6 +20,7 @@
 
 #include "hakmem/trace.h"
 #include "../trace/hkt_internal.h"   /* hkt_live, the rank structure of version 2 */
+#include "testutil.h"
 
 static char tmpdir[64];
 static char path[128];
@@ -370,6 +371,68 @@ static void test_class_edges(void **state) {
   assert_int_equal(n, N);
   assert_true(hkt_reader_complete(r));
   hkt_reader_close(r);
+}
+
+/* Classes past a byte (the writer keeps a live block's class in its
+ * pointer table when it fits, else in a side array), none, and the ones
+ * next to the bounds, through MALLOC and FREE by three threads; and the
+ * writer's prefetch hint changes no byte of the output. */
+static void wide_events(hkt_event *ev, int n) {
+  static const uint32_t cls[] = { 0, 1, 2, 300, 0x10000, HKT_NO_CLASS, 254, 255, 70, 0xfffe };
+  int k = 0;
+  for (unsigned round = 0; k < n; round++)
+    for (unsigned i = 0; i < 10 && k < n; i++) {
+      uint64_t p = 0x100000 + (uint64_t)(round % 50) * 0x1000 + i * 64;
+      ev[k++] = (hkt_event){ .kind = HKT_EV_MALLOC, .cls = cls[i], .ptr = p, .size = 24 + i,
+                             .caller = 0x400000 + i, .time_ns = 100u * k, .tid = i % 3 };
+      if (round % 7 && k < n)
+        ev[k++] = (hkt_event){ .kind = HKT_EV_FREE, .cls = cls[(i + round) % 10], .ptr = p, .caller = 0x500000,
+                               .time_ns = 100u * k, .tid = (i + 1) % 3 };
+    }
+}
+
+static void test_wide_classes(void **state) {
+  (void)state;
+  enum { N = 40000 };
+  static hkt_event ev[N];
+  wide_events(ev, N);
+  hkt_header h = hdr;
+  h.num_classes = 3;
+  h.class_size[0] = 16, h.class_size[1] = 32, h.class_size[2] = 64;
+  hkt_reader *r = write_and_open(&h, 1000, ev, N);
+  hkt_event got;
+  int n = 0;
+  while (hkt_reader_next(r, &got) > 0 && n < N) {
+    assert_int_equal(got.kind, ev[n].kind);
+    assert_int_equal(got.cls, ev[n].cls);
+    assert_int_equal(got.ptr, ev[n].ptr);
+    assert_int_equal(got.tid, ev[n].tid);
+    n++;
+  }
+  assert_int_equal(n, N);
+  hkt_reader_close(r);
+
+  /* the same events with hints (some for pointers that never come) */
+  char hinted[128];
+  snprintf(hinted, sizeof hinted, "%s/hinted.hkt.zst", tmpdir);
+  hkt_writer *w;
+  assert_int_equal(hkt_writer_open(&w, hinted, &h), 0);
+  assert_int_equal(hkt_writer_set_frame_events(w, 1000), 0);
+  hkt_writer_prefetch(NULL, 1);
+  for (int i = 0; i < N; i++) {
+    if (i + 8 < N) hkt_writer_prefetch(w, ev[i + 8].ptr);
+    hkt_writer_prefetch(w, 0xdead0000u + (uint64_t)i);
+    assert_int_equal(hkt_writer_put(w, &ev[i]), 0);
+  }
+  assert_int_equal(hkt_writer_close(w, 1), 0);
+  size_t la, lb;
+  char *a = read_whole_file(path, &la), *b = read_whole_file(hinted, &lb);
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_int_equal(la, lb);
+  assert_memory_equal(a, b, la);
+  free(a);
+  free(b);
 }
 
 static void test_time_shift(void **state) {
@@ -857,6 +920,7 @@ int main(void) {
     cmocka_unit_test(test_round_trip),
     cmocka_unit_test(test_round_trip_heap),
     cmocka_unit_test(test_class_edges),
+    cmocka_unit_test(test_wide_classes),
     cmocka_unit_test(test_time_shift),
     cmocka_unit_test(test_zstd_cli),
     cmocka_unit_test(test_truncation),
