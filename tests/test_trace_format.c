@@ -115,6 +115,24 @@ static hkt_reader *write_and_open(const hkt_header *h, uint32_t frame, const hkt
   return r;
 }
 
+/* Read r to its end, checking the fields of calls against want[]: how
+ * many events it held. */
+static int read_back_calls(hkt_reader *r, const hkt_event *want, int n) {
+  hkt_event ev;
+  int k = 0;
+  while (hkt_reader_next(r, &ev) > 0) {
+    assert_true(k < n);
+    assert_int_equal(ev.kind, want[k].kind);
+    assert_int_equal(ev.ptr, want[k].ptr);
+    assert_int_equal(ev.cls, want[k].cls);
+    assert_int_equal(ev.size, want[k].size);
+    assert_int_equal(ev.tid, want[k].tid);
+    assert_int_equal(ev.caller, want[k].caller);
+    k++;
+  }
+  return k;
+}
+
 static void check_event(const hkt_event *got, int i) {
   const hkt_event *e = &evs[i];
   assert_int_equal(got->seq, (uint64_t)i);
@@ -318,18 +336,7 @@ static void test_round_trip_heap(void **state) {
       hkt_reader_close(r);
       assert_int_equal(hkt_reader_open(&r, path), 0);
     }
-    hkt_event ev;
-    int n = 0;
-    while (hkt_reader_next(r, &ev) > 0) {
-      assert_int_equal(ev.kind, hev[n].kind);
-      assert_int_equal(ev.ptr, hev[n].ptr);
-      assert_int_equal(ev.cls, hev[n].cls);
-      assert_int_equal(ev.size, hev[n].size);
-      assert_int_equal(ev.tid, hev[n].tid);
-      assert_int_equal(ev.caller, hev[n].caller);
-      n++;
-    }
-    assert_int_equal(n, N);
+    assert_int_equal(read_back_calls(r, hev, N), N);
     assert_true(hkt_reader_complete(r));
   }
   hkt_reader_close(r);
@@ -400,16 +407,7 @@ static void test_wide_classes(void **state) {
   h.num_classes = 3;
   h.class_size[0] = 16, h.class_size[1] = 32, h.class_size[2] = 64;
   hkt_reader *r = write_and_open(&h, 1000, ev, N);
-  hkt_event got;
-  int n = 0;
-  while (hkt_reader_next(r, &got) > 0 && n < N) {
-    assert_int_equal(got.kind, ev[n].kind);
-    assert_int_equal(got.cls, ev[n].cls);
-    assert_int_equal(got.ptr, ev[n].ptr);
-    assert_int_equal(got.tid, ev[n].tid);
-    n++;
-  }
-  assert_int_equal(n, N);
+  assert_int_equal(read_back_calls(r, ev, N), N);
   hkt_reader_close(r);
 
   /* the same events with hints (some for pointers that never come) */
