@@ -529,21 +529,33 @@ static void test_truncation(void **state) {
   free(buf);
 }
 
+/* The trace at `path` in *buf (its length returned), and in bad the name
+ * of a scratch file for damaged copies of it. */
+static size_t load_for_damage(uint8_t **buf, char *bad, size_t n, const char *name) {
+  snprintf(bad, n, "%s/%s.hkt.zst", tmpdir, name);
+  return file_load(path, buf);
+}
+
+/* A copy of buf[0, len) with `flips` random bytes changed (malloc'd). */
+static uint8_t *flipped(const uint8_t *buf, size_t len, int flips) {
+  uint8_t *copy = malloc(len);
+  assert_non_null(copy);
+  memcpy(copy, buf, len);
+  for (int k = 0; k < flips; k++) copy[rnd() % len] ^= (uint8_t)(1 + rnd() % 255);
+  return copy;
+}
+
 /* Flip random bytes: an error (never a crash), and every event delivered
  * before it is one that was written. */
 static void test_corruption(void **state) {
   (void)state;
   write_trace(path, NEV, 500, 1);
   uint8_t *buf;
-  size_t len = file_load(path, &buf);
   char bad[160];
-  snprintf(bad, sizeof bad, "%s/bad.hkt.zst", tmpdir);
+  size_t len = load_for_damage(&buf, bad, sizeof bad, "bad");
   int errors = 0;
   for (int i = 0; i < 300; i++) {
-    uint8_t *copy = malloc(len);
-    memcpy(copy, buf, len);
-    int flips = 1 + (int)(rnd() % 3);
-    for (int k = 0; k < flips; k++) copy[rnd() % len] ^= (uint8_t)(1 + rnd() % 255);
+    uint8_t *copy = flipped(buf, len, 1 + (int)(rnd() % 3));
     file_store(bad, copy, len);
     int rc, complete;
     int n = read_all(bad, &rc, &complete);   /* checks the events it got */
@@ -553,6 +565,134 @@ static void test_corruption(void **state) {
   }
   assert_true(errors > 250);
   free(buf);
+}
+
+/* hkt_reader_batch_into: the same events as hkt_reader_next, in chunks of
+ * any size, mixed with next and batch, up to the same error; with
+ * hkt_reader_skip, the same but for time_ns and caller, on both ISA paths
+ * (a heap-like trace, so that the fast paths decode it). */
+static void read_into(const char *p, unsigned max, int mix, int *rc, int *n) {
+  hkt_reader *r;
+  assert_int_equal(hkt_reader_open(&r, p), 0);
+  static hkt_event got[HKT_BATCH + 16];   /* room for max (<= HKT_BATCH + 8) events and a canary */
+  int k = 0, e, turn = 0;
+  for (;;) {
+    if (mix && turn++ % 3 == 1) {
+      const hkt_event *b;
+      if ((e = hkt_reader_batch(r, &b)) <= 0) break;
+      for (int i = 0; i < e; i++) check_event(&b[i], k++);
+      continue;
+    }
+    if (mix && turn % 5 == 0) {
+      if ((e = hkt_reader_next(r, &got[0])) <= 0) break;
+      check_event(&got[0], k++);
+      continue;
+    }
+    got[max].seq = 12345;   /* a canary past max */
+    if ((e = hkt_reader_batch_into(r, got, max)) <= 0) break;
+    assert_true((unsigned)e <= max && e <= (int)HKT_BATCH);
+    assert_int_equal(got[max].seq, 12345);
+    for (int i = 0; i < e; i++) check_event(&got[i], k++);
+  }
+  if (HKT_IS_ERR(e)) assert_int_equal(hkt_reader_batch_into(r, got, max), e);   /* sticky */
+  *rc = e;
+  *n = k;
+  hkt_reader_close(r);
+}
+
+static void test_batch_into(void **state) {
+  (void)state;
+  write_trace(path, NEV, 250, 1);
+  hkt_reader *r;
+  hkt_event ev;
+  assert_int_equal(hkt_reader_open(&r, path), 0);
+  assert_int_equal(hkt_reader_batch_into(r, &ev, 0), HKT_ERR_ARG);
+  assert_int_equal(hkt_reader_batch_into(r, NULL, 1), HKT_ERR_ARG);
+  assert_int_equal(hkt_reader_skip(r, 0x80), HKT_ERR_ARG);
+  assert_int_equal(hkt_reader_next(r, &ev), 1);
+  assert_int_equal(hkt_reader_skip(r, HKT_SKIP_TIME), HKT_ERR_ARG);   /* only before the first event */
+  hkt_reader_close(r);
+  static const unsigned maxes[] = { 1, 7, 100, HKT_BATCH, HKT_BATCH + 8 };
+  for (unsigned m = 0; m < sizeof maxes / sizeof *maxes; m++)
+    for (int mix = 0; mix < 2; mix++) {
+      int rc, n;
+      read_into(path, maxes[m], mix, &rc, &n);
+      assert_int_equal(rc, 0);
+      assert_int_equal(n, NEV);
+    }
+  /* cut and corrupt: the events before the error, and the error, as next gives them */
+  uint8_t *buf;
+  char bad[160];
+  size_t len = load_for_damage(&buf, bad, sizeof bad, "into");
+  int errs = 0;
+  for (int i = 0; i < 60; i++) {
+    uint8_t *copy = flipped(buf, len, i % 2);
+    size_t cut = i % 2 ? len : (size_t)(rnd() % len);
+    file_store(bad, copy, cut);
+    free(copy);
+    int rc, complete, rc2, n2;
+    int n = read_all(bad, &rc, &complete);
+    if (hkt_reader_open(&r, bad)) { hkt_reader_close(r); continue; }   /* the header itself is bad */
+    hkt_reader_close(r);
+    read_into(bad, 1 + (unsigned)(rnd() % 300), i % 3 == 0, &rc2, &n2);
+    assert_int_equal(rc2, rc);
+    assert_int_equal(n2, n);
+    errs += HKT_IS_ERR(rc);
+  }
+  assert_true(errs > 20);
+  free(buf);
+
+  /* skip: a heap-like trace through the fast paths */
+  enum { N = 30000 };
+  static hkt_event hev[N];
+  uint64_t live[64] = {0};
+  for (int i = 0; i < N; i++) {
+    hkt_event *e = &hev[i];
+    memset(e, 0, sizeof *e);
+    e->time_ns = (uint64_t)i * 37 + rnd() % 20;
+    e->tid = (uint32_t)(rnd() % 2);
+    e->caller = 0x401000 + (rnd() % 4) * 8;
+    int k = (int)(rnd() % 64);
+    if (live[k]) {
+      e->kind = HKT_EV_FREE;
+      e->ptr = live[k];
+      e->cls = (uint32_t)((live[k] >> 4) % 4);
+      live[k] = 0;
+    } else {
+      e->kind = HKT_EV_MALLOC;
+      e->size = 1 + rnd() % 128;
+      e->cls = e->size <= 16 ? 0 : e->size <= 32 ? 1 : e->size <= 64 ? 2 : 3;
+      e->ptr = live[k] = 0x100000000000ull + (uint64_t)i * 64 + e->cls * 16;
+    }
+  }
+  hkt_header h = hdr;
+  h.num_classes = 4;
+  for (int c = 0; c < 4; c++) h.class_size[c] = 16u << c;
+  hkt_reader_close(write_and_open(&h, 8192, hev, N));
+  for (int base_isa = 0; base_isa < 2; base_isa++) {
+    if (base_isa) setenv("HAKMEM_TRACE_ISA", "base", 1);
+    assert_int_equal(hkt_reader_open(&r, path), 0);
+    unsetenv("HAKMEM_TRACE_ISA");
+    assert_int_equal(hkt_reader_skip(r, HKT_SKIP_TIME | HKT_SKIP_CALLER), 0);
+    static hkt_event got[64];
+    int k = 0, e, times = 0;
+    while ((e = hkt_reader_batch_into(r, got, 64)) > 0)
+      for (int i = 0; i < e; i++, k++) {
+        assert_true(k < N);
+        assert_int_equal(got[i].seq, (uint64_t)k);
+        assert_int_equal(got[i].kind, hev[k].kind);
+        assert_int_equal(got[i].tid, hev[k].tid);
+        assert_int_equal(got[i].ptr, hev[k].ptr);
+        assert_int_equal(got[i].size, hev[k].size);
+        assert_int_equal(got[i].cls, hev[k].cls);
+        times += got[i].time_ns == hev[k].time_ns;
+      }
+    assert_int_equal(e, 0);
+    assert_int_equal(k, N);
+    assert_true(hkt_reader_complete(r));
+    assert_true(times < N / 2);   /* the fast paths did skip them */
+    hkt_reader_close(r);
+  }
 }
 
 /* A hand-made frame with the given content, compressed with a checksum. */
@@ -923,6 +1063,7 @@ int main(void) {
     cmocka_unit_test(test_zstd_cli),
     cmocka_unit_test(test_truncation),
     cmocka_unit_test(test_corruption),
+    cmocka_unit_test(test_batch_into),
     cmocka_unit_test(test_bad_files),
     cmocka_unit_test(test_v1_traces),
     cmocka_unit_test(test_live_ranks),

@@ -70,7 +70,11 @@ static void publish(_Atomic uint32_t *w, _Atomic uint32_t *sleeps) {
   if (atomic_load(sleeps)) futex_wake(w);
 }
 
-/* Copy a batch into s; the string and build-id go with it. */
+/* Copy a batch into s; the string and build-id go with it. Copied, not
+ * decoded straight into the slot (hkt_reader_batch_into): the slot's lines
+ * were last read on the consumer's core, and decoding into them puts those
+ * misses inside the decoder's loop (analyze 5% slower); a copy takes them
+ * in one burst. */
 static void fill_slot(slot *s, const hkt_event *evs, int n) {
   memcpy(s->ev, evs, (size_t)n * sizeof *evs);
   hkt_event *last = &s->ev[n - 1];

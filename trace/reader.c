@@ -1,13 +1,15 @@
 /* reader.c — stream a trace: one frame in memory at a time.
  *
  * Frames are decompressed with zstd's streaming API into one growing
- * buffer (capped at HKT_MAX_FRAME_BYTES); an event frame is then decoded
- * a chunk at a time (HKT_BATCH events, hkt_reader_batch) into an array that
- * hkt_reader_next copies from and hkt_reader_batch hands out: one tight
- * loop with its cursors in registers instead of a call per event. Version
- * 2 frames go through fast paths for the common events (MALLOC, FREE and
- * REMOTE_PUSH as predicted) and a general path for everything else, which
- * both keep the writer's model exactly (see decode_fast_v2).
+ * buffer (capped at HKT_MAX_FRAME_BYTES), straight into it when the frame
+ * says its size (stable_room); an event frame is then decoded a chunk at a
+ * time (HKT_BATCH events) into an array that hkt_reader_next copies from
+ * and hkt_reader_batch hands out, or into the caller's own
+ * (hkt_reader_batch_into): one tight loop with its cursors in registers
+ * instead of a call per event. Version 2 frames go through fast paths
+ * for the common events (MALLOC, FREE and REMOTE_PUSH as predicted) and a
+ * general path for everything else, which both keep the writer's model
+ * exactly (see decode_fast_v2).
  * Memory is that buffer plus the callsite and stack tables, whatever the
  * length of the trace. Errors are sticky: once next returns one, it keeps
  * returning it, and errmsg names the file, the offset of the frame and the
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+#define ZSTD_STATIC_LINKING_ONLY   /* ZSTD_d_stableOutBuffer */
 #include <zstd.h>
 #include <zstd_errors.h>
 #include <immintrin.h>
@@ -70,6 +73,7 @@ struct hkt_reader {
   uint32_t bpos, bn;
   uint8_t cls_lut[CLS_LUT_MAX + 1];   /* predicted class by size (0xff: none) */
   int fast_isa;             /* the CPU has HKT_FAST_ISA */
+  unsigned skip;            /* HKT_SKIP_*: fields the consumer never reads */
 
   /* stacks of the whole trace */
   stack_ent *stab;          /* open addressing by id */
@@ -96,13 +100,36 @@ static int set_err(hkt_reader *r, int err, uint64_t off, const char *fmt, ...) {
   return err;
 }
 
+/* Room for one frame decoded straight into r->content, when the frame's
+ * header (whole in the input) gives its content size: zstd then writes
+ * into the buffer itself (stable output: no window of its own, no copy
+ * out of it), which must stay the same buffer, size and position on every
+ * call of the frame. A frame that fails so (one that lies about its
+ * size, a corrupt one) is read again the general way, from its start, so
+ * that it fails exactly as it always did. The buffer size, or 0: decode
+ * the frame the general way (unknown size, a skippable frame, a header not
+ * yet whole, too large). */
+#define STABLE_SLACK (256u << 10)
+static size_t stable_room(hkt_reader *r) {
+  static const uint8_t zstd_magic[4] = { 0x28, 0xb5, 0x2f, 0xfd };
+  if (r->in_len - r->in_pos < 4 || memcmp(r->in + r->in_pos, zstd_magic, 4)) return 0;
+  unsigned long long cs = ZSTD_getFrameContentSize(r->in + r->in_pos, r->in_len - r->in_pos);
+  if (cs == 0 || cs > HKT_MAX_FRAME_BYTES - STABLE_SLACK) return 0;   /* also UNKNOWN and ERROR */
+  size_t want = (size_t)cs + STABLE_SLACK;
+  if (r->content.cap < want && hkt_buf_reserve(&r->content, want)) return 0;
+  if (ZSTD_isError(ZSTD_DCtx_setParameter(r->dctx, ZSTD_d_stableOutBuffer, 1))) return 0;
+  return r->content.cap < HKT_MAX_FRAME_BYTES ? r->content.cap : HKT_MAX_FRAME_BYTES;
+}
+
 /* Decompress the next frame into r->content. 1: a frame; 0: clean end of
  * file; <0: error. */
 static int read_frame(hkt_reader *r) {
   r->content.len = 0;
   r->frame_off = r->whole_off;
-  int started = 0;
+  int started = 0, general = 0;
+  size_t stable = 0;   /* the stable output's size, 0: the general way */
   ZSTD_DCtx_reset(r->dctx, ZSTD_reset_session_only);
+  ZSTD_DCtx_setParameter(r->dctx, ZSTD_d_stableOutBuffer, 0);
   for (;;) {
     if (r->in_pos == r->in_len) {
       if (r->eof) {
@@ -119,7 +146,8 @@ static int read_frame(hkt_reader *r) {
       r->in_len = (size_t)n;
       r->in_pos = 0;
     }
-    if (r->content.cap - r->content.len < (64u << 10)) {
+    if (!started) stable = general ? 0 : stable_room(r);
+    if (!stable && r->content.cap - r->content.len < (64u << 10)) {
       if (r->content.cap >= HKT_MAX_FRAME_BYTES)
         return set_err(r, HKT_ERR_CORRUPT, r->frame_off, "frame content larger than %u bytes", HKT_MAX_FRAME_BYTES);
       if (hkt_buf_reserve(&r->content, r->content.cap ? r->content.cap : (256u << 10)))
@@ -129,11 +157,23 @@ static int read_frame(hkt_reader *r) {
     size_t room = r->content.cap - r->content.len;
     if (r->content.len + room > HKT_MAX_FRAME_BYTES) room = HKT_MAX_FRAME_BYTES - r->content.len;
     ZSTD_outBuffer out = { r->content.p + r->content.len, room, 0 };
+    if (stable) out = (ZSTD_outBuffer){ r->content.p, stable, r->content.len };
     size_t ret = ZSTD_decompressStream(r->dctx, &out, &in);
     r->in_pos += in.pos;
     r->consumed += in.pos;
-    r->content.len += out.pos;
+    r->content.len = stable ? out.pos : r->content.len + out.pos;
     if (in.pos) started = 1;
+    if (stable && (ZSTD_isError(ret) || (ret && out.pos == out.size)) &&
+        lseek(r->fd, (off_t)r->frame_off, SEEK_SET) == (off_t)r->frame_off) {
+      r->in_pos = r->in_len = 0;   /* again, the general way */
+      r->eof = 0;
+      r->consumed = r->frame_off;
+      r->content.len = 0;
+      started = 0, general = 1, stable = 0;
+      ZSTD_DCtx_reset(r->dctx, ZSTD_reset_session_only);
+      ZSTD_DCtx_setParameter(r->dctx, ZSTD_d_stableOutBuffer, 0);
+      continue;
+    }
     if (ZSTD_isError(ret)) {
       if (r->frames == 0 && r->frame_off == 0 && ZSTD_getErrorCode(ret) == ZSTD_error_prefix_unknown)
         return set_err(r, HKT_ERR_NOT_TRACE, 0, "not a zstd file, so not a hakmem trace");
@@ -145,7 +185,13 @@ static int read_frame(hkt_reader *r) {
     }
     if (ret == 0) {
       r->whole_off = r->consumed;
-      if (r->content.len == 0) { r->frame_off = r->whole_off; started = 0; continue; }  /* skippable frame */
+      if (r->content.len == 0) {   /* skippable frame */
+        r->frame_off = r->whole_off;
+        started = 0;
+        ZSTD_DCtx_reset(r->dctx, ZSTD_reset_session_only);
+        ZSTD_DCtx_setParameter(r->dctx, ZSTD_d_stableOutBuffer, 0);
+        continue;
+      }
       r->frames++;
       return 1;
     }
@@ -420,8 +466,6 @@ static int read_strings(hkt_reader *r, hkt_cur *sc, int want_str, int want_bid, 
 static void end_chunk(hkt_reader *r, uint64_t seq0, uint32_t n, int nomem, int bad_event, int bad) {
   r->next_seq = seq0 + n;
   r->left -= n;
-  r->bpos = 0;
-  r->bn = n;
   if (nomem)
     set_err(r, HKT_ERR_NOMEM, r->frame_off, "out of memory");
   else if (bad_event)
@@ -431,8 +475,8 @@ static void end_chunk(hkt_reader *r, uint64_t seq0, uint32_t n, int nomem, int b
             (unsigned long long)(seq0 + n), bad - 1);
 }
 
-static void decode_chunk_v1(hkt_reader *r) {
-  uint32_t max = r->left < HKT_BATCH ? r->left : HKT_BATCH;
+static uint32_t decode_chunk_v1(hkt_reader *r, hkt_event *out, uint32_t max) {
+  if (max > r->left) max = r->left;
   const uint8_t *kp = r->s[HKT_S_KIND].p;   /* exactly one byte per event (checked per frame) */
   const uint8_t *fp = r->s[HKT_S_FLAGS].p, *fe = r->s[HKT_S_FLAGS].end;
   const uint8_t *tp = r->s[HKT_S_TID].p, *te = r->s[HKT_S_TID].end;
@@ -446,7 +490,6 @@ static void decode_chunk_v1(hkt_reader *r) {
   const uint64_t seq0 = r->next_seq;
   const unsigned shift = r->hdr.time_shift;
   uint64_t prev_t = r->prev_t;
-  hkt_event *out = r->batch;
   int bad = 0, bad_event = 0;
   uint32_t i = 0;
   while (i < max) {
@@ -555,6 +598,7 @@ static void decode_chunk_v1(hkt_reader *r) {
   r->s[HKT_S_CALLER].p = lp;
   r->prev_t = prev_t;
   end_chunk(r, seq0, i, 0, bad_event, bad);
+  return i;
 }
 
 /* The class a version 2 reader predicts before the pointer (docs: step 8). */
@@ -577,6 +621,27 @@ __attribute__((target(HKT_FAST_ISA))) static inline unsigned select_bmi2(uint64_
 }
 __attribute__((target(HKT_FAST_ISA))) static inline uint32_t popcount_isa(uint64_t x) {
   return (uint32_t)__builtin_popcountll(x);
+}
+
+/* hkt_lanes_add with one 256-bit add for the 16 lanes: the same words. */
+__attribute__((target(HKT_FAST_ISA))) static inline void lanes_add_avx2(uint64_t *p, uint32_t i, const int up) {
+  __m256i m = _mm256_loadu_si256((const __m256i *)(hkt_ones_from + 16 - i));   /* 1 in lanes i.. */
+  __m256i a = _mm256_loadu_si256((const __m256i *)p);
+  a = up ? _mm256_add_epi16(a, m) : _mm256_sub_epi16(a, m);
+  _mm256_storeu_si256((__m256i *)p, a);
+}
+
+/* hkt_live_count of one allocation number k going live (up) or dead. */
+static inline __attribute__((always_inline)) void live_count(hkt_live_slot *s, uint32_t k, const int up, const int isa) {
+  if (!isa) {
+    hkt_live_count(s, k, up ? 1 : ~0ull);
+    return;
+  }
+  uint32_t w = k / 64, g = w / 16;
+  lanes_add_avx2(&s->p1[g * 4], w % 16, up);
+  lanes_add_avx2(&s->p2[g / 16 * 4], g % 16, up);
+  s->c3[g / 16] += up ? 1 : (uint32_t)-1;
+  s->nlive += up ? 1 : (uint32_t)-1;
 }
 
 /* As hkt_live_find; isa: the CPU has HKT_FAST_ISA. */
@@ -612,10 +677,14 @@ static inline int vget(const uint8_t **p, const uint8_t *end, uint64_t *v) {
   return 1;
 }
 
-static inline void put_event(hkt_event *ev, uint64_t seq, uint64_t time_ns, uint32_t tid, unsigned kind,
-                             uint32_t cls, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2, uint64_t caller) {
+/* lean: time_ns and caller are not the consumer's (HKT_SKIP_TIME and
+ * HKT_SKIP_CALLER): not computed, not stored. */
+static inline __attribute__((always_inline)) void put_event(hkt_event *ev, uint64_t seq, uint64_t time_ns,
+                                                            uint32_t tid, unsigned kind, uint32_t cls, uint64_t ptr,
+                                                            uint64_t size, uint64_t aux, uint64_t aux2, uint64_t caller,
+                                                            const int lean) {
   ev->seq = seq;
-  ev->time_ns = time_ns;
+  if (!lean) ev->time_ns = time_ns;
   ev->tid = tid;
   ev->kind = (uint16_t)kind;
   ev->fn = 0;
@@ -626,7 +695,7 @@ static inline void put_event(hkt_event *ev, uint64_t seq, uint64_t time_ns, uint
   ev->aux = aux;
   ev->aux2 = aux2;
   ev->aux3 = 0;
-  ev->caller = caller;
+  if (!lean) ev->caller = caller;
   ev->str = NULL;
   ev->bid = NULL;
   ev->bid_len = 0;
@@ -639,7 +708,8 @@ static inline void put_event(hkt_event *ev, uint64_t seq, uint64_t time_ns, uint
 /* The events from out[i] on (below max) that a fast path takes: returns
  * the index of the first it does not (left to decode_general_v2). Built
  * twice, for CPUs with HKT_FAST_ISA and without. */
-static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader *r, uint32_t i, uint32_t max, const int isa) {
+static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader *r, hkt_event *out, uint32_t i, uint32_t max,
+                                                                         const int isa, const int lean) {
   const uint8_t *hp = r->s[HKT_S_HEAD].p;
   const uint8_t *tp = r->s[HKT_S_TID].p, *te = r->s[HKT_S_TID].end;
   const uint8_t *mp = r->s[HKT_S_TIME].p, *me = r->s[HKT_S_TIME].end;
@@ -657,12 +727,17 @@ static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader 
   const uint32_t ncallers = r->ncallers;
   const uint64_t *callers = r->callers;
   uint32_t tid = r->m.prev_tid;
-  hkt_event *out = r->batch;
+  /* The kinds whose flags are as their path expects (fpred changes only
+   * on the general path): the HEAD bits each path takes, or none (0xff
+   * matches no HEAD byte masked so). */
+  const unsigned fk_malloc = r->m.fpred[HKT_EV_MALLOC] == G_MALLOC ? HKT_EV_MALLOC : 0xff;
+  const unsigned fk_free = r->m.fpred[HKT_EV_FREE] == G_FREE ? HKT_EV_FREE : 0xff;
+  const unsigned fk_push = r->m.fpred[HKT_EV_REMOTE_PUSH] == G_PUSH ? HKT_EV_REMOTE_PUSH : 0xff;
   while (i < max) {
     hkt_event *ev = &out[i];
     uint8_t head = *hp;
     unsigned fk = head & (HKT_H_KIND | HKT_H_FLAGS);
-    if (fk == HKT_EV_MALLOC && r->m.fpred[HKT_EV_MALLOC] == G_MALLOC) {
+    if (fk == fk_malloc) {
       const uint8_t *tq = tp, *mq = mp, *pq = pp, *zq = zp, *lq = lp;
       uint64_t ntid = tid, dt, u, hi, k;
       if ((head & HKT_H_TID) && (!vget(&tq, te, &ntid) || ntid > UINT32_MAX)) goto stop;
@@ -699,20 +774,20 @@ static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader 
       }
       hp++, tp = tq, mp = mq, pp = pq, slp++, zp = zq, lp = lq;
       tid = (uint32_t)ntid;
-      uint64_t t = r->m.tlast[ts] += (uint64_t)hkt_unzz(dt);
+      uint64_t t = lean ? 0 : (r->m.tlast[ts] += (uint64_t)hkt_unzz(dt));
       if (cls != HKT_NO_CLASS) r->m.lcls[ts] = cls;
       r->pred[slot] = ptr;
       uint32_t n = ls->n++;
       ls->val[n] = ptr;
       ls->tag[n] = cls;
       ls->bits[n / 64] |= 1ull << (n % 64);
-      hkt_live_count(ls, n, 1);
+      live_count(ls, n, 1, isa);
       *cpd = (uint32_t)k;
-      put_event(ev, seq0 + i, t << shift, tid, HKT_EV_MALLOC, cls, ptr, size, 0, 0, callers[k]);
+      put_event(ev, seq0 + i, t << shift, tid, HKT_EV_MALLOC, cls, ptr, size, 0, 0, lean ? 0 : callers[k], lean);
       i++;
       continue;
     }
-    if (fk == HKT_EV_FREE && r->m.fpred[HKT_EV_FREE] == G_FREE) {
+    if (fk == fk_free) {
       const uint8_t *tq = tp, *mq = mp, *pq = pp, *fq = fhp, *lq = lp;
       uint64_t ntid = tid, dt, hi, k;
       if ((head & HKT_H_TID) && (!vget(&tq, te, &ntid) || ntid > UINT32_MAX)) goto stop;
@@ -732,7 +807,8 @@ static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader 
         hkt_live_slot *ls = &live->s[at];
         uint32_t kk = d <= UINT32_MAX ? live_find(ls, (uint32_t)d, isa) : UINT32_MAX;
         if (kk == UINT32_MAX) goto stop;
-        hkt_live_slot_kill(ls, kk);
+        ls->bits[kk / 64] &= ~(1ull << (kk % 64));   /* hkt_live_slot_kill */
+        live_count(ls, kk, 0, isa);
         ptr = live->s[at].val[kk];
         cls = live->s[at].tag[kk];
       } else if ((u & 3) == HKT_P_DELTA) {
@@ -743,7 +819,7 @@ static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader 
       }
       hp++, tp = tq, mp = mq, pp = pq, flp++, fhp = fq, lp = lq;
       tid = (uint32_t)ntid;
-      uint64_t t = r->m.tlast[ts] += (uint64_t)hkt_unzz(dt);
+      uint64_t t = lean ? 0 : (r->m.tlast[ts] += (uint64_t)hkt_unzz(dt));
       if (cls != HKT_NO_CLASS) r->m.lcls[ts] = cls;
       unsigned slot = hkt_slot(cls);
       r->pred[slot] = ptr;
@@ -751,11 +827,11 @@ static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader 
       rg->ent[(size_t)slot * HKT_RING_CAP + (top & (HKT_RING_CAP - 1))] = ptr;
       if (top + 1 - rg->lo[slot] > HKT_RING_CAP) rg->lo[slot] = top + 1 - HKT_RING_CAP;
       *cpd = (uint32_t)k;
-      put_event(ev, seq0 + i, t << shift, tid, HKT_EV_FREE, cls, ptr, 0, 0, 0, callers[k]);
+      put_event(ev, seq0 + i, t << shift, tid, HKT_EV_FREE, cls, ptr, 0, 0, 0, lean ? 0 : callers[k], lean);
       i++;
       continue;
     }
-    if (fk == HKT_EV_REMOTE_PUSH && r->m.fpred[HKT_EV_REMOTE_PUSH] == G_PUSH) {
+    if (fk == fk_push) {
       const uint8_t *tq = tp, *mq = mp, *pq = pp, *aq = ap;
       uint64_t ntid = tid, dt, u, aux, aux2;
       if ((head & HKT_H_TID) && (!vget(&tq, te, &ntid) || ntid > UINT32_MAX)) goto stop;
@@ -765,12 +841,12 @@ static inline __attribute__((always_inline)) uint32_t decode_fast_v2(hkt_reader 
       hp++, tp = tq, mp = mq, pp = pq, ap = aq;
       tid = (uint32_t)ntid;
       unsigned ts = hkt_tslot(tid);
-      uint64_t t = r->m.tlast[ts] += (uint64_t)hkt_unzz(dt);
+      uint64_t t = lean ? 0 : (r->m.tlast[ts] += (uint64_t)hkt_unzz(dt));
       uint32_t cls = r->m.lcls[ts];
       unsigned slot = hkt_slot(cls);
       uint64_t ptr = r->pred[slot] += (uint64_t)hkt_unzz(u >> 2) << 3;
       aux = r->m.apred[HKT_EV_REMOTE_PUSH] = hkt_aux_base(HKT_EV_REMOTE_PUSH, ptr, 0) + (uint64_t)hkt_unzz(aux);
-      put_event(ev, seq0 + i, t << shift, tid, HKT_EV_REMOTE_PUSH, cls, ptr, 0, aux, aux2, 0);
+      put_event(ev, seq0 + i, t << shift, tid, HKT_EV_REMOTE_PUSH, cls, ptr, 0, aux, aux2, 0, lean);
       i++;
       continue;
     }
@@ -791,11 +867,21 @@ stop:
   return i;
 }
 
-static __attribute__((noinline)) uint32_t decode_fast_v2_base(hkt_reader *r, uint32_t i, uint32_t max) {
-  return decode_fast_v2(r, i, max, 0);
+/* Built four times: with HKT_FAST_ISA or without, lean or not. */
+static __attribute__((noinline)) uint32_t decode_fast_v2_base(hkt_reader *r, hkt_event *out, uint32_t i, uint32_t max) {
+  return decode_fast_v2(r, out, i, max, 0, 0);
 }
-__attribute__((target(HKT_FAST_ISA), noinline)) static uint32_t decode_fast_v2_isa(hkt_reader *r, uint32_t i, uint32_t max) {
-  return decode_fast_v2(r, i, max, 1);
+__attribute__((target(HKT_FAST_ISA), noinline)) static uint32_t decode_fast_v2_isa(hkt_reader *r, hkt_event *out,
+                                                                                  uint32_t i, uint32_t max) {
+  return decode_fast_v2(r, out, i, max, 1, 0);
+}
+static __attribute__((noinline)) uint32_t decode_fast_v2_base_lean(hkt_reader *r, hkt_event *out, uint32_t i,
+                                                                   uint32_t max) {
+  return decode_fast_v2(r, out, i, max, 0, 1);
+}
+__attribute__((target(HKT_FAST_ISA), noinline)) static uint32_t decode_fast_v2_isa_lean(hkt_reader *r, hkt_event *out,
+                                                                                       uint32_t i, uint32_t max) {
+  return decode_fast_v2(r, out, i, max, 1, 1);
 }
 
 /* Why decode_general_v2 ended the chunk. */
@@ -805,7 +891,7 @@ typedef struct v2_stop { int bad, bad_event, nomem; } v2_stop;
  * backwards, every field as its flags say. 1: decoded (*i advanced), go
  * on; 0: the chunk ends here (an error in *why, or after an event with a
  * string, which lives in r->str until the next chunk). */
-static int decode_general_v2(hkt_reader *r, uint32_t *ip, v2_stop *why) {
+static int decode_general_v2(hkt_reader *r, hkt_event *out, uint32_t *ip, v2_stop *why) {
   const uint8_t *hp = r->s[HKT_S_HEAD].p;   /* exactly one byte per event (checked per frame) */
   const uint8_t *fp = r->s[HKT_S_FLAGS].p, *fe = r->s[HKT_S_FLAGS].end;
   const uint8_t *tp = r->s[HKT_S_TID].p, *te = r->s[HKT_S_TID].end;
@@ -824,7 +910,7 @@ static int decode_general_v2(hkt_reader *r, uint32_t *ip, v2_stop *why) {
   const unsigned shift = r->hdr.time_shift;
   uint32_t tid = r->m.prev_tid;
   uint32_t i = *ip;
-  hkt_event *ev = &r->batch[i];
+  hkt_event *ev = &out[i];
   int bad = 0, bad_event = 0, nomem = 0, go_on = 0;
   do {
     uint8_t head = *hp++;
@@ -1002,27 +1088,32 @@ static int decode_general_v2(hkt_reader *r, uint32_t *ip, v2_stop *why) {
   return go_on;
 }
 
-static void decode_chunk_v2(hkt_reader *r) {
-  uint32_t max = r->left < HKT_BATCH ? r->left : HKT_BATCH;
+static uint32_t decode_chunk_v2(hkt_reader *r, hkt_event *out, uint32_t max) {
+  if (max > r->left) max = r->left;
+  const int lean = (r->skip & (HKT_SKIP_TIME | HKT_SKIP_CALLER)) == (HKT_SKIP_TIME | HKT_SKIP_CALLER);
+  uint32_t (*fast)(hkt_reader *, hkt_event *, uint32_t, uint32_t) =
+      r->fast_isa ? (lean ? decode_fast_v2_isa_lean : decode_fast_v2_isa)
+                  : (lean ? decode_fast_v2_base_lean : decode_fast_v2_base);
   uint32_t i = 0;
   v2_stop why = { 0, 0, 0 };
   while (i < max) {
-    i = r->fast_isa ? decode_fast_v2_isa(r, i, max) : decode_fast_v2_base(r, i, max);
-    if (i == max || !decode_general_v2(r, &i, &why)) break;
+    i = fast(r, out, i, max);
+    if (i == max || !decode_general_v2(r, out, &i, &why)) break;
   }
   end_chunk(r, r->next_seq, i, why.nomem, why.bad_event, why.bad);
+  return i;
 }
 
-/* Make sure decoded events wait in r->batch: 1, or 0 at the end, or the
- * error (after the events decoded before it were handed out). */
-static int fill(hkt_reader *r) {
+/* Decode the next events into out[0..max) (max >= 1): how many, or 0 at
+ * the end, or the error (after the events decoded before it were handed
+ * out). */
+static int decode_into(hkt_reader *r, hkt_event *out, uint32_t max) {
   for (;;) {
-    if (r->bpos < r->bn) return 1;
     if (r->err) return r->err;
     if (r->in_frame) {
       if (r->left) {
-        if (r->hdr.version == 1) decode_chunk_v1(r);
-        else decode_chunk_v2(r);
+        uint32_t n = r->hdr.version == 1 ? decode_chunk_v1(r, out, max) : decode_chunk_v2(r, out, max);
+        if (n) return (int)n;
         continue;
       }
       HKT_TRY(finish_events(r));
@@ -1052,6 +1143,16 @@ static int fill(hkt_reader *r) {
   }
 }
 
+/* Make sure decoded events wait in r->batch: 1, or as decode_into. */
+static int fill(hkt_reader *r) {
+  if (r->bpos < r->bn) return 1;
+  int n = decode_into(r, r->batch, HKT_BATCH);
+  if (n <= 0) return n;
+  r->bpos = 0;
+  r->bn = (uint32_t)n;
+  return 1;
+}
+
 int hkt_reader_next(hkt_reader *r, hkt_event *ev) {
   if (!r || !ev) return HKT_ERR_ARG;
   if (hkt_unlikely(r->bpos == r->bn)) {
@@ -1070,6 +1171,24 @@ int hkt_reader_batch(hkt_reader *r, const hkt_event **evs) {
   int n = (int)(r->bn - r->bpos);
   r->bpos = r->bn;
   return n;
+}
+
+int hkt_reader_batch_into(hkt_reader *r, hkt_event *out, unsigned max) {
+  if (!r || !out || !max) return HKT_ERR_ARG;
+  if (max > HKT_BATCH) max = HKT_BATCH;
+  if (r->bpos < r->bn) {   /* what hkt_reader_next left of a chunk */
+    uint32_t n = r->bn - r->bpos < max ? r->bn - r->bpos : max;
+    memcpy(out, r->batch + r->bpos, n * sizeof *out);
+    r->bpos += n;
+    return (int)n;
+  }
+  return decode_into(r, out, max);
+}
+
+int hkt_reader_skip(hkt_reader *r, unsigned fields) {
+  if (!r || (fields & ~(HKT_SKIP_TIME | HKT_SKIP_CALLER)) || r->err || r->next_seq || r->in_frame) return HKT_ERR_ARG;
+  r->skip = fields;
+  return 0;
 }
 
 /* The fast path needs AVX2, BMI and BMI2 and POPCNT (HAKMEM_TRACE_ISA=base: never). */

@@ -184,6 +184,21 @@ HAK_API void hkt_reader_close(hkt_reader *r);
  * after an event that has a string, so str/bid stay valid as above. */
 #define HKT_BATCH 256u
 HAK_API int  hkt_reader_batch(hkt_reader *r, const hkt_event **evs);
+/* The same, decoded straight into the caller's array: n > 0 events in
+ * out[0..n) (n <= max, at most HKT_BATCH), 0 at the end, < 0 an hkt_err
+ * after every good event. No array of the reader's is written and read
+ * again on the way, and a small array stays in L1 beside the consumer's
+ * own work (the replay reader: 64 events). str/bid point into the reader
+ * as above. Mixes freely with hkt_reader_next and hkt_reader_batch. */
+HAK_API int  hkt_reader_batch_into(hkt_reader *r, hkt_event *out, unsigned max);
+/* Fields the consumer never reads, so that the decoder need not compute
+ * or store them; before the first event (else HKT_ERR_ARG). The fields
+ * named are unspecified in the events read from then on (the decoder
+ * skips them when both are named); every stream is still consumed
+ * exactly, and the other fields are as ever. */
+#define HKT_SKIP_TIME   0x1u   /* time_ns */
+#define HKT_SKIP_CALLER 0x2u   /* caller */
+HAK_API int  hkt_reader_skip(hkt_reader *r, unsigned fields);
 
 /* ---- writer ------------------------------------------------------------ */
 
