@@ -574,7 +574,7 @@ static void test_corruption(void **state) {
 static void read_into(const char *p, unsigned max, int mix, int *rc, int *n) {
   hkt_reader *r;
   assert_int_equal(hkt_reader_open(&r, p), 0);
-  static hkt_event got[HKT_BATCH + 16];   /* room for max (<= HKT_BATCH + 8) events and a canary */
+  static hkt_event got[512 + 1];   /* room for max (<= 512) events and a canary */
   int k = 0, e, turn = 0;
   for (;;) {
     if (mix && turn++ % 3 == 1) {
