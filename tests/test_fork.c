@@ -88,8 +88,13 @@ static int child_work(int i) {
   for (size_t k = 0; k < sizeof sigs / sizeof *sigs; k++) signal(sigs[k], SIG_DFL);
   alarm(20);  /* a deadlocked child dies of SIGALRM instead of hanging */
   if (hak_churn((uint64_t)i * 131 + 1, 1500)) return 1;
+  /* A thread of its own, but not under TSan or ASan: their runtimes keep
+   * their allocator's locks across fork (GCC 12's), so a child of a
+   * parent whose other thread was in that allocator at the fork hangs in
+   * pthread_create (seen: a SIGALRM'd child waiting in ASan's
+   * SizeClassAllocator64 mutex under pthread_getattr_np; 3 of 40 runs). */
   const char *san = getenv("HAKMEM_TEST_SAN");
-  if (!(san && strcmp(san, "thread") == 0)) {
+  if (!(san && (strcmp(san, "thread") == 0 || strcmp(san, "address") == 0))) {
     pthread_t t;
     void *res = (void *)1;
     if (pthread_create(&t, NULL, child_thread, (void *)(uintptr_t)(i + 1000)) != 0) return 2;
