@@ -600,6 +600,36 @@ static void read_into(const char *p, unsigned max, int mix, int *rc, int *n) {
   hkt_reader_close(r);
 }
 
+/* A heap-like trace of n MALLOCs and FREEs of two threads (what the
+ * version 2 fast paths decode) in e[], written to `path` in frames of
+ * `frame` events; a reader open on it. */
+static hkt_reader *heap_trace(hkt_event *hev, int n, uint32_t frame) {
+  uint64_t live[64] = {0};
+  for (int i = 0; i < n; i++) {
+    hkt_event *e = &hev[i];
+    memset(e, 0, sizeof *e);
+    e->time_ns = (uint64_t)i * 37 + rnd() % 20;
+    e->tid = (uint32_t)(rnd() % 2);
+    e->caller = 0x401000 + (rnd() % 4) * 8;
+    int k = (int)(rnd() % 64);
+    if (live[k]) {
+      e->kind = HKT_EV_FREE;
+      e->ptr = live[k];
+      e->cls = (uint32_t)((live[k] >> 4) % 4);
+      live[k] = 0;
+    } else {
+      e->kind = HKT_EV_MALLOC;
+      e->size = 1 + rnd() % 128;
+      e->cls = e->size <= 16 ? 0 : e->size <= 32 ? 1 : e->size <= 64 ? 2 : 3;
+      e->ptr = live[k] = 0x100000000000ull + (uint64_t)i * 64 + e->cls * 16;
+    }
+  }
+  hkt_header h = hdr;
+  h.num_classes = 4;
+  for (int c = 0; c < 4; c++) h.class_size[c] = 16u << c;
+  return write_and_open(&h, frame, hev, n);
+}
+
 static void test_batch_into(void **state) {
   (void)state;
   write_trace(path, NEV, 250, 1);
@@ -645,30 +675,7 @@ static void test_batch_into(void **state) {
   /* skip: a heap-like trace through the fast paths */
   enum { N = 30000 };
   static hkt_event hev[N];
-  uint64_t live[64] = {0};
-  for (int i = 0; i < N; i++) {
-    hkt_event *e = &hev[i];
-    memset(e, 0, sizeof *e);
-    e->time_ns = (uint64_t)i * 37 + rnd() % 20;
-    e->tid = (uint32_t)(rnd() % 2);
-    e->caller = 0x401000 + (rnd() % 4) * 8;
-    int k = (int)(rnd() % 64);
-    if (live[k]) {
-      e->kind = HKT_EV_FREE;
-      e->ptr = live[k];
-      e->cls = (uint32_t)((live[k] >> 4) % 4);
-      live[k] = 0;
-    } else {
-      e->kind = HKT_EV_MALLOC;
-      e->size = 1 + rnd() % 128;
-      e->cls = e->size <= 16 ? 0 : e->size <= 32 ? 1 : e->size <= 64 ? 2 : 3;
-      e->ptr = live[k] = 0x100000000000ull + (uint64_t)i * 64 + e->cls * 16;
-    }
-  }
-  hkt_header h = hdr;
-  h.num_classes = 4;
-  for (int c = 0; c < 4; c++) h.class_size[c] = 16u << c;
-  hkt_reader_close(write_and_open(&h, 8192, hev, N));
+  hkt_reader_close(heap_trace(hev, N, 8192));
   for (int base_isa = 0; base_isa < 2; base_isa++) {
     if (base_isa) setenv("HAKMEM_TRACE_ISA", "base", 1);
     assert_int_equal(hkt_reader_open(&r, path), 0);
@@ -693,6 +700,137 @@ static void test_batch_into(void **state) {
     assert_true(times < N / 2);   /* the fast paths did skip them */
     hkt_reader_close(r);
   }
+}
+
+
+/* Stream ends on the fast paths: the reader drops the end tests of the
+ * dense streams for a chunk that has room in them for any of its events,
+ * so an event that runs past one of them near the end of a frame must
+ * still be refused there, with the same error however the events are
+ * read (one at a time, in chunks, lean, on both ISA paths). The first
+ * event frame is rewritten with one byte less in stream s (the last
+ * one, so that the stream's last reader runs out). */
+static size_t uvar(const uint8_t *p, size_t *at, uint64_t *v) {
+  uint64_t x = 0;
+  for (unsigned sh = 0;; sh += 7) {
+    uint8_t b = p[(*at)++];
+    x |= (uint64_t)(b & 0x7f) << sh;
+    if (!(b & 0x80)) break;
+  }
+  *v = x;
+  return *at;
+}
+static void put_uvar(uint8_t *p, size_t *at, uint64_t v) {
+  while (v >= 0x80) { p[(*at)++] = (uint8_t)(v | 0x80); v >>= 7; }
+  p[(*at)++] = (uint8_t)v;
+}
+static uint8_t *zframe(const uint8_t *c, size_t n, size_t *len) {
+  size_t cap = ZSTD_compressBound(n);
+  uint8_t *out = malloc(cap);
+  assert_non_null(out);
+  ZSTD_CCtx *z = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 1);
+  *len = ZSTD_compress2(z, out, cap, c, n);
+  assert_false(ZSTD_isError(*len));
+  ZSTD_freeCCtx(z);
+  return out;
+}
+/* Read p to its end or error: events (checked against want), the error. */
+static int read_ends(const char *p, const hkt_event *want, int mode, int base_isa, int *rc, char *msg, size_t msgn) {
+  hkt_reader *r;
+  if (base_isa) setenv("HAKMEM_TRACE_ISA", "base", 1);
+  assert_int_equal(hkt_reader_open(&r, p), 0);
+  unsetenv("HAKMEM_TRACE_ISA");
+  if (mode == 2) assert_int_equal(hkt_reader_skip(r, HKT_SKIP_TIME | HKT_SKIP_CALLER), 0);
+  static hkt_event got[64];
+  int k = 0, e;
+  for (;;) {
+    if (mode == 0) e = hkt_reader_next(r, &got[0]);
+    else e = hkt_reader_batch_into(r, got, mode == 1 ? 7 : 64);
+    if (e <= 0) break;
+    for (int i = 0; i < e; i++, k++) {
+      assert_int_equal(got[i].seq, (uint64_t)k);
+      assert_int_equal(got[i].kind, want[k].kind);
+      assert_int_equal(got[i].ptr, want[k].ptr);
+      assert_int_equal(got[i].size, want[k].size);
+      assert_int_equal(got[i].cls, want[k].cls);
+      if (mode != 2) assert_int_equal(got[i].time_ns, want[k].time_ns);
+    }
+  }
+  *rc = e;
+  snprintf(msg, msgn, "%s", hkt_reader_errmsg(r));
+  hkt_reader_close(r);
+  return k;
+}
+static void test_stream_ends(void **state) {
+  (void)state;
+  enum { N = 6000, FRAME = 4096 };
+  static hkt_event hev[N];
+  hkt_reader_close(heap_trace(hev, N, FRAME));
+  uint8_t *file;
+  size_t flen = file_load(path, &file);
+  size_t h_z = ZSTD_findFrameCompressedSize(file, flen);
+  size_t e_z = ZSTD_findFrameCompressedSize(file + h_z, flen - h_z);
+  assert_false(ZSTD_isError(h_z) || ZSTD_isError(e_z));
+  unsigned long long e_n = ZSTD_getFrameContentSize(file + h_z, e_z);
+  assert_true(e_n > 0 && e_n < (64u << 20));
+  uint8_t *ev = malloc(e_n), *mod = malloc(e_n + 64);
+  assert_non_null(ev);
+  assert_non_null(mod);
+  assert_int_equal(ZSTD_decompress(ev, e_n, file + h_z, e_z), e_n);
+  assert_memory_equal(ev, HKT_MAGIC_EVENTS, 4);
+  /* the frame's head: first, n, t0, stacks (none), callsites, stream lengths */
+  size_t at = 4;
+  uint64_t first, n, t0, nst, nc, v, len[HKT_S__COUNT];
+  uvar(ev, &at, &first), uvar(ev, &at, &n), uvar(ev, &at, &t0), uvar(ev, &at, &nst);
+  assert_int_equal(first, 0);
+  assert_int_equal(n, FRAME);
+  assert_int_equal(nst, 0);
+  uvar(ev, &at, &nc);
+  for (uint64_t i = 0; i < nc; i++) uvar(ev, &at, &v);
+  size_t head_end = at;
+  for (int i = 0; i < HKT_S__COUNT; i++) uvar(ev, &at, &len[i]);
+  size_t streams = at;
+  static const int dense[] = { HKT_S_TIME, HKT_S_PTR, HKT_S_SIZE, HKT_S_FREE_HI, HKT_S_SIZE_LO, HKT_S_FREE_LO };
+  char bad[160], msg[640], msg2[640], want_msg[64];
+  snprintf(bad, sizeof bad, "%s/ends.hkt.zst", tmpdir);
+  for (unsigned d = 0; d < sizeof dense / sizeof *dense; d++) {
+    int s = dense[d];
+    assert_true(len[s] > 0);
+    size_t m = head_end, off = streams;
+    memcpy(mod, ev, head_end);
+    for (int i = 0; i < HKT_S__COUNT; i++) put_uvar(mod, &m, len[i] - (i == s));
+    for (int i = 0; i < HKT_S__COUNT; i++) {   /* stream i, less its last byte if it is s */
+      memcpy(mod + m, ev + off, len[i] - (i == s));
+      m += len[i] - (i == s);
+      off += len[i];
+    }
+    size_t z_n;
+    uint8_t *z = zframe(mod, m, &z_n);
+    uint8_t *out = malloc(h_z + z_n);
+    assert_non_null(out);
+    memcpy(out, file, h_z);   /* the header frame as written */
+    memcpy(out + h_z, z, z_n);
+    file_store(bad, out, h_z + z_n);
+    free(z);
+    free(out);
+    snprintf(want_msg, sizeof want_msg, "runs past its stream %d", s);
+    int rc, k = read_ends(bad, hev, 0, 0, &rc, msg, sizeof msg);
+    assert_int_equal(rc, HKT_ERR_CORRUPT);
+    assert_non_null(strstr(msg, want_msg));
+    assert_true(k < FRAME);
+    if (s == HKT_S_TIME) assert_int_equal(k, FRAME - 1);   /* every event reads a time: the last runs out */
+    for (int mode = 0; mode < 3; mode++)
+      for (int base_isa = 0; base_isa < 2; base_isa++) {
+        int rc2, k2 = read_ends(bad, hev, mode, base_isa, &rc2, msg2, sizeof msg2);
+        assert_int_equal(rc2, rc);
+        assert_int_equal(k2, k);
+        assert_string_equal(msg2, msg);
+      }
+  }
+  free(ev);
+  free(mod);
+  free(file);
 }
 
 /* A hand-made frame with the given content, compressed with a checksum. */
@@ -1064,6 +1202,7 @@ int main(void) {
     cmocka_unit_test(test_truncation),
     cmocka_unit_test(test_corruption),
     cmocka_unit_test(test_batch_into),
+    cmocka_unit_test(test_stream_ends),
     cmocka_unit_test(test_bad_files),
     cmocka_unit_test(test_v1_traces),
     cmocka_unit_test(test_live_ranks),
