@@ -56,13 +56,57 @@ typedef struct hka_blocks {
   uint64_t ghosts_dropped;
 } hka_blocks;
 
-hka_block *hka_blocks_find(hka_blocks *t, uint64_t ptr);
+/* Fibonacci hashing: the high bits of key * 2^64/phi, spread well even for
+ * keys that differ only in a few low bits (neighbouring blocks). */
+static inline size_t hka_fib(uint64_t key, size_t cap) {
+  return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> (64 - __builtin_ctzll(cap)));
+}
+
+/* Blocks are 8..4096-byte aligned: drop the low bits before mixing. */
+static inline size_t hka_block_home(const hka_blocks *t, uint64_t ptr) {
+  return hka_fib(ptr >> 3, t->cap);
+}
+
+/* Inline, as the three lookups below run once or twice per event. */
+static inline hka_block *hka_blocks_find(hka_blocks *t, uint64_t ptr) {
+  if (!t->cap) return NULL;
+  size_t j = hka_block_home(t, ptr);
+  for (;;) {
+    hka_block *b = &t->slot[j];
+    if (b->state == HKA_B_EMPTY) return NULL;
+    if (b->ptr == ptr) return b;
+    j = (j + 1) & (t->cap - 1);
+  }
+}
+
 /* Start loading ptr's home slot (the table is far bigger than the cache). */
-void hka_blocks_prefetch(const hka_blocks *t, uint64_t ptr);
+static inline void hka_blocks_prefetch(const hka_blocks *t, uint64_t ptr) {
+  if (t->cap) __builtin_prefetch(&t->slot[hka_block_home(t, ptr)], 1);
+}
+
+/* The table grown (a rebuild) so that one more record fits; 0 or NOMEM. */
+int hka_blocks_grow(hka_blocks *t);
+
 /* The record for ptr, created EMPTY if absent; NULL when out of memory. */
-hka_block *hka_blocks_get(hka_blocks *t, uint64_t ptr);
+static inline hka_block *hka_blocks_get(hka_blocks *t, uint64_t ptr) {
+  if ((t->used + 1) * 10 > t->cap * 7 && hka_blocks_grow(t)) return NULL;
+  size_t j = hka_block_home(t, ptr);
+  for (;;) {                        /* one probe: the record or where it goes */
+    hka_block *b = &t->slot[j];
+    if (b->state == HKA_B_EMPTY) break;
+    if (b->ptr == ptr) return b;
+    j = (j + 1) & (t->cap - 1);
+  }
+  hka_block *b = &t->slot[j];
+  *b = (hka_block){.ptr = ptr};
+  t->used++;
+  return b;
+}
 /* Called after a state change that may have added ghosts. */
-int hka_blocks_maybe_trim(hka_blocks *t);
+int hka_blocks_trim(hka_blocks *t);
+static inline int hka_blocks_maybe_trim(hka_blocks *t) {
+  return t->ghosts <= t->ghost_cap ? 0 : hka_blocks_trim(t);
+}
 void hka_blocks_free(hka_blocks *t);
 
 /* ---- SuperSlabs --------------------------------------------------------- */
@@ -127,6 +171,8 @@ typedef struct hka_thread {
   uint64_t os_tid;
   uint64_t start_seq, exit_seq;
   uint64_t allocs, frees, bytes;
+  uint64_t *refill;                   /* [64]: last_refill's values of this thread's classes
+                                         (NULL until its first refill); see hka_state */
 } hka_thread;
 
 /* ---- timeline: a fixed number of buckets over seq, merged in pairs ------- */
@@ -219,7 +265,12 @@ typedef struct hka_state {
   uint64_t same_thread_frees, cross_thread_frees;
   hka_map last_flush;                 /* (tid << 16 | cls) -> seq of the last cache flush */
   hka_map last_refill;                /* (tid << 16 | cls) -> SuperSlab record + 1 << 32 | blocks of
-                                         the last refill not yet handed out */
+                                         the last refill not yet handed out; for a tracked
+                                         thread and cls < 64 the value lives in
+                                         threads[tid].refill[cls] (read per allocation) and
+                                         the map only keeps the keys, in their order */
+  struct { uint64_t base, idx1; } ss_cache[64]; /* ss_by_base lookups, direct-mapped by base:
+                                         idx1 0 = not in the map; base HKA_NONE = empty */
 
   hka_corr *corr;
   uint32_t ncorr, corr_cap;
@@ -239,14 +290,17 @@ struct hka_state;
 void hka_tl_begin_slow(struct hka_state *s, uint64_t seq, uint64_t time_ns);
 void hka_tl_close(struct hka_state *s);
 
-/* Per event, inline: most events stay in the open bucket. */
+/* Per event, inline: most events stay in the open bucket. Call it before
+ * s->last_time takes the event's time: the open bucket's end time is
+ * s->last_time as of its last event, and is only written when the bucket
+ * closes (begin_slow, close). Its highest live bytes and SuperSlab count
+ * are raised where those grow (an allocation, a register): hka_tl_raise. */
 static inline void hka_tl_begin(hka_state *s, uint64_t seq, uint64_t time_ns) {
   if (seq < s->tl.bound && s->tl.n) return;
   hka_tl_begin_slow(s, seq, time_ns);
 }
-static inline void hka_tl_after(hka_state *s) {
+static inline void hka_tl_raise(hka_state *s) {
   hka_bucket *b = &s->tl.b[s->tl.n - 1];
-  if (s->last_time > b->time1) b->time1 = s->last_time;
   if (s->live_bytes > b->max_live_bytes) b->max_live_bytes = s->live_bytes;
   if (s->ss_live > b->ss_max) b->ss_max = (uint32_t)s->ss_live;
 }
@@ -254,6 +308,9 @@ static inline void hka_tl_after(hka_state *s) {
 /* collect.c */
 int  hka_init(hka_state *s, const char *path, const hkt_header *h);
 int  hka_event(hka_state *s, const hkt_event *ev);
+/* n events of a batch in order, block slots prefetched a few events ahead;
+ * 0 or the first error. */
+int  hka_events(hka_state *s, const hkt_event *ev, int n);
 /* The whole pass: every event of r into s; returns what the reader said
  * last (0 end, <0 cut); *err < 0 if the analysis itself failed (memory). */
 int  hka_pass(hka_state *s, hkt_reader *r, int progress, int *err);

@@ -55,6 +55,7 @@ int hka_init(hka_state *s, const char *path, const hkt_header *h) {
     HKT_TRY(add_module(s, m->path, m->base, m->size, m->build_id, m->build_id_len));
   }
   s->first_seq = HKA_NONE;
+  for (int i = 0; i < 64; i++) s->ss_cache[i].base = HKA_NONE;
   s->blocks.ghost_cap = 1u << 16;
   s->tl.width = 1;
   return 0;
@@ -112,6 +113,31 @@ static uint32_t ss_index(const hka_state *s, uint64_t ptr) {
   return 0;
 }
 
+/* ss_by_base's value for base (0 if none) through s->ss_cache: the map
+ * changes only in new_ss, which writes its entry through. */
+static inline size_t ss_cache_home(uint64_t base) { return hka_fib(base >> 20, 64); }
+
+static inline uint32_t ss_lookup(hka_state *s, uint64_t base) {
+  __typeof__(s->ss_cache[0]) *e = &s->ss_cache[ss_cache_home(base)];
+  if (e->base != base) {
+    const uint64_t *v = hka_map_find(&s->ss_by_base, base);
+    e->base = base;
+    e->idx1 = v ? *v : 0;
+  }
+  return (uint32_t)e->idx1;
+}
+
+/* ss_index through the cache: the one the events use. */
+static inline uint32_t ss_index_cached(hka_state *s, uint64_t ptr) {
+  for (uint64_t m = s->ss_lg_mask; m; m &= m - 1) {
+    unsigned lg = (unsigned)__builtin_ctzll(m);
+    uint64_t base = ptr & ~((1ULL << lg) - 1);
+    uint32_t i = ss_lookup(s, base);
+    if (i && ptr - base < s->ss[i - 1].size) return i;
+  }
+  return 0;
+}
+
 hka_ss *hka_ss_of(const hka_state *s, uint64_t ptr) {
   uint32_t i = ss_index(s, ptr);
   return i ? &s->ss[i - 1] : NULL;
@@ -128,6 +154,10 @@ static hka_ss *new_ss(hka_state *s, uint64_t base, uint64_t size) {
   uint64_t *slot = hka_map_slot(&s->ss_by_base, base);
   if (!slot) return NULL;
   *slot = ++s->nss;
+  if (base != HKA_NONE) {           /* the map's empty key: found by no lookup */
+    s->ss_cache[ss_cache_home(base)].base = base;
+    s->ss_cache[ss_cache_home(base)].idx1 = s->nss;
+  }
   hka_ss *ss = &s->ss[s->nss - 1];
   memset(ss, 0, sizeof *ss);
   ss->base = base;
@@ -184,9 +214,12 @@ static void scan_holders(hka_state *s, hka_ss *ss, uint32_t idx1) {
   }
   const hka_map *rf = &s->last_refill;
   for (size_t i = 0; i < rf->cap; i++) {
-    if (rf->keys[i] == HKA_NONE || rf->vals[i] >> 32 != idx1 || !(rf->vals[i] & 0xffffffffu)) continue;
-    add_holders(ss, (uint32_t)(rf->keys[i] >> 16), HKA_HOLD_CACHE, rf->vals[i] & 0xffffffffu);
-    attributed += rf->vals[i] & 0xffffffffu;
+    if (rf->keys[i] == HKA_NONE) continue;
+    uint64_t tid = rf->keys[i] >> 16, cls = rf->keys[i] & 0xffff, v = rf->vals[i];
+    if (cls < 64 && tid < s->threads_cap && s->threads[tid].refill) v = s->threads[tid].refill[cls];
+    if (v >> 32 != idx1 || !(v & 0xffffffffu)) continue;
+    add_holders(ss, (uint32_t)tid, HKA_HOLD_CACHE, v & 0xffffffffu);
+    attributed += v & 0xffffffffu;
   }
   uint64_t held = ss->reported_live > ss->live ? ss->reported_live : ss->live;
   if (held > attributed) ss->held_unattributed += held - attributed;
@@ -205,6 +238,7 @@ static int on_ss_register(hka_state *s, const hkt_event *ev) {
   c->ss_reg++;
   if (++c->ss_live > c->ss_peak) c->ss_peak = c->ss_live;
   if (++s->ss_live > s->ss_peak) s->ss_peak = s->ss_live;
+  hka_tl_raise(s);
   return 0;
 }
 
@@ -316,6 +350,25 @@ static int on_detection(hka_state *s, const hkt_event *ev) {
   return 0;
 }
 
+/* ---- last refill per (thread, class) -------------------------------------- */
+
+/* last_refill's value for (tid, cls): in the thread's small array when it
+ * has one (a thread record and cls < 64), else in the map. NULL: none yet
+ * (an array slot reads 0, which every use treats as none). */
+static inline uint64_t *refill_find(hka_state *s, hka_thread *t, uint32_t tid, uint32_t cls) {
+  if (t && (cls & 0xffff) < 64) return t->refill ? &t->refill[cls & 0xffff] : NULL;
+  return hka_map_find(&s->last_refill, (uint64_t)tid << 16 | (cls & 0xffff));
+}
+
+/* The value slot for (tid, cls), its key entered in the map in any case:
+ * scan_holders walks the keys in the map's order. */
+static uint64_t *refill_slot(hka_state *s, hka_thread *t, uint32_t tid, uint32_t cls) {
+  uint64_t *v = hka_map_slot(&s->last_refill, (uint64_t)tid << 16 | (cls & 0xffff));
+  if (!v || !t || (cls & 0xffff) >= 64) return v;
+  if (!t->refill && !(t->refill = calloc(64, sizeof *t->refill))) return NULL;
+  return &t->refill[cls & 0xffff];
+}
+
 /* ---- allocations and frees ---------------------------------------------- */
 
 static void note_peak(hka_state *s, const hkt_event *ev) {
@@ -332,7 +385,7 @@ static void note_peak(hka_state *s, const hkt_event *ev) {
 }
 
 /* Take a live block out of the program's accounting. */
-static void drop_live(hka_state *s, hka_block *b) {
+static inline void drop_live(hka_state *s, hka_block *b) {
   s->live_blocks--;
   s->live_bytes -= b->size;
   s->blocks.live--;
@@ -342,16 +395,16 @@ static void drop_live(hka_state *s, hka_block *b) {
   if (b->ss && s->ss[b->ss - 1].live) s->ss[b->ss - 1].live--;
 }
 
-static int on_alloc(hka_state *s, const hkt_event *ev, uint64_t ptr, uint64_t size) {
+/* t: the event's thread record, NULL when it has none (thread_of). */
+static int on_alloc(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t ptr, uint64_t size) {
   if (!ptr) { s->failed_allocs++; return 0; }
   if (size >= (1ULL << 40)) size = (1ULL << 40) - 1;   /* what a block record holds */
-  hka_thread *t = thread_of(s, ev->tid);
   if (t) { t->allocs++; t->bytes += size; }
   s->allocs++;
   s->alloc_bytes += size;
   hka_block *b = hka_blocks_get(&s->blocks, ptr);
   if (!b) return HKT_ERR_NOMEM;
-  uint32_t ss1 = ss_index(s, ptr);
+  uint32_t ss1 = ss_index_cached(s, ptr);
   int unreg = ss1 && s->ss[ss1 - 1].unreg_seq != HKA_NONE;
   if (b->state == HKA_B_LIVE) {   /* handed out twice */
     add_corr(s, ev, "alloc_of_live", 0, ptr, b, ss1);
@@ -389,23 +442,23 @@ static int on_alloc(hka_state *s, const hkt_event *ev, uint64_t ptr, uint64_t si
   if (ss1) {
     hka_ss *ss = &s->ss[ss1 - 1];
     ss->allocs++;
-    uint64_t *rf = s->last_refill.n ? hka_map_find(&s->last_refill, (uint64_t)ev->tid << 16 | (ev->cls & 0xffff)) : NULL;
+    uint64_t *rf = s->last_refill.n ? refill_find(s, t, ev->tid, ev->cls) : NULL;
     if (rf && *rf >> 32 == ss1 && (*rf & 0xffffffffu)) --*rf;
     if (++ss->live > ss->peak_live) { ss->peak_live = ss->live; ss->peak_seq = ev->seq; }
   }
   note_peak(s, ev);
+  hka_tl_raise(s);
   return 0;
 }
 
-static int on_free(hka_state *s, const hkt_event *ev, uint64_t ptr) {
-  hka_thread *t = thread_of(s, ev->tid);
+static int on_free(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t ptr) {
   if (t) t->frees++;
   hka_block *b = hka_blocks_find(&s->blocks, ptr);
   uint32_t ss1;
   if (b && b->state == HKA_B_LIVE && b->ss && s->ss[b->ss - 1].unreg_seq == HKA_NONE)
     ss1 = b->ss;                    /* the common case: no lookup */
   else
-    ss1 = ss_index(s, ptr);
+    ss1 = ss_index_cached(s, ptr);
   int unreg = ss1 && s->ss[ss1 - 1].unreg_seq != HKA_NONE;
   if (!b || b->state != HKA_B_LIVE) {
     const char *kind = unreg ? "free_unregistered"
@@ -441,44 +494,43 @@ static int on_free(hka_state *s, const hkt_event *ev, uint64_t ptr) {
 
 /* ---- the event switch --------------------------------------------------- */
 
-int hka_event(hka_state *s, const hkt_event *ev) {
+/* One event; inline into the batch loop (hka_events). */
+static inline __attribute__((always_inline)) int apply(hka_state *s, const hkt_event *ev) {
   if (s->first_seq == HKA_NONE) s->first_seq = ev->seq;
   s->events++;
   s->last_seq = ev->seq;
+  hka_tl_begin(s, ev->seq, ev->time_ns);          /* before last_time moves: see analyze.h */
   if (ev->time_ns > s->last_time) s->last_time = ev->time_ns;
   s->by_kind[ev->kind < HKT_EV__COUNT ? ev->kind : HKT_EV__COUNT]++;
-  if (ev->tid != HKA_NO_TID) thread_of(s, ev->tid);
-  hka_tl_begin(s, ev->seq, ev->time_ns);
+  hka_thread *t = ev->tid != HKA_NO_TID ? thread_of(s, ev->tid) : NULL;
 
-  hka_class *c = &s->cls[cls_index(ev->cls)];
   int rc = 0;
   switch (ev->kind) {
   case HKT_EV_MALLOC:
   case HKT_EV_ALIGNED:
-    rc = on_alloc(s, ev, ev->ptr, ev->size);
-    break;
+    return on_alloc(s, t, ev, ev->ptr, ev->size);
   case HKT_EV_CALLOC:
-    rc = on_alloc(s, ev, ev->ptr, ev->size * ev->aux);
-    break;
+    return on_alloc(s, t, ev, ev->ptr, ev->size * ev->aux);
   case HKT_EV_REALLOC:
     /* the old block goes when the call succeeded or was a free (size 0) */
-    if (ev->aux && (ev->ptr || ev->size == 0)) rc = on_free(s, ev, ev->aux);
-    if (!HKT_IS_ERR(rc) && ev->ptr) rc = on_alloc(s, ev, ev->ptr, ev->size);
+    if (ev->aux && (ev->ptr || ev->size == 0)) rc = on_free(s, t, ev, ev->aux);
+    if (!HKT_IS_ERR(rc) && ev->ptr) rc = on_alloc(s, t, ev, ev->ptr, ev->size);
     else if (!ev->ptr && ev->size) s->failed_allocs++;
-    break;
+    return rc;
   case HKT_EV_FREE:
-    if (ev->ptr) rc = on_free(s, ev, ev->ptr);
+    return ev->ptr ? on_free(s, t, ev, ev->ptr) : 0;
+  default:
     break;
-  case HKT_EV_THREAD_START: {
-    hka_thread *t = thread_of(s, ev->tid);
+  }
+
+  hka_class *c = &s->cls[cls_index(ev->cls)];
+  switch (ev->kind) {
+  case HKT_EV_THREAD_START:
     if (t) { t->os_tid = ev->aux; t->start_seq = ev->seq; }
     break;
-  }
-  case HKT_EV_THREAD_EXIT: {
-    hka_thread *t = thread_of(s, ev->tid);
+  case HKT_EV_THREAD_EXIT:
     if (t) t->exit_seq = ev->seq;
     break;
-  }
   case HKT_EV_SS_REGISTER:
     rc = on_ss_register(s, ev);
     break;
@@ -489,41 +541,40 @@ int hka_event(hka_state *s, const hkt_event *ev) {
     c->remote_pushes++;
     hka_block *b = hka_blocks_find(&s->blocks, ev->ptr);
     if (b && b->state == HKA_B_FREED) b->flags |= HKA_BF_REMOTE;
-    const uint64_t *v = hka_map_find(&s->ss_by_base, ev->aux);
-    if (v) s->ss[*v - 1].remote_pushes++;
+    uint32_t i = ss_lookup(s, ev->aux);
+    if (i) s->ss[i - 1].remote_pushes++;
     break;
   }
   case HKT_EV_REMOTE_DRAIN: {
     c->drains++;
     c->drained_blocks += ev->size;
-    const uint64_t *v = hka_map_find(&s->ss_by_base, ev->aux);
-    if (v) { s->ss[*v - 1].drains++; s->ss[*v - 1].last_drain_seq = ev->seq; }
+    uint32_t i = ss_lookup(s, ev->aux);
+    if (i) { s->ss[i - 1].drains++; s->ss[i - 1].last_drain_seq = ev->seq; }
     break;
   }
   case HKT_EV_CACHE_REFILL: {
     c->refills++;
     c->refill_blocks += ev->size;
-    const uint64_t *v = hka_map_find(&s->ss_by_base, ev->aux);
-    if (v) s->ss[*v - 1].refills++;
-    uint64_t *rf = hka_map_slot(&s->last_refill, (uint64_t)ev->tid << 16 | (ev->cls & 0xffff));
+    uint64_t i = ss_lookup(s, ev->aux);
+    if (i) s->ss[i - 1].refills++;
+    uint64_t *rf = refill_slot(s, t, ev->tid, ev->cls);
     if (!rf) return HKT_ERR_NOMEM;
-    *rf = v ? *v << 32 | (ev->size < 0xffffffffu ? ev->size : 0xffffffffu) : 0;
+    *rf = i ? i << 32 | (ev->size < 0xffffffffu ? ev->size : 0xffffffffu) : 0;
     break;
   }
   case HKT_EV_CACHE_FLUSH: {
     c->flushes++;
     c->flush_blocks += ev->size;
-    uint64_t key = (uint64_t)ev->tid << 16 | (ev->cls & 0xffff);
-    uint64_t *v = hka_map_slot(&s->last_flush, key);
+    uint64_t *v = hka_map_slot(&s->last_flush, (uint64_t)ev->tid << 16 | (ev->cls & 0xffff));
     if (!v) return HKT_ERR_NOMEM;
     *v = ev->seq;
-    uint64_t *rf = hka_map_find(&s->last_refill, key);
+    uint64_t *rf = refill_find(s, t, ev->tid, ev->cls);
     if (rf) *rf = 0;                /* what is left of it is assumed flushed */
     break;
   }
   case HKT_EV_SS_ADOPT: {
-    const uint64_t *v = hka_map_find(&s->ss_by_base, ev->ptr);
-    if (v) { s->ss[*v - 1].adopts++; s->ss[*v - 1].owner = ev->tid; }
+    uint32_t i = ss_lookup(s, ev->ptr);
+    if (i) { s->ss[i - 1].adopts++; s->ss[i - 1].owner = ev->tid; }
     break;
   }
   case HKT_EV_LARGE_MAP:
@@ -552,8 +603,44 @@ int hka_event(hka_state *s, const hkt_event *ev) {
   default:
     break;
   }
-  hka_tl_after(s);
   return rc;
+}
+
+int hka_event(hka_state *s, const hkt_event *ev) { return apply(s, ev); }
+
+#define AHEAD 64                    /* the prefetch distance, in events */
+
+/* The block address an event will look up, 0 if none. */
+static inline uint64_t block_of(const hkt_event *ev) {
+  switch (ev->kind) {
+  case HKT_EV_MALLOC: case HKT_EV_CALLOC: case HKT_EV_ALIGNED: case HKT_EV_FREE:
+  case HKT_EV_REMOTE_PUSH:
+    return ev->ptr;
+  case HKT_EV_REALLOC:
+    return ev->aux ? ev->aux : ev->ptr;
+  default:
+    return 0;
+  }
+}
+
+/* The block table is far bigger than the cache and a miss per event would
+ * dominate: each event's slot is prefetched AHEAD events early, and the
+ * event lines themselves (written on the decoder's core) twice that. */
+int hka_events(hka_state *s, const hkt_event *ev, int n) {
+  for (int i = 0; i < n && i < AHEAD; i++) {
+    uint64_t p = block_of(&ev[i]);
+    if (p) hka_blocks_prefetch(&s->blocks, p);
+  }
+  for (int i = 0; i < n; i++) {
+    if (i + 2 * AHEAD < n) __builtin_prefetch(&ev[i + 2 * AHEAD]);
+    if (i + AHEAD < n) {
+      uint64_t p = block_of(&ev[i + AHEAD]);
+      if (p) hka_blocks_prefetch(&s->blocks, p);
+    }
+    int rc = apply(s, &ev[i]);
+    if (HKT_IS_ERR(rc)) return rc;
+  }
+  return 0;
 }
 
 /* ---- the end ------------------------------------------------------------ */
@@ -654,6 +741,7 @@ void hka_free(hka_state *s) {
   for (uint32_t i = 0; i < s->nmodules; i++) free(s->modules[i].path);
   free(s->modules);
   free(s->read_errmsg);
+  for (uint32_t i = 0; i < s->threads_cap; i++) free(s->threads[i].refill);
   free(s->threads);
   hka_blocks_free(&s->blocks);
   free(s->ss);

@@ -1,9 +1,7 @@
 /* pass.c — the read loop: events from the reader into the model, a batch
- * at a time (the reader's decoded array, no copies), with the block slot
- * each event will touch prefetched AHEAD events early (the block table is
- * far bigger than the cache; a miss per event would dominate), and a
- * progress line on a terminal. The trace is decoded on a thread of its own
- * (trace/ahead.h), a few batches in front. */
+ * at a time (the reader's decoded array, no copies; hka_events in
+ * collect.c applies them), and a progress line on a terminal. The trace is
+ * decoded on a thread of its own (trace/ahead.h), a few batches in front. */
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -12,27 +10,12 @@
 #include "analyze.h"
 #include "ahead.h"
 
-#define AHEAD 16                    /* the prefetch distance, in events */
-
 _Static_assert(sizeof(hka_block) == 64, "a block record is one cache line");
 
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* The block address an event will look up, 0 if none. */
-static inline uint64_t block_of(const hkt_event *ev) {
-  switch (ev->kind) {
-  case HKT_EV_MALLOC: case HKT_EV_CALLOC: case HKT_EV_ALIGNED: case HKT_EV_FREE:
-  case HKT_EV_REMOTE_PUSH:
-    return ev->ptr;
-  case HKT_EV_REALLOC:
-    return ev->aux ? ev->aux : ev->ptr;
-  default:
-    return 0;
-  }
 }
 
 int hka_pass(hka_state *s, hkt_reader *r, int progress, int *err) {
@@ -46,22 +29,11 @@ int hka_pass(hka_state *s, hkt_reader *r, int progress, int *err) {
   hkt_ahead *ah;   /* decoding on a thread of its own: half the work */
   if (HKT_IS_ERR(rc = hkt_ahead_open(&ah, r))) return rc;
   /* A batch is a run of decoded events (an event with a string ends one,
-   * so its string lives while it is applied): prefetch AHEAD events in
-   * front of the one applied. */
+   * so its string lives while it is applied). */
   while ((rc = hkt_ahead_batch(ah, &ev)) > 0) {
     int n = rc;
-    for (int i = 0; i < n && i < AHEAD; i++) {
-      uint64_t p = block_of(&ev[i]);
-      if (p) hka_blocks_prefetch(&s->blocks, p);
-    }
-    for (int i = 0; i < n; i++) {
-      if (i + AHEAD < n) {
-        uint64_t p = block_of(&ev[i + AHEAD]);
-        if (p) hka_blocks_prefetch(&s->blocks, p);
-      }
-      *err = hka_event(s, &ev[i]);
-      if (HKT_IS_ERR(*err)) { hkt_ahead_close(ah); return 0; }
-    }
+    *err = hka_events(s, ev, n);
+    if (HKT_IS_ERR(*err)) { hkt_ahead_close(ah); return 0; }
     if (progress && (s->events & ~0xfffffull) != ((s->events - (uint64_t)n) & ~0xfffffull)) {
       double t = now_s();
       if (t - last > 0.25) {

@@ -9,12 +9,6 @@
 
 #include "analyze.h"
 
-/* Fibonacci hashing: the high bits of key * 2^64/phi, spread well even for
- * keys that differ only in a few low bits (neighbouring blocks). */
-static inline size_t fib(uint64_t key, size_t cap) {
-  return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> (64 - __builtin_ctzll(cap)));
-}
-
 /* ---- u64 map ------------------------------------------------------------ */
 
 static int map_grow(hka_map *m) {
@@ -24,7 +18,7 @@ static int map_grow(hka_map *m) {
   memset(k, 0xff, ncap * sizeof *k);
   for (size_t i = 0; i < m->cap; i++) {
     if (m->keys[i] == HKA_NONE) continue;
-    size_t j = fib(m->keys[i], ncap);
+    size_t j = hka_fib(m->keys[i], ncap);
     while (k[j] != HKA_NONE) j = (j + 1) & (ncap - 1);
     k[j] = m->keys[i];
     v[j] = m->vals[i];
@@ -39,7 +33,7 @@ static int map_grow(hka_map *m) {
 
 uint64_t *hka_map_find(const hka_map *m, uint64_t key) {
   if (!m->cap) return NULL;
-  size_t j = fib(key, m->cap);
+  size_t j = hka_fib(key, m->cap);
   while (m->keys[j] != HKA_NONE) {
     if (m->keys[j] == key) return &m->vals[j];
     j = (j + 1) & (m->cap - 1);
@@ -51,7 +45,7 @@ uint64_t *hka_map_slot(hka_map *m, uint64_t key) {
   uint64_t *v = hka_map_find(m, key);
   if (v) return v;
   if ((m->n + 1) * 4 > m->cap * 3 && map_grow(m)) return NULL;
-  size_t j = fib(key, m->cap);
+  size_t j = hka_fib(key, m->cap);
   while (m->keys[j] != HKA_NONE) j = (j + 1) & (m->cap - 1);
   m->keys[j] = key;
   m->vals[j] = 0;
@@ -66,26 +60,6 @@ void hka_map_free(hka_map *m) {
 }
 
 /* ---- blocks ------------------------------------------------------------- */
-
-/* Blocks are 8..4096-byte aligned: drop the low bits before mixing. */
-static inline size_t block_home(const hka_blocks *t, uint64_t ptr) {
-  return fib(ptr >> 3, t->cap);
-}
-
-hka_block *hka_blocks_find(hka_blocks *t, uint64_t ptr) {
-  if (!t->cap) return NULL;
-  size_t j = block_home(t, ptr);
-  for (;;) {
-    hka_block *b = &t->slot[j];
-    if (b->state == HKA_B_EMPTY) return NULL;
-    if (b->ptr == ptr) return b;
-    j = (j + 1) & (t->cap - 1);
-  }
-}
-
-void hka_blocks_prefetch(const hka_blocks *t, uint64_t ptr) {
-  if (t->cap) __builtin_prefetch(&t->slot[block_home(t, ptr)], 1);
-}
 
 /* A zeroed slot array; big ones on huge pages: lookups are random, and a
  * TLB miss per event (a two-level walk under a hypervisor) costs more than
@@ -113,7 +87,7 @@ static int rebuild(hka_blocks *t, size_t ncap, uint64_t min_free_seq) {
       if (b->free_seq < min_free_seq) { t->ghosts_dropped++; continue; }
       ghosts++;
     }
-    size_t j = fib(b->ptr >> 3, ncap);
+    size_t j = hka_fib(b->ptr >> 3, ncap);
     while (ns[j].state != HKA_B_EMPTY) j = (j + 1) & (ncap - 1);
     ns[j] = *b;
     used++;
@@ -126,31 +100,17 @@ static int rebuild(hka_blocks *t, size_t ncap, uint64_t min_free_seq) {
   return 0;
 }
 
-hka_block *hka_blocks_get(hka_blocks *t, uint64_t ptr) {
-  if ((t->used + 1) * 10 > t->cap * 7) {
-    size_t ncap = t->cap ? t->cap : 1024;
-    while ((t->used + 1) * 10 > ncap * 5) ncap *= 2;
-    if (rebuild(t, ncap, 0)) return NULL;
-  }
-  size_t j = block_home(t, ptr);
-  for (;;) {                        /* one probe: the record or where it goes */
-    hka_block *b = &t->slot[j];
-    if (b->state == HKA_B_EMPTY) break;
-    if (b->ptr == ptr) return b;
-    j = (j + 1) & (t->cap - 1);
-  }
-  hka_block *b = &t->slot[j];
-  memset(b, 0, sizeof *b);
-  b->ptr = ptr;
-  t->used++;
-  return b;
+/* Lookups and inserts are inline (analyze.h); growing is here. */
+int hka_blocks_grow(hka_blocks *t) {
+  size_t ncap = t->cap ? t->cap : 1024;
+  while ((t->used + 1) * 10 > ncap * 5) ncap *= 2;
+  return rebuild(t, ncap, 0);
 }
 
 /* Too many ghosts: keep about half of ghost_cap, the most recently freed.
  * The cut-off seq comes from a histogram of free seqs (one pass), so the
  * cost is amortized O(1) per free. */
-int hka_blocks_maybe_trim(hka_blocks *t) {
-  if (t->ghosts <= t->ghost_cap) return 0;
+int hka_blocks_trim(hka_blocks *t) {
   uint64_t lo = HKA_NONE, hi = 0;
   for (size_t i = 0; i < t->cap; i++)
     if (t->slot[i].state == HKA_B_FREED) {

@@ -34,9 +34,17 @@ static void merge_pairs(hka_timeline *tl) {
   tl->width *= 2;
 }
 
+/* The open bucket ends at the time of the last event so far (times are
+ * kept as a running maximum in s->last_time). */
+static void end_time(hka_state *s) {
+  hka_bucket *b = &s->tl.b[s->tl.n - 1];
+  if (s->last_time > b->time1) b->time1 = s->last_time;
+}
+
 /* An event past the open bucket (hka_tl_begin in analyze.h takes the rest). */
 void hka_tl_begin_slow(hka_state *s, uint64_t seq, uint64_t time_ns) {
   hka_timeline *tl = &s->tl;
+  if (tl->n) end_time(s);
   uint64_t rel = seq >= s->first_seq ? seq - s->first_seq : 0;
   uint64_t idx = rel / tl->width;
   if (tl->n && idx == tl->n - 1) { tl->bound = s->first_seq + tl->n * tl->width; return; }
@@ -65,5 +73,7 @@ void hka_tl_begin_slow(hka_state *s, uint64_t seq, uint64_t time_ns) {
 }
 
 void hka_tl_close(hka_state *s) {
-  if (s->tl.n) snapshot(s, &s->tl.b[s->tl.n - 1]);
+  if (!s->tl.n) return;
+  end_time(s);
+  snapshot(s, &s->tl.b[s->tl.n - 1]);
 }

@@ -935,6 +935,77 @@ static char *read_events(const char *path, int mode, int *rc, uint64_t *n) {
   return out;
 }
 
+/* ---- the event loop in memory: refills held in caches, bucket ends ------- */
+
+static const hka_holder *holder(const hka_ss *ss, uint32_t tid, uint32_t kind) {
+  for (uint32_t i = 0; i < ss->nholders; i++)
+    if (ss->holders[i].tid == tid && ss->holders[i].kind == kind) return &ss->holders[i];
+  return NULL;
+}
+
+static void test_refill_holders_and_bucket_ends(void **state) {
+  (void)state;
+  hkt_event ev[16];
+  memset(ev, 0, sizeof ev);
+  int n = 0;
+#define MEV(...) (ev[n] = (hkt_event){.seq = (uint64_t)n, .time_ns = 1000 * (uint64_t)(n + 1), __VA_ARGS__}, n++)
+  MEV(.kind = HKT_EV_SS_REGISTER, .tid = 0, .ptr = SSA, .size = MiB, .cls = 3, .aux = 0, .aux2 = 1);
+  MEV(.kind = HKT_EV_CACHE_REFILL, .tid = 1, .cls = 3, .aux = SSA, .size = 10);
+  MEV(.kind = HKT_EV_CACHE_REFILL, .tid = 2, .cls = 100, .aux = SSA, .size = 5);   /* a class past 64 */
+  MEV(.kind = HKT_EV_CACHE_REFILL, .tid = 3, .cls = 5, .aux = SSA, .size = 8);
+  MEV(.kind = HKT_EV_CACHE_FLUSH, .tid = 3, .cls = 5, .size = 8);                   /* tid 3 holds none */
+  for (uint64_t k = 0; k < 4; k++) MEV(.kind = HKT_EV_MALLOC, .tid = 1, .cls = 3, .ptr = SSA + 64 * k, .size = 40);
+  ev[6].time_ns = 2500;             /* earlier than the event before: a bucket ends at the latest time */
+  MEV(.kind = HKT_EV_MALLOC, .tid = 2, .cls = 100, .ptr = SSA + 0x10000, .size = 2000);
+  MEV(.kind = HKT_EV_FREE, .tid = 1, .cls = 3, .ptr = SSA);
+  MEV(.kind = HKT_EV_SS_UNREGISTER, .tid = 0, .ptr = SSA, .size = MiB, .cls = 3, .aux3 = 0);
+#undef MEV
+  hka_state *one = malloc(sizeof *one), *bat = malloc(sizeof *bat);
+  assert_non_null(one);
+  assert_non_null(bat);
+  assert_int_equal(hka_init(one, "mem", &hdr), 0);
+  assert_int_equal(hka_init(bat, "mem", &hdr), 0);
+  for (int i = 0; i < n; i++) assert_int_equal(hka_event(one, &ev[i]), 0);
+  assert_int_equal(hka_events(bat, ev, 5), 0);
+  assert_int_equal(hka_events(bat, ev + 5, n - 5), 0);
+  assert_int_equal(hka_finish(one, NULL, 0), 0);
+  assert_int_equal(hka_finish(bat, NULL, 0), 0);
+
+  hka_state *both[2] = {one, bat};
+  for (int k = 0; k < 2; k++) {
+    hka_state *s = both[k];
+    assert_int_equal(s->nss, 1);
+    const hka_ss *ss = &s->ss[0];
+    assert_int_equal(ss->live_at_unreg, 4);
+    const hka_holder *h;
+    assert_non_null(h = holder(ss, 1, HKA_HOLD_LIVE));
+    assert_int_equal(h->blocks, 3);
+    assert_non_null(h = holder(ss, 2, HKA_HOLD_LIVE));
+    assert_int_equal(h->blocks, 1);
+    assert_non_null(h = holder(ss, 1, HKA_HOLD_CACHE));
+    assert_int_equal(h->blocks, 1 + 6);   /* the block it freed, 10 refilled less 4 handed out */
+    assert_non_null(h = holder(ss, 2, HKA_HOLD_CACHE));
+    assert_int_equal(h->blocks, 5 - 1);
+    assert_null(holder(ss, 3, HKA_HOLD_CACHE));
+    assert_int_equal(ss->held_unattributed, 0);
+    /* one event per bucket: each ends at the latest time so far */
+    assert_int_equal(s->tl.n, n);
+    assert_int_equal(s->tl.b[5].time1, 6000);
+    assert_int_equal(s->tl.b[6].time1, 6000);
+    assert_int_equal(s->tl.b[7].time1, 8000);
+    assert_int_equal(s->tl.b[8].max_live_bytes, 4 * 40);
+    assert_int_equal(s->tl.b[9].max_live_bytes, 4 * 40 + 2000);
+    assert_int_equal(s->tl.b[10].max_live_bytes, 4 * 40 + 2000);   /* from its start */
+    assert_int_equal(s->tl.b[0].ss_max, 1);
+    assert_int_equal(s->tl.b[n - 1].ss_total, 0);
+  }
+  assert_memory_equal(&one->tl, &bat->tl, sizeof one->tl);
+  hka_free(one);
+  hka_free(bat);
+  free(one);
+  free(bat);
+}
+
 static void test_reader_batch(void **state) {
   (void)state;
   /* more events than a batch, over several frames, strings here and there
@@ -1017,6 +1088,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_basic),
     cmocka_unit_test(test_reader_batch),
+      cmocka_unit_test(test_refill_holders_and_bucket_ends),
     cmocka_unit_test(test_stale_correlation),
     cmocka_unit_test(test_formats),
     cmocka_unit_test(test_golden),
