@@ -132,12 +132,17 @@ static void set_active(hak_heap *h, unsigned cls, hak_ss *ss) {
 }
 
 /* Reuse before carving: the active SuperSlab has no freed block left, only
- * memory never touched. If a warm one holds freed blocks, it becomes the
- * active one (the other goes back to warm), so the pages a working set
- * touches stay few: otherwise a working set a little larger than one
- * SuperSlab carves the whole of the next one while the first one's freed
- * blocks wait. Decided on owner-only state (freelists, not remote queues),
- * so that a replay decides alike. Looks at a few warm ones only. */
+ * memory never touched. If a warm one holds freed blocks (or a full one
+ * blocks in its remote queue), it becomes the active one (the other goes
+ * back to warm), so the pages a working set touches stay few: otherwise a
+ * working set a little larger than one SuperSlab carves the whole of the
+ * next one while the first one's freed blocks wait. Looks at a few only.
+ * Unrecorded only (the caller): the glance at a remote queue is no ordered
+ * step, and even a freelist is not the owner's alone once a bug has
+ * struck (after an injected early release another thread's flush links
+ * blocks into it), so a replay could decide otherwise; recorded runs carve
+ * first, as they always did. (Replays of injected faults diverged at 1 in
+ * ~200 with the freelist test while recording.) */
 static hak_ss *reuse_first(hak_heap *h, unsigned cls, hak_ss *active) {
   hak_ss *w = h->warm[cls].head, *f = h->full[cls].head;
   for (int tries = 0; w && tries < 4; w = w->next, tries++)
@@ -145,15 +150,12 @@ static hak_ss *reuse_first(hak_heap *h, unsigned cls, hak_ss *active) {
       _hak_sslist_remove(&h->warm[cls], w);
       goto found;
     }
-  /* Unrecorded, a full one whose remote queue holds blocks (a glance, as
-   * in _hak_refill_alloc); recorded, that glance is not an ordered step. */
-  if (!HAK_REC_ON())
-    for (int tries = 0; f && tries < 2; f = f->next, tries++)
-      if (atomic_load_explicit(&f->remote, memory_order_relaxed)) {
-        _hak_sslist_remove(&h->full[cls], f);
-        w = f;
-        goto found;
-      }
+  for (int tries = 0; f && tries < 2; f = f->next, tries++)
+    if (atomic_load_explicit(&f->remote, memory_order_relaxed)) {
+      _hak_sslist_remove(&h->full[cls], f);
+      w = f;
+      goto found;
+    }
   return active;
 found:
   _hak_sslist_push(&h->warm[cls], active, HAK_SS_WARM);
@@ -170,7 +172,7 @@ void *_hak_refill_alloc(hak_heap *h, unsigned cls) {
   hak_tcache *c = &h->cache[cls];
   for (;;) {
     hak_ss *ss = h->active[cls];
-    if (ss && !ss->freelist && ss->carved < ss->capacity) ss = reuse_first(h, cls, ss);
+    if (ss && !HAK_REC_ON() && !ss->freelist && ss->carved < ss->capacity) ss = reuse_first(h, cls, ss);
     if (ss) {
       if (refill_from(h, ss, cls)) return c->slot[--c->count];
       _hak_sslist_push(&h->full[cls], ss, HAK_SS_FULL);
