@@ -230,6 +230,14 @@ uint32_t _hak_ss_drain_remote(hak_heap *h, hak_ss *ss) {
   void *p = atomic_exchange_explicit(&ss->remote, NULL, memory_order_acquire);
   uint32_t n = 0;
   while (p) {
+    /* More blocks than the SuperSlab has: the queue loops (a block pushed
+     * twice, or pushed while on a freelist). Relinking it would go on
+     * forever; say so and keep what came before. */
+    if (unlikely(n == ss->capacity)) {
+      _hak_detect(HKT_DET_SS_INVARIANT, ss, ss, n,
+                  "remote-free queue holds more blocks than its SuperSlab has (a cycle: a block pushed twice)");
+      break;
+    }
     void *next = *(void **)p;
     *(void **)p = ss->freelist;
     ss->freelist = p;

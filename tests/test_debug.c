@@ -82,6 +82,30 @@ static void test_handout_in_use(void **state) {
   }
 }
 
+/* A remote-free queue that loops (an allocator bug: a block pushed twice)
+ * is reported when drained, not relinked forever (level 0: always). */
+static void sc_remote_cycle(void) {
+  char *p = hak_malloc(64), *q = hak_malloc(64);
+  hak_ss *ss = _hak_ss_of(p);
+  C->mark[0] = (uintptr_t)ss;
+  /* remote: p -> q, freelist: q -> p. Draining moves each block to the
+   * freelist's head and follows its old link: p, q, p, q, ... for ever. */
+  *(void **)p = q;
+  *(void **)q = p;
+  ss->freelist = q;
+  atomic_store(&ss->remote, (void *)p);
+  _hak_ss_drain_remote(_hak_tls, ss);
+  C->mark[1] = 1;                        /* came back */
+}
+static void test_remote_queue_cycle(void **state) {
+  case_out *c = run_case(ENV(0), 1, sc_remote_cycle);
+  assert_int_equal(c->mark[1], 1);
+  const case_ev *d = case_find(c, HKT_DET_SS_INVARIANT);
+  assert_non_null(d);
+  assert_int_equal(d->ptr, c->mark[0]);
+  assert_true(case_line_ok(c, d));
+}
+
 static void sc_double_free_freelist(void) {
   char *p = hak_malloc(100);
   C->mark[0] = (uintptr_t)p;
@@ -446,6 +470,7 @@ int main(void) {
     cmocka_unit_test(test_double_free_in_cache),
     cmocka_unit_test(test_double_free_in_cache_unrecorded),
     cmocka_unit_test(test_handout_in_use),
+    cmocka_unit_test(test_remote_queue_cycle),
     cmocka_unit_test(test_double_free_on_freelist),
     cmocka_unit_test(test_double_free_in_remote_queue),
     cmocka_unit_test(test_double_free_aborts_by_default),
