@@ -328,12 +328,6 @@ _Static_assert(HAK_TC_OFF(HAK_CLASSES - 1) <= UINT16_MAX, "a cache's offset fits
  * the free path reads anyway) with no call: the state table is the only
  * extra line touched. Anything unusual goes to debug.c, which reports. */
 
-/* Index of a block of ss at offset off from ss->blocks (off is a block
- * boundary below the carve bound: the caller knows). */
-static inline uint32_t blk_index(const hak_ss *ss, uint64_t off) {
-  return (uint32_t)(ss->pow2 ? off >> ss->shift : (off * ss->recip) >> 32);
-}
-
 /* The state byte of p, a block popped from this thread's cache, if it is
  * of a SuperSlab this thread owns (not so only after an injected early
  * release: debug.c then decides); else NULL. */
@@ -342,7 +336,7 @@ static inline _Atomic uint8_t *popped_state(void *p) {
   if (unlikely(off >= HAK_FAST_RD(_hak_arena.ss_top))) return NULL;
   hak_ss *ss = HAK_RD(_hak_arena.ssmap[off >> HAK_CHUNK_LG]);
   if (unlikely(!ss || !ss->dbg_state || HAK_RD(ss->owner) != _hak_tls->idx)) return NULL;
-  return ss->dbg_state + blk_index(ss, (uint64_t)((char *)p - ss->blocks));
+  return ss->dbg_state + _hak_block_at(ss, (uint64_t)((char *)p - ss->blocks));
 }
 
 void *_hak_malloc_miss(size_t size, void *caller) {
@@ -367,7 +361,7 @@ void _hak_free_miss(void *p, void *caller) {
   hak_tcache *tc;
   if (HAK_INSTR_DBG1() && (tc = _hak_free_cache(p, &ss))) {
     _Atomic uint8_t *st = ss->dbg_state;
-    if (likely(st)) st += blk_index(ss, (uint64_t)((char *)p - ss->blocks));
+    if (likely(st)) st += _hak_block_at(ss, (uint64_t)((char *)p - ss->blocks));
     if (likely(st && atomic_load_explicit(st, memory_order_relaxed) == HAK_BLK_USED))
       atomic_store_explicit(st, HAK_BLK_FREE, memory_order_relaxed);
     else if (_hak_dbg_free(p, ss))

@@ -210,17 +210,17 @@ static inline unsigned _hak_size_class(size_t size) {
   return HAK_TINY_CLASSES + (lg - 10) * 4 + step;
 }
 
+/* The block of ss at byte offset off from ss->blocks, rounded down: no
+ * division (the shift, or the reciprocal). */
+static inline uint32_t _hak_block_at(const hak_ss *ss, uint64_t off) {
+  return (uint32_t)(ss->pow2 ? off >> ss->shift : (off * ss->recip) >> 32);
+}
+
 /* Block index of p in ss, or -1 if p is not at a block boundary. */
 static inline int64_t _hak_block_index(const hak_ss *ss, const void *p) {
   uint64_t off = (uint64_t)((const char *)p - ss->blocks);
-  uint64_t idx;
-  if (likely(ss->pow2)) {
-    if (off & ss->block_mask) return -1;
-    idx = off >> __builtin_ctz(ss->block_size);
-  } else {
-    idx = (off * ss->recip) >> 32;
-    if (idx * ss->block_size != off) return -1;
-  }
+  uint64_t idx = _hak_block_at(ss, off);
+  if ((uint64_t)idx * ss->block_size != off) return -1;
   return idx < HAK_RD(ss->carved) ? (int64_t)idx : -1;
 }
 
