@@ -29,8 +29,8 @@ CFLAGS_BASE += -fsanitize=$(SAN) -fno-omit-frame-pointer -DHAK_SANITIZER=1
 LDSAN       := -fsanitize=$(SAN)
 endif
 CFLAGS  += $(CFLAGS_BASE)
-LDLIBS_CORE := -lzstd -lpthread -ldl
-LDLIBS_TOOL := $(LDLIBS_CORE) -ldw -lelf -lbabeltrace2 -lm
+LDLIBS_CORE := -lpthread -ldl
+LDLIBS_TOOL := $(LDLIBS_CORE) -lzstd -ldw -lelf -lbabeltrace2 -lm
 
 SHIM_SRC  := alloc/shim.c
 CORE_SRC  := $(filter-out $(SHIM_SRC),$(wildcard alloc/*.c)) $(wildcard trace/*.c)

@@ -175,6 +175,7 @@ void _hak_free_slow(void *p, void *caller) {
   if (!p) return;
   _hak_init();
   hak_ss *ss = _hak_ss_of(p);
+  if (!ss && _hak_bypass_owns(p)) return;   /* the loader's, from the recorder's own dlopen */
   if (HAK_REC_ON()) { free_recorded(p, ss, caller); return; }
   if (ss) {
     if (HAK_DBG_ON() && ss->magic == HAK_SS_MAGIC && _hak_dbg_free(p, ss)) return;
@@ -200,7 +201,8 @@ static size_t block_usable(const void *p) {
   if (!p) return 0;
   hak_ss *ss = _hak_ss_of(p);
   if (ss) return ss->magic == HAK_SS_MAGIC && _hak_block_index(ss, p) >= 0 ? ss->block_size : 0;
-  return _hak_in_large(p) ? _hak_large_usable(p) : 0;
+  if (_hak_in_large(p)) return _hak_large_usable(p);
+  return _hak_bypass_owns(p) ? _hak_bypass_usable(p) : 0;
 }
 
 /* malloc_usable_size: the program may use all of it from now on, so a
@@ -234,6 +236,8 @@ void *_hak_realloc_impl(void *p, size_t size, size_t count, uint16_t fn, void *c
   int err = 0;
   if (fn == HKT_FN_REALLOCARRAY && __builtin_mul_overflow(count, size, &size)) {
     err = ENOMEM;
+  } else if (_hak_bypassing() || _hak_bypass_owns(p)) {
+    return _hak_bypass_realloc(p, size, caller);
   } else if (!p) {
     r = _hak_alloc(size, &cls);
     if (!r) err = ENOMEM;
@@ -302,6 +306,7 @@ void *_hak_aligned_impl(size_t align, size_t size, uint16_t fn, void *caller) {
     }
   }
   if (align > ((size_t)1 << 40)) { err = align > SIZE_MAX / 2 ? EINVAL : ENOMEM; goto out; }
+  if (_hak_bypassing()) return _hak_bypass_alloc(size, align);
   p = _hak_alloc_slow(size, align, &cls);
   if (!p) err = ENOMEM;
 out:

@@ -147,6 +147,8 @@ static inline void *_hak_e_calloc(size_t n, size_t size, void *caller) {
   if (unlikely(__builtin_mul_overflow(n, size, &total))) {
     errno = ENOMEM;
     p = NULL;
+  } else if (HAK_REC_ON() && _hak_bypassing()) {
+    return _hak_bypass_alloc(total, 16);   /* zeroed: the arena's pages are fresh */
   } else if ((p = _hak_alloc(total, &cls)) != NULL) {
     memset(p, 0, total);
   }

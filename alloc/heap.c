@@ -340,6 +340,7 @@ static inline _Atomic uint8_t *popped_state(void *p) {
 }
 
 void *_hak_malloc_miss(size_t size, void *caller) {
+  if (_hak_bypassing()) return _hak_bypass_alloc(size, 16);
   if (HAK_INSTR_DBG1() && size <= HAK_MID_MAX) {
     unsigned cls = _hak_size_class(size);
     hak_tcache *tc = &_hak_tls->cache[cls];

@@ -246,6 +246,7 @@ void _hak_sslist_remove(hak_sslist *l, hak_ss *ss);
 #define HAK_TLS_IE __attribute__((tls_model("initial-exec")))
 extern __thread hak_heap *_hak_tls HAK_TLS_IE;      /* &_hak_heap_empty until first use, &_hak_heap_dead after exit */
 extern __thread uint32_t _hak_tls_idx HAK_TLS_IE;   /* thread index; kept after exit for late frees' events */
+
 extern hak_heap _hak_heap_empty, _hak_heap_dead;
 void _hak_sentinels_init(void);                   /* heap.c, from init */
 hak_heap *_hak_heap_init(void);                    /* first call on this thread */
@@ -255,6 +256,17 @@ void  _hak_heap_exit(hak_heap *h);
 
 extern hak_heap *_hak_heaps_all;
 extern uint32_t _hak_next_tid;
+
+/* ---- bypass.c: the arena of the recorder's own library loads ---- */
+extern __thread int _hak_bypass_depth HAK_TLS_IE;
+extern char *_hak_bypass_lo HAK_INTERNAL, *_hak_bypass_hi HAK_INTERNAL;
+static inline bool _hak_bypassing(void) { return __builtin_expect(_hak_bypass_depth != 0, 0); }
+static inline bool _hak_bypass_owns(const void *p) {
+  return __builtin_expect((const char *)p >= _hak_bypass_lo && (const char *)p < _hak_bypass_hi, 0);
+}
+void  *_hak_bypass_alloc(size_t size, size_t align);
+void  *_hak_bypass_realloc(void *p, size_t size, void *caller);
+size_t _hak_bypass_usable(const void *p);
 
 /* ---- large.c ---- */
 void  *_hak_large_alloc(size_t size, size_t align);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "hakmem.h"
+#include "hook.h"   /* the bypass arena and a recorder that counts */
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -509,6 +510,63 @@ static void test_reuse_before_carving(void **state) {
   if (in_first < 450) fail_msg("of 500 blocks allocated after 500 of the first SuperSlab were freed, %d came from it", in_first);
 }
 
+/* The arena of the recorder's own library loads (alloc/bypass.c): while
+ * bypassing, every entry point serves from it with no event; its blocks
+ * can be freed and reallocated later, still with no event; a heap block
+ * reallocated while bypassing is freed as the program's (an event). */
+static int bypass_events;
+static void bypass_emit(void *ctx, hkt_event *ev) { (void)ctx, (void)ev; bypass_events++; }
+static void bypass_call(uint64_t m, uint64_t p, uint64_t s, uint64_t a, uint64_t a2, uint64_t c) {
+  (void)m, (void)p, (void)s, (void)a, (void)a2, (void)c;
+  bypass_events++;
+}
+static const hak_recorder bypass_counter = {.emit = bypass_emit, .emit_call = bypass_call};
+
+static void test_bypass_arena(void **state) {
+  (void)state;
+  void *heap = hak_malloc(64);   /* a heap block from before */
+  memset(heap, 7, 64);
+  _hak_recorder_attach(&bypass_counter);
+  _hak_bypass_begin();
+  char *m = hak_malloc(100);
+  unsigned char *c = hak_calloc(10, 30);
+  void *a = hak_aligned_alloc(256, 300);
+  void *pm = NULL;
+  int pe = hak_posix_memalign(&pm, 64, 40);
+  memset(m, 'x', 100);
+  char *r = hak_realloc(m, 5000);
+  void *moved = hak_realloc(heap, 128);
+  _hak_bypass_end();
+  int during = bypass_events;
+  _hak_recorder_attach(NULL);
+  assert_int_equal(during, 1);   /* only the free of the heap block */
+  assert_non_null(m);
+  assert_non_null(r);
+  assert_non_null(a);
+  assert_int_equal(pe, 0);
+  assert_true(((uintptr_t)a & 255) == 0 && ((uintptr_t)pm & 63) == 0);
+  for (int i = 0; i < 300; i++) assert_int_equal(c[i], 0);
+  for (int i = 0; i < 100; i++) assert_int_equal(r[i], 'x');
+  assert_true(hak_malloc_usable_size(r) >= 5000);
+  assert_int_equal(((unsigned char *)moved)[63], 7);
+  hak_stats st;
+  hak_stats_get(&st);
+  assert_true((uintptr_t)r < st.arena_base || (uintptr_t)r >= st.arena_base + ((uint64_t)1 << 40));   /* not the heap's */
+  /* later, recorded: frees and reallocs of arena blocks make no event */
+  _hak_recorder_attach(&bypass_counter);
+  bypass_events = 0;
+  void *r2 = hak_realloc(r, 64);
+  assert_non_null(r2);
+  assert_int_equal(((char *)r2)[63], 'x');
+  hak_free(r2);
+  hak_free(c);
+  hak_free(a);
+  hak_free(pm);
+  hak_free(moved);
+  _hak_recorder_attach(NULL);
+  assert_int_equal(bypass_events, 0);
+}
+
 static void test_huge_sizes(void **state) {
   static const size_t huge[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 4096, SIZE_MAX / 2 + 1,
                                 (size_t)PTRDIFF_MAX + 1, (size_t)1 << 60, (size_t)1 << 50};
@@ -780,6 +838,7 @@ int main(void) {
       cmocka_unit_test(test_aligned_alloc_memalign),
       cmocka_unit_test(test_valloc_pvalloc),
       cmocka_unit_test(test_reuse_before_carving),
+      cmocka_unit_test(test_bypass_arena),
       cmocka_unit_test(test_huge_sizes),
       cmocka_unit_test(test_stats_layout),
       cmocka_unit_test(test_stats_class_counters),

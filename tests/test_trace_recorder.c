@@ -899,6 +899,48 @@ static const char bt_src[] =
   "  return h ? 0 : 1;\n"
   "}\n";
 
+/* libzstd is not a NEEDED library of libhakmem.so: a process that does
+ * not record never maps it (~80 KiB of RSS); the recorder loads it. */
+static const char maps_src[] =
+  "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
+  "int main(void) {\n"
+  "  free(malloc(10));\n"
+  "  FILE *f = fopen(\"/proc/self/maps\", \"r\");\n"
+  "  char line[4096]; int z = 0;\n"
+  "  while (f && fgets(line, sizeof line, f)) z |= strstr(line, \"libzstd\") != NULL;\n"
+  "  printf(\"zstd %d\\n\", z);\n"
+  "  return 0;\n"
+  "}\n";
+
+static void test_zstd_only_when_recording(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("maps", maps_src);
+  char exe[700], out[700], env_pre[800], env_trace[800];
+  snprintf(exe, sizeof exe, "%s/maps", tmp);
+  snprintf(out, sizeof out, "%s/maps.hkt.zst", tmp);
+  snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
+  snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
+  char *argv[] = { exe, NULL };
+  const char *plain[] = { env_pre, NULL };
+  int st = run(argv, plain, 0);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  char *o = run_out();
+  assert_string_equal(o, "zstd 0\n");
+  free(o);
+  const char *rec[] = { env_pre, env_trace, "HAKMEM_TRACE_ROOT=", NULL };
+  st = run(argv, rec, 0);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  o = run_out();
+  assert_string_equal(o, "zstd 1\n");
+  free(o);
+  trace t;
+  load(out, &t, NULL);
+  assert_int_equal(t.rc, 0);
+  assert_true(t.complete);
+  free(t.ev);
+}
+
 static void test_backtrace_modules(void **state) {
   (void)state;
   NEED_PRELOAD();
@@ -984,6 +1026,7 @@ int main(void) {
     cmocka_unit_test(test_recover_frame_not_told),
     cmocka_unit_test(test_crash_halts_others),
     cmocka_unit_test(test_fork_exec),
+    cmocka_unit_test(test_zstd_only_when_recording),
     cmocka_unit_test(test_backtrace_modules),
     cmocka_unit_test(test_full_disk),
   };

@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <sched.h>
 #include <unwind.h>   /* types only: the functions come from dlsym */
+#include "hook.h"
 #include "recorder.h"
 
 typedef struct bt_ctx { uint64_t *frames; unsigned n, depth, skip; } bt_ctx;
@@ -21,9 +22,11 @@ static _Atomic(__typeof__(&_Unwind_Backtrace)) unwind_bt;   /* set last: then bo
 
 int hkt_stack_init(void) {
   if (atomic_load(&unwind_bt)) return 0;
+  _hak_bypass_begin();   /* the loader's allocations: not the program's events */
   void *lib = dlopen("libgcc_s.so.1", RTLD_NOW);
   __typeof__(&_Unwind_Backtrace) bt = lib ? (__typeof__(bt))dlsym(lib, "_Unwind_Backtrace") : NULL;
   unwind_ip = lib ? (__typeof__(unwind_ip))dlsym(lib, "_Unwind_GetIP") : NULL;
+  _hak_bypass_end();
   if (!bt || !unwind_ip) return -1;
   atomic_store_explicit(&unwind_bt, bt, memory_order_release);
   return 0;

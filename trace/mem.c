@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #define ZSTD_STATIC_LINKING_ONLY
-#include <zstd.h>
+#include "zstd_api.h"
 #include "hkt_internal.h"
 
 #if defined(HAK_SANITIZER) || defined(HKT_FUZZ)

@@ -21,8 +21,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #define ZSTD_STATIC_LINKING_ONLY   /* ZSTD_d_stableOutBuffer */
-#include <zstd.h>
-#include <zstd_errors.h>
+#include "zstd_api.h"
 #include <immintrin.h>
 #include "hkt_internal.h"
 

@@ -44,6 +44,7 @@
 #include "hook.h"
 #include "config.h"
 #include "recorder.h"
+#include "zstd_api.h"
 
 #define MAX_PRED 8
 
@@ -777,6 +778,9 @@ __attribute__((constructor)) static void rec_ctor(void) {
   pthread_atfork(NULL, NULL, fork_child);
   if (R.backtrace && hkt_stack_init())
     say("hakmem: trace %s: cannot load libgcc_s.so.1 for call stacks; recording without them", R.trace_path);
+  /* libzstd now, not in the writer: a module of the header's list, as if
+   * it were a NEEDED library, rather than a load event in every trace */
+  hkt_zstd();
   snapshot_modules();
   start_writer();
 }

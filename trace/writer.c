@@ -16,7 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
-#include <zstd.h>
+#include "zstd_api.h"
 #include "hkt_internal.h"
 
 #define CLS_LUT_MAX 4096u   /* class prediction by table for sizes up to this */

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.." || exit 2
 out=$BUILD/fuzz
 mkdir -p "$out"
 if ! command -v clang >/dev/null; then echo "fuzz_reader: clang not found (skipped)"; exit 0; fi
-src="tests/fuzz/fuzz_reader.c trace/reader.c trace/names.c trace/mem.c"
+src="tests/fuzz/fuzz_reader.c trace/reader.c trace/names.c trace/mem.c trace/zstd_api.c"
 if ! clang -g -O1 -std=gnu11 -D_GNU_SOURCE -DHKT_FUZZ -fsanitize=fuzzer,address,undefined \
      -fno-sanitize-recover=undefined -Iinclude -Itrace $src -lzstd -o "$out/fuzz_reader" 2>"$out/build.log"; then
   echo "fuzz_reader: build failed (see $out/build.log)"; exit 1
