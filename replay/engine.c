@@ -68,9 +68,16 @@ static inline void wake_reader_at(uint64_t turn) {
 }
 
 static void wake_reader(void) {
-  me->quiet = 0;
+  me->reader_seen = atomic_load_explicit(&me->head, memory_order_relaxed);
   atomic_thread_fence(memory_order_seq_cst);   /* our turn store before its `reader_wake` */
   wake_reader_at(atomic_load_explicit(&rp_e.turn, memory_order_relaxed));
+}
+
+/* Before a wait: the reader may wait for the turns this thread handed on
+ * by itself since it last looked (advance_from's fast path looks only
+ * every 64th step; a hand-off looks each time). */
+static void wake_reader_if_stepped(void) {
+  if (atomic_load_explicit(&me->head, memory_order_relaxed) != me->reader_seen) wake_reader();
 }
 
 static inline rp_thread *owner_of(uint64_t rseq) {
@@ -90,20 +97,15 @@ static rp_thread *next_run_owner(uint64_t t) {
   return NULL;
 }
 
-/* Hand the turn on. When the next event is this thread's own (already in
- * its queue, so nobody else waits for it), a release store is the whole
- * hand-off: no fence, no look at other threads' wait slots. Otherwise the
- * store is ordered before reading the sleeper's slot (each waiter sets its
- * slot, then re-reads the turn) and the next owner is woken; so is the
- * owner of the run after it, so that by then it spins instead of sleeping
- * (wait_turn_slow): its wake-up, a futex call and a context switch, is
- * then paid while the new owner works, not in the hand-off. */
-static inline void advance(void) {
-  uint64_t t = atomic_load_explicit(&rp_e.turn, memory_order_relaxed) + 1;
+/* advance_from's out-of-line part: the next event is not one this
+ * thread has seen in its queue. It may be one published since (then it
+ * is still ours); otherwise the turn goes to another thread. */
+static __attribute__((noinline)) void advance_to_other(uint64_t t) {
   uint64_t h = atomic_load_explicit(&me->head, memory_order_relaxed);
-  if (likely(h < me->tail_seen && me->q[h & QMASK].rseq == t)) {
+  if (h >= me->tail_seen) me->tail_seen = atomic_load_explicit(&me->tail, memory_order_acquire);
+  if (h < me->tail_seen && me->q[h & QMASK].rseq == t) {
     atomic_store_explicit(&rp_e.turn, t, memory_order_release);
-    if (unlikely(++me->quiet == 64)) wake_reader();
+    if (unlikely(!(t & 63))) wake_reader();
     return;
   }
   atomic_store(&rp_e.turn, t);
@@ -111,8 +113,32 @@ static inline void advance(void) {
   if (o) wake(o);
   rp_thread *n = next_run_owner(t);
   if (n && n != me) wake(n);
-  me->quiet = 0;
+  me->reader_seen = h;
   wake_reader_at(t);
+}
+
+/* Hand the turn on to t: m held t - 1 and has consumed its item; h is its
+ * new head. When the next event is this thread's own (already in its
+ * queue, so nobody else waits for it), a release store is the whole
+ * hand-off: no fence, no look at other threads' wait slots; the reader
+ * is looked at every 64th turn (and before this thread waits). Otherwise
+ * the store is ordered before reading the sleeper's slot (each waiter
+ * sets its slot, then re-reads the turn) and the next owner is woken; so
+ * is the owner of the run after it, so that by then it spins instead of
+ * sleeping (wait_turn_slow): its wake-up, a futex call and a context
+ * switch, is then paid while the new owner works, not in the hand-off. */
+static inline void advance_from(rp_thread *m, uint64_t t, uint64_t h) {
+  if (likely(h < m->tail_seen && m->q[h & QMASK].rseq == t)) {
+    atomic_store_explicit(&rp_e.turn, t, memory_order_release);
+    if (unlikely(!(t & 63))) wake_reader();
+    return;
+  }
+  advance_to_other(t);
+}
+
+static inline void advance(void) {
+  advance_from(me, atomic_load_explicit(&rp_e.turn, memory_order_relaxed) + 1,
+               atomic_load_explicit(&me->head, memory_order_relaxed));
 }
 
 static void set_stop(void) {
@@ -224,7 +250,7 @@ static int next_in_line(uint64_t turn, uint64_t mine) {
 }
 
 static __attribute__((noinline)) void wait_turn_slow(const rp_item *it) {
-  if (me->quiet) wake_reader();   /* before waiting: the reader may wait for us */
+  wake_reader_if_stepped();   /* before waiting: the reader may wait for us */
   unsigned spin = 0, failed = 0;
   uint64_t yielding = 0;   /* yield_once: since when */
   int yields = 1;
@@ -276,7 +302,7 @@ static int have_item(uint64_t i) {
  * to. A thread that holds the turn and waits for its call counts as
  * starved: the reader then passes its bound (feed.c, wait_room). */
 static __attribute__((noinline)) rp_item *item_wait(uint64_t i) {
-  if (me->quiet) wake_reader();
+  wake_reader_if_stepped();
   int starving = 0;
   for (unsigned spin = 0; !have_item(i) && !atomic_load(&rp_e.stop); spin++) {
     if (!starving && holds_turn_beyond(i)) {
@@ -300,15 +326,27 @@ static __attribute__((noinline)) rp_item *item_wait(uint64_t i) {
   return NULL;
 }
 
-static inline rp_item *item_at(uint64_t i) {
-  if (likely(i < me->tail_seen)) return &me->q[i & QMASK];
+static inline rp_item *item_of(rp_thread *m, uint64_t i) {
+  if (likely(i < m->tail_seen)) return &m->q[i & QMASK];
   return item_wait(i);
 }
 
-static inline void consume(void) {
-  atomic_store_explicit(&me->head, atomic_load_explicit(&me->head, memory_order_relaxed) + 1,
-                        memory_order_release);
+static inline rp_item *item_at(uint64_t i) { return item_of(me, i); }
+
+/* Items are written on the reader's core: each first look at one here is a
+ * transfer between the cores. Fetching a few ahead (published ones only:
+ * the reader may still be writing past `tail`) overlaps those transfers
+ * instead of paying them one after the other. */
+#define CONSUME_AHEAD 8
+
+static inline uint64_t consume_of(rp_thread *m) {
+  uint64_t h = atomic_load_explicit(&m->head, memory_order_relaxed) + 1;
+  atomic_store_explicit(&m->head, h, memory_order_release);
+  if (likely(h + CONSUME_AHEAD < m->tail_seen)) __builtin_prefetch(&m->q[(h + CONSUME_AHEAD) & QMASK]);
+  return h;
 }
+
+static inline void consume(void) { consume_of(me); }
 
 /* ---- results ---- */
 
@@ -367,24 +405,23 @@ static int same(const rp_item *e, const hkt_event *g) {
 }
 
 /* A digest of the emitted events, in order, compared between runs: the
- * fields are mixed by independent multiplies, one step is serial. */
-static inline void digest_of(unsigned kind, unsigned fn, uint32_t tid, uint64_t ptr, uint32_t cls, uint64_t size,
-                             uint64_t aux, uint64_t aux2) {
-  if (kind == HKT_EV_THREAD_START || kind == HKT_EV_THREAD_EXIT) aux = 0;
-  uint64_t kft = (uint64_t)kind << 48 | (uint64_t)fn << 32 | tid;
-  uint64_t m = (kft ^ ptr * 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull +
-               (cls ^ size * 0xc2b2ae3d27d4eb4full) * 0x94d049bb133111ebull +
-               (aux ^ aux2 * 0x165667b19e3779f9ull) * 0xd6e8feb86659fd93ull;
+ * fields are mixed by independent multiplies, one step is serial. kind,
+ * fn, cls and thread come packed as emit_call's meta word (HAK_CALL_META). */
+static inline void digest_of(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2) {
+  uint64_t m = (meta ^ ptr * 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull +
+               (size ^ aux * 0xc2b2ae3d27d4eb4full) * 0x94d049bb133111ebull + aux2 * 0xd6e8feb86659fd93ull;
   rp_e.digest = ((rp_e.digest << 23 | rp_e.digest >> 41) ^ m) * 0x100000001b3ull;
 }
 static inline void digest(const hkt_event *g) {
-  digest_of(g->kind, g->fn, g->tid, g->ptr, g->cls, g->size, g->aux, g->aux2);
+  /* aux of a thread start or exit: the OS thread id, not the allocator's */
+  int os_tid = g->kind == HKT_EV_THREAD_START || g->kind == HKT_EV_THREAD_EXIT;
+  digest_of(HAK_CALL_META(g->kind, g->fn, g->cls, g->tid), g->ptr, g->size, os_tid ? 0 : g->aux, g->aux2);
 }
 
 /* same() for a malloc-family call given by its fields (emit_call). */
-static inline int same_call(const rp_item *e, unsigned kind, unsigned fn, uint32_t tid, uint32_t cls, uint64_t ptr,
-                            uint64_t size, uint64_t aux, uint64_t aux2) {
-  if (e->kind != kind || e->fn != fn || item_tid(me, e) != tid) return 0;
+static inline int same_call(const rp_thread *m, const rp_item *e, unsigned kind, unsigned fn, uint32_t tid,
+                            uint32_t cls, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2) {
+  if (e->kind != kind || e->fn != fn || item_tid(m, e) != tid) return 0;
   if (e->cls != cls && kind != HKT_EV_FREE) return 0;   /* see same() */
   if (xl(e->ptr) != ptr || e->size != size || e->aux2 != aux2 || e->aux3) return 0;
   return (kind == HKT_EV_REALLOC ? xl(e->aux) : e->aux) == aux;
@@ -443,22 +480,28 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   advance();
 }
 
-/* hak_recorder.emit_call: a call checked against its item from the
- * fields, with no hkt_event built. Anything but the plain case (another
- * mode, a guessed call, past the thread's last event, a divergence) goes
- * through rec_emit with an event. */
-static void rec_emit_call(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2, uint64_t caller) {
+/* A checked call is done: its item consumed, the turn handed on. */
+static inline void call_done(rp_thread *m, const rp_item *e, uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux,
+                             uint64_t aux2) {
+  digest_of(meta, ptr, size, aux, aux2);
+  atomic_store_explicit(&rp_e.done_seq, e->seq + 1, memory_order_relaxed);
+  uint64_t t = e->rseq + 1;
+  advance_from(m, t, consume_of(m));
+}
+
+/* rec_emit_call when its item is not at hand or not due: wait for it;
+ * anything but the plain case (another mode, a guessed call, past the
+ * thread's last event, a divergence) goes through rec_emit with an event. */
+static __attribute__((noinline)) void emit_call_slow(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux,
+                                                     uint64_t aux2, uint64_t caller) {
   unsigned kind = HAK_META_KIND(meta), fn = HAK_META_FN(meta);
   uint32_t tid = HAK_META_TID(meta), cls = HAK_META_CLS(meta);
   rp_item *e;
-  if (likely(me && rp_e.o.mode == RP_HAKMEM && !guessing) &&
-      (e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed)))) {
+  rp_thread *m = me;
+  if (likely(m && m->checked) && (e = item_at(atomic_load_explicit(&m->head, memory_order_relaxed)))) {
     wait_turn(e);
-    if (likely(same_call(e, kind, fn, tid, cls, ptr, size, aux, aux2))) {
-      digest_of(kind, fn, tid, ptr, cls, size, aux, aux2);
-      atomic_store_explicit(&rp_e.done_seq, e->seq + 1, memory_order_relaxed);
-      consume();
-      advance();
+    if (likely(same_call(m, e, kind, fn, tid, cls, ptr, size, aux, aux2))) {
+      call_done(m, e, meta, ptr, size, aux, aux2);
       return;
     }
   }
@@ -467,18 +510,38 @@ static void rec_emit_call(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t a
   rec_emit(NULL, &ev);
 }
 
+/* hak_recorder.emit_call: a call checked against its item from the
+ * fields, with no hkt_event built. The fast path is the item at hand
+ * and due, and the same: everything else is emit_call_slow's. */
+static void rec_emit_call(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2, uint64_t caller) {
+  rp_thread *m = me;
+  if (likely(m != NULL)) {
+    uint64_t h = atomic_load_explicit(&m->head, memory_order_relaxed);
+    const rp_item *e = &m->q[h & QMASK];
+    unsigned kind = HAK_META_KIND(meta), fn = HAK_META_FN(meta);
+    uint32_t tid = HAK_META_TID(meta), cls = HAK_META_CLS(meta);
+    if (likely(h < m->tail_seen && m->checked && e->rseq == atomic_load_explicit(&rp_e.turn, memory_order_acquire) &&
+               e->seq < rp_e.o.stop_at && !atomic_load_explicit(&rp_e.stop, memory_order_relaxed) &&
+               same_call(m, e, kind, fn, tid, cls, ptr, size, aux, aux2))) {
+      call_done(m, e, meta, ptr, size, aux, aux2);
+      return;
+    }
+  }
+  emit_call_slow(meta, ptr, size, aux, aux2, caller);
+}
+
 static const hak_recorder recorder = {.wait = rec_wait, .emit = rec_emit, .emit_call = rec_emit_call};
 
 /* ---- replay threads ---- */
 
 /* The next call or exit of this thread, from the driver's cursor. */
-static rp_item *next_drive(void) {
-  uint64_t d = me->drive, h = atomic_load_explicit(&me->head, memory_order_relaxed);
+static inline rp_item *next_drive(rp_thread *m) {
+  uint64_t d = m->drive, h = atomic_load_explicit(&m->head, memory_order_relaxed);
   if (d < h) d = h;
   for (;; d++) {
-    rp_item *it = item_at(d);
+    rp_item *it = item_of(m, d);
     if (!it) return NULL;
-    if (it->flags & (IT_DRIVE | IT_EXIT | IT_START)) { me->drive = d + 1; return it; }
+    if (it->flags & (IT_DRIVE | IT_EXIT | IT_START)) { m->drive = d + 1; return it; }
   }
 }
 
@@ -500,48 +563,68 @@ static void guess_call(rp_item *first) {
   }
   wait_turn(first);
   guessing = 1;
+  me->checked = 0;
   rp_call_hak(&g);
   guessing = 0;
+  me->checked = rp_e.o.mode == RP_HAKMEM;
 }
 
-void *rp_thread_main(void *arg) {
-  me = arg;
-  if (me->revived && rp_e.o.mode != RP_FUNCS) {   /* a late call after this thread's exit */
-    _hak_tls = &_hak_heap_dead;
-    _hak_tls_idx = me->tid;
-  }
+/* RP_HAKMEM: each call is driven once its first event (the call's own,
+ * or the first internal event it makes) is due; the allocator's hooks
+ * check what it makes (rec_wait, rec_emit, rec_emit_call). Returns at
+ * the thread's recorded exit. */
+static void drive_checked(rp_thread *m) {
   for (;;) {
-    rp_item *it = next_drive();
-    if (rp_e.o.mode == RP_HAKMEM && (!it || (it->flags & IT_EXIT)) && _hak_tls->state == HAK_HEAP_EMPTY) {
+    rp_item *it = next_drive(m);
+    if (likely(it && !(it->flags & IT_EXIT))) {
+      uint64_t h = atomic_load_explicit(&m->head, memory_order_relaxed);
+      wait_turn(m->drive == h + 1 ? it : item_of(m, h));   /* the call's first event: often the call */
+      /* the common calls straight to the allocator, the rest by rp_call_hak */
+      if (it->kind == HKT_EV_MALLOC) hak_malloc(it->size);
+      else if (it->kind == HKT_EV_FREE) hak_free((void *)(uintptr_t)xl(it->ptr));
+      else rp_call_hak(it);
+      continue;
+    }
+    if (_hak_tls->state == HAK_HEAP_EMPTY) {
       /* A thread with no call to start it (minimize keeps such threads for
        * their index): it starts where it was recorded to. */
-      rp_item *h = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
+      rp_item *h = item_at(atomic_load_explicit(&m->head, memory_order_relaxed));
       if (h && h->kind == HKT_EV_THREAD_START) {
         wait_turn(h);
         _hak_thread_index();
-        me->drive = 0;   /* look for `it` again: from the head */
+        m->drive = 0;   /* look for `it` again: from the head */
         continue;
       }
     }
     if (!it) {
-      rp_item *left = rp_e.o.mode == RP_HAKMEM && trace_cut() ? item_at(atomic_load(&me->head)) : NULL;
+      rp_item *left = trace_cut() ? item_at(atomic_load(&m->head)) : NULL;
       if (left) guess_call(left);
       park();
     }
-    if (rp_e.o.mode == RP_HAKMEM) {
-      /* Exit: what the allocator's thread-exit key destructor does, called
-       * here so that this thread knows when its last event is done; its
-       * THREAD_EXIT and flushes are checked by rec_emit like any other. */
-      if (it->flags & IT_EXIT) {
-        if (_hak_tls->state == HAK_HEAP_LIVE) _hak_heap_exit(_hak_tls);
-        atomic_fetch_sub(&rp_e.running, 1);
-        wake_reader();
-        return NULL;
-      }
-      wait_turn(item_at(atomic_load_explicit(&me->head, memory_order_relaxed)));
-      rp_call_hak(it);
-      continue;
-    }
+    /* Exit: what the allocator's thread-exit key destructor does, called
+     * here so that this thread knows when its last event is done; its
+     * THREAD_EXIT and flushes are checked by rec_emit like any other. */
+    if (_hak_tls->state == HAK_HEAP_LIVE) _hak_heap_exit(_hak_tls);
+    return;
+  }
+}
+
+void *rp_thread_main(void *arg) {
+  me = arg;
+  me->checked = rp_e.o.mode == RP_HAKMEM;
+  if (me->revived && rp_e.o.mode != RP_FUNCS) {   /* a late call after this thread's exit */
+    _hak_tls = &_hak_heap_dead;
+    _hak_tls_idx = me->tid;
+  }
+  if (rp_e.o.mode == RP_HAKMEM) {
+    drive_checked(me);
+    atomic_fetch_sub(&rp_e.running, 1);
+    wake_reader();
+    return NULL;
+  }
+  for (;;) {
+    rp_item *it = next_drive(me);
+    if (!it) park();
     /* RP_LENIENT, RP_FUNCS: hold the turn for the whole call. */
     wait_turn(it);
     if (it->flags & IT_START) {   /* RP_LENIENT: the allocator registers the thread now */

@@ -28,15 +28,18 @@ enum { IT_DRIVE = 1, IT_EXIT = 2, IT_RINVALID = 4, IT_START = 8, IT_NOBODY = 16,
 
 /* One queued event: what is driven and compared, in one cache line (the
  * reader writes it on one core, its replay thread reads it on another).
- * Its thread index is its queue's, but for IT_NOBODY (item_tid). */
+ * Its thread index is its queue's, but for IT_NOBODY (item_tid). ptr to
+ * aux3 and kind to cls are laid out as in hkt_event, so the reader copies
+ * them as two blocks (feed.c, put_item). */
 typedef struct rp_item {
-  uint64_t seq, ptr, size, aux, aux2, aux3;
+  uint64_t ptr, size, aux, aux2, aux3;
+  uint64_t seq;
   union {                           /* 2^48 events: beyond any trace */
     struct { uint64_t rseq : 48, flags : 16; };
     uint64_t rseq_flags;            /* both, to write at once (x86-64 ABI: rseq low) */
   };
-  uint32_t cls;
   uint16_t kind, fn;
+  uint32_t cls;
 } rp_item;
 _Static_assert(sizeof(rp_item) == 64, "rp_item is one cache line");
 
@@ -50,7 +53,7 @@ typedef struct rp_thread {
   int revived;                   /* made after its thread's exit (late frees) */
   pthread_t pt;
   _Alignas(64) uint64_t ltail;   /* reader: items written */
-  uint64_t head_seen;            /* reader: `head` when last read (it only grows) */
+  uint64_t qlim;                 /* reader: `head` when last read + MAX_AHEAD (it only grows) */
   int exiting, dirty, rfree, huge;
   uint16_t last_kind;            /* reader: this thread's last call event */
   uint64_t last_ptr;
@@ -60,10 +63,11 @@ typedef struct rp_thread {
   _Alignas(64) _Atomic uint64_t head;   /* items consumed (checked or driven) */
   uint64_t drive;                /* next item to look at for a call */
   uint64_t tail_seen;            /* `tail` when last read (it only grows) */
-  unsigned quiet;                /* advances since the reader was last checked for sleep */
   int spin_score;                /* spinning for a turn near pays (>= 0) (wait_turn_slow) */
   unsigned spin_probe;
   int parked;
+  int checked;                   /* emit_call's fast path applies: RP_HAKMEM, not guessing */
+  uint64_t reader_seen;          /* `head` when the reader was last checked for sleep */
   _Alignas(64) _Atomic uint32_t sleeping;  /* futex: 1 while asleep */
 } rp_thread;
 
@@ -125,7 +129,9 @@ static inline void wake(rp_thread *t) {
 /* A recorded address as it is in this replay: the allocator is
  * deterministic relative to its arena, so only the base moves. */
 static inline uint64_t xl(uint64_t v) {
-  return v - rp_e.rec_lo < rp_e.rec_span ? v + (uint64_t)rp_e.delta : v;
+  uint64_t d = (uint64_t)rp_e.delta;
+  if (likely(!d)) return v;   /* the recorded arena base: identical addresses */
+  return v - rp_e.rec_lo < rp_e.rec_span ? v + d : v;
 }
 
 /* The recorded thread index of an item of t's queue. */

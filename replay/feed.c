@@ -3,6 +3,7 @@
  * replay threads as the trace names them. See engine.c for the design and
  * the memory bound. */
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include "engine.h"
@@ -60,6 +61,7 @@ static rp_thread *thread_new(uint32_t tid, int revived) {
   }
   memset(t, 0, sizeof *t);
   t->q = q;
+  t->qlim = MAX_AHEAD;
   t->huge = huge;
   t->tid = tid;
   t->revived = revived;
@@ -172,7 +174,7 @@ static uint64_t wait_room(uint64_t rseq, rp_thread *t) {
     futex_wait(&self->sleeping, 1, 20);
   }
   atomic_store(&rp_e.reader_wake, UINT64_MAX);
-  t->head_seen = atomic_load(&t->head);
+  t->qlim = atomic_load(&t->head) + MAX_AHEAD;
   return atomic_load(&rp_e.turn);
 }
 
@@ -236,78 +238,101 @@ static rp_thread *route_slow(const hkt_event *ev, rp_thread **last_caller, unsig
   return t;
 }
 
+/* Queue ev as item `rseq` of t. rp_item mirrors hkt_event's layout from
+ * ptr to aux3 and from kind to cls, so the copy is two blocks; rseq and
+ * flags go in one store (bit-field stores would read the queue's line
+ * first: a miss, its consumer has it). The line a few items on is fetched
+ * for writing now, so the store to it does not wait (a line last used a
+ * queue's length ago, or read since by the consumer: 2-4% of the reader's
+ * time). */
+#define SAME_OFFSETS(a, b) (offsetof(rp_item, b) - offsetof(rp_item, a) == offsetof(hkt_event, b) - offsetof(hkt_event, a))
+_Static_assert(SAME_OFFSETS(ptr, size) && SAME_OFFSETS(ptr, aux) && SAME_OFFSETS(ptr, aux2) && SAME_OFFSETS(ptr, aux3),
+               "ptr to aux3: one block in both");
+_Static_assert(SAME_OFFSETS(kind, fn) && SAME_OFFSETS(kind, cls) && sizeof(((rp_item *)0)->cls) == 4,
+               "kind, fn, cls: one block in both");
+static inline void put_item(rp_thread *t, const hkt_event *ev, uint64_t rseq, unsigned flags) {
+  __builtin_prefetch(&t->q[(t->ltail + PREFETCH) & QMASK], 1);
+  rp_item *it = &t->q[t->ltail & QMASK];
+  memcpy(&it->ptr, &ev->ptr, 5 * sizeof(uint64_t));
+  it->seq = ev->seq;
+  it->rseq_flags = rseq | (uint64_t)(flags & 0xff) << 48;
+  memcpy(&it->kind, &ev->kind, 8);
+  t->ltail++;
+}
+
 void *rp_reader_main(void *arg) {
   hkt_event evs[RD_BATCH];
   rp_thread *dirty = NULL;
   unsigned nb = 0;
-  uint64_t rseq = 0, nread = 0, turn_seen = 0, ahead = rp_e.ahead;
+  uint64_t rseq = 0, nread = 0, ahead = rp_e.ahead;
+  uint64_t rseq_lim = ahead;   /* the turn when last read + the bound */
   uint64_t owner_huge_at = HUGE_SZ / sizeof *rp_e.owner;   /* ring_huge the owner ring when past it */
   uint64_t last_seq = 0;   /* rp_e.res->last_seq, stored once per batch */
   rp_thread *last_caller = NULL;
-  int r, err = 0;
+  rp_thread **by_tid = rp_e.by_tid;
+  _Atomic(rp_thread *) *owner = rp_e.owner;
+  int r, k = 0, err = 0;
   kind_paths();
   /* Events by the batch, decoded straight into an array of this thread's;
    * their time and caller are never needed here (a reader already read
    * from is left as it is: skip only saves work). */
   hkt_reader_skip(rp_e.rd, HKT_SKIP_TIME | HKT_SKIP_CALLER);
-  while ((r = hkt_reader_batch_into(rp_e.rd, evs, RD_BATCH)) > 0) for (int k = 0, nev = r; k < nev; k++) {
-    const hkt_event *ev = &evs[k];
-    nread++;
-    last_seq = ev->seq;
-    /* The fast path: a call or an internal event of a running thread. */
-    unsigned kind = ev->kind, flags = IT_KEEP;
-    uint32_t tid = ev->tid;
-    rp_thread *t;
-    unsigned path = kind < HKT_EV__COUNT ? kind_path[kind] : PATH_SLOW;
-    if (likely(path != PATH_SLOW && tid < MAX_TIDS && (t = rp_e.by_tid[tid]) && !t->exiting)) {
-      if (path == PATH_CALL) {
-        /* realloc(p, 0) frees p itself: its FREE follows and is not a call. */
-        if (!(kind == HKT_EV_FREE && t->rfree)) { flags |= IT_DRIVE; last_caller = t; }
-        note_call(t, ev);
+  while ((r = hkt_reader_batch_into(rp_e.rd, evs, RD_BATCH)) > 0) {
+    for (k = 0; k < r; k++) {
+      const hkt_event *ev = &evs[k];
+      /* The fast path: a call or an internal event of a running thread. */
+      unsigned kind = ev->kind, flags = IT_KEEP;
+      uint32_t tid = ev->tid;
+      rp_thread *t;
+      unsigned path = kind < HKT_EV__COUNT ? kind_path[kind] : PATH_SLOW;
+      if (likely(path != PATH_SLOW && tid < MAX_TIDS && (t = by_tid[tid]) && !t->exiting)) {
+        if (path == PATH_CALL) {
+          /* realloc(p, 0) frees p itself: its FREE follows and is not a call. */
+          if (!(kind == HKT_EV_FREE && t->rfree)) { flags |= IT_DRIVE; last_caller = t; }
+          note_call(t, ev);
+        }
+      } else {
+        t = route_slow(ev, &last_caller, &flags, &err);
+        if (err) { r = err; goto stopped; }
+        if (!t) continue;
       }
-    } else {
-      t = route_slow(ev, &last_caller, &flags, &err);
-      if (err) { r = err; goto done; }
-      if (!t) continue;
-    }
-    /* The turn and the thread's head are only read when the bound might
-     * be reached: they are the replay threads' hottest lines, and reading
-     * them per event would move them between cores per event. */
-    if (unlikely((rseq - turn_seen >= ahead && rseq - (turn_seen = atomic_load(&rp_e.turn)) >= ahead) ||
-                 (t->ltail - t->head_seen >= MAX_AHEAD &&
-                  t->ltail - (t->head_seen = atomic_load_explicit(&t->head, memory_order_acquire)) >= MAX_AHEAD))) {
-      publish(&dirty);
-      nb = 0;
-      turn_seen = wait_room(rseq, t);
-      if (atomic_load(&rp_e.stop)) goto done;
-    }
-    /* rseq and flags in one store: bit-field stores would read the
-     * queue's line first (a miss: its consumer has it). The line a few
-     * items on is fetched for writing now, so the store to it does not
-     * wait (a line last used a queue's length ago, or read since by the
-     * consumer: 2-4% of the reader's time). */
-    __builtin_prefetch(&t->q[(t->ltail + PREFETCH) & QMASK], 1);
-    t->q[t->ltail & QMASK] = (rp_item){.seq = ev->seq, .ptr = ev->ptr, .size = ev->size, .aux = ev->aux,
-                                       .aux2 = ev->aux2, .aux3 = ev->aux3,
-                                       .rseq_flags = rseq | (uint64_t)(flags & 0xff) << 48,
-                                       .cls = ev->cls, .kind = ev->kind, .fn = ev->fn};
-    atomic_store_explicit(&rp_e.owner[rseq & (OWN_CAP - 1)], t, memory_order_relaxed);
-    t->ltail++;
-    if (unlikely(flags & IT_EXIT)) { t->exiting = 1; t->next_exiting = rp_e.exiting; rp_e.exiting = t; }
-    if (!t->dirty) { t->dirty = 1; t->next = dirty; dirty = t; }
-    rseq++;
-    if (++nb == BATCH) {
-      if (unlikely(rseq >= owner_huge_at)) {
-        ring_huge(rp_e.owner, OWN_CAP * sizeof *rp_e.owner);
-        owner_huge_at = UINT64_MAX;
+      /* The turn and the thread's head are only read when the bound might
+       * be reached: they are the replay threads' hottest lines, and reading
+       * them per event would move them between cores per event. */
+      if (unlikely(rseq >= rseq_lim || t->ltail >= t->qlim)) {
+        rseq_lim = atomic_load(&rp_e.turn) + ahead;
+        t->qlim = atomic_load_explicit(&t->head, memory_order_acquire) + MAX_AHEAD;
+        if (rseq >= rseq_lim || t->ltail >= t->qlim) {
+          publish(&dirty);
+          nb = 0;
+          rseq_lim = wait_room(rseq, t) + ahead;
+          if (atomic_load(&rp_e.stop)) goto stopped;
+        }
       }
-      publish(&dirty);
-      nb = 0;
-      rp_e.res->last_seq = last_seq;
-      atomic_store_explicit(&rp_e.nread, nread, memory_order_relaxed);
-      if (atomic_load_explicit(&rp_e.stop, memory_order_relaxed)) goto done;
+      put_item(t, ev, rseq, flags);
+      atomic_store_explicit(&owner[rseq & (OWN_CAP - 1)], t, memory_order_relaxed);
+      if (unlikely(flags & IT_EXIT)) { t->exiting = 1; t->next_exiting = rp_e.exiting; rp_e.exiting = t; }
+      if (!t->dirty) { t->dirty = 1; t->next = dirty; dirty = t; }
+      rseq++;
+      if (++nb == BATCH) {
+        if (unlikely(rseq >= owner_huge_at)) {
+          ring_huge(rp_e.owner, OWN_CAP * sizeof *rp_e.owner);
+          owner_huge_at = UINT64_MAX;
+        }
+        publish(&dirty);
+        nb = 0;
+        rp_e.res->last_seq = ev->seq;
+        atomic_store_explicit(&rp_e.nread, nread + (unsigned)k + 1, memory_order_relaxed);
+        if (atomic_load_explicit(&rp_e.stop, memory_order_relaxed)) { r = 0; goto stopped; }
+      }
     }
+    nread += (unsigned)r;
+    last_seq = evs[r - 1].seq;
   }
+  goto done;
+stopped:   /* inside a batch, at evs[k] (read: counted) */
+  nread += (unsigned)k + 1;
+  last_seq = evs[k].seq;
 done:
   if (nread) rp_e.res->last_seq = last_seq;
   atomic_store_explicit(&rp_e.nread, nread, memory_order_relaxed);
