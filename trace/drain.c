@@ -6,9 +6,10 @@
  * records follow each other (one thread running alone). Only chunks that
  * can still hold unread records (owned by a thread, or sealed with records
  * left) are searched when the run ends, so the search is over about as many
- * chunks as there are threads, not over the chunks that wait to be freed.
- * A seq taken but not yet
- * published is a call in flight: while the process runs the drain waits for
+ * chunks as there are threads, not over the chunks that wait to be freed;
+ * and it looks first at the threads that ran last, at the heads it already
+ * read, since threads that interleave make runs of a few records only.
+ * A seq taken but not yet published is a call in flight: while the process runs the drain waits for
  * it; when the process is gone (final) it was a call that never returned,
  * and is skipped after a grace period. The writer renumbers, so a skipped
  * seq leaves no hole in the trace.
@@ -27,16 +28,23 @@
 struct hkt_drain {
   hkt_spool *s;
   hkt_writer *w;
+  const hkt_ptab_view *pview;   /* the writer's pointer table, for prefetches */
   uint64_t next;            /* next spool seq to write */
   uint32_t *cur;            /* per chunk: records consumed */
+  uint32_t *hint;           /* per chunk: the first record whose pointer is not yet prefetched */
   uint64_t *head1;          /* per chunk: seq + 1 of the published record at cur; 0 unknown */
   uint64_t *maxseq;         /* per chunk: highest seq consumed + 1 */
+  uint64_t *used;           /* per chunk: the number of the last run taken from its lane */
+  uint8_t *had_ext;         /* per chunk: it held extension records (cleared when it is freed) */
   uint32_t *active;         /* chunks not FREE, found by the last scan */
   uint32_t nactive;
   uint32_t *live;           /* of them, those that may hold unread records, by thread and age */
   uint32_t nlive;
   uint32_t *lane;           /* per thread with unread records: its first chunk in live[] */
+  uint32_t *lane_end;       /* ... and the end of its chunks there */
+  uint32_t *order;          /* the lanes, the last to give a run first */
   uint32_t nlanes;
+  uint64_t runs;            /* runs taken so far */
   uint64_t tsc0, tsc_mult;  /* the spool's clock, cached per step */
   int clock_tsc;
   uint8_t *stack_done;      /* stack ids already defined in the trace */
@@ -60,25 +68,40 @@ hkt_drain *hkt_drain_new(hkt_spool *s, hkt_writer *w, uint64_t from_seq) {
   d->s = s;
   d->w = w;
   d->next = from_seq;
+  d->pview = _hkt_writer_ptab(w);
   d->cur = hkt_mem_alloc((size_t)n * sizeof *d->cur);
+  d->hint = hkt_mem_alloc((size_t)n * sizeof *d->hint);
+  d->used = hkt_mem_alloc((size_t)n * sizeof *d->used);
+  d->had_ext = hkt_mem_alloc((size_t)n * sizeof *d->had_ext);
   d->maxseq = hkt_mem_alloc((size_t)n * sizeof *d->maxseq);
   d->head1 = hkt_mem_alloc((size_t)n * sizeof *d->head1);
   d->active = hkt_mem_alloc((size_t)n * sizeof *d->active);
   d->live = hkt_mem_alloc((size_t)n * sizeof *d->live);
-  d->lane = hkt_mem_alloc(((size_t)n + 1) * sizeof *d->lane);
+  d->lane = hkt_mem_alloc((size_t)n * sizeof *d->lane);
+  d->lane_end = hkt_mem_alloc((size_t)n * sizeof *d->lane_end);
+  d->order = hkt_mem_alloc((size_t)n * sizeof *d->order);
   d->stack_done = hkt_mem_alloc((size_t)s->h->stack_cap / 8 + 1);
-  if (!d->cur || !d->maxseq || !d->head1 || !d->active || !d->live || !d->lane || !d->stack_done) { hkt_drain_free(d); return NULL; }
+  if (!d->cur || !d->hint || !d->used || !d->had_ext || !d->maxseq || !d->head1 || !d->active || !d->live || !d->lane ||
+      !d->lane_end || !d->order || !d->stack_done) {
+    hkt_drain_free(d);
+    return NULL;
+  }
   return d;
 }
 
 void hkt_drain_free(hkt_drain *d) {
   if (!d) return;
   hkt_mem_free(d->cur);
+  hkt_mem_free(d->hint);
+  hkt_mem_free(d->used);
+  hkt_mem_free(d->had_ext);
   hkt_mem_free(d->maxseq);
   hkt_mem_free(d->head1);
   hkt_mem_free(d->active);
   hkt_mem_free(d->live);
   hkt_mem_free(d->lane);
+  hkt_mem_free(d->lane_end);
+  hkt_mem_free(d->order);
   hkt_mem_free(d->stack_done);
   hkt_mem_free(d);
 }
@@ -185,7 +208,13 @@ static inline int chunk_before(const hkt_drain *d, uint32_t a, uint32_t b) {
  * chunk with records left can hold the next seq, so choosing where the
  * next run starts looks at one chunk per thread, not at every chunk that
  * waits to be read (hundreds when the writer is behind). A thread id the
- * OS reused is fine: the dead thread's records all come first. */
+ * OS reused is fine: the dead thread's records all come first.
+ *
+ * The lanes are then ordered by their last run, latest first: the threads
+ * that run now come before the lanes of threads that wait or are gone, so
+ * the search for the next run stops early. */
+#define RECENT_LANES 8   /* lanes whose cached heads are looked at before any spool line */
+
 static void scan_active(hkt_drain *d) {
   d->nactive = d->nlive = 0;
   for (uint32_t i = 0; i < d->s->h->nchunks; i++) {
@@ -201,21 +230,54 @@ static void scan_active(hkt_drain *d) {
       d->live[j] = v;
     }
   d->nlanes = 0;
-  for (uint32_t k = 0; k < d->nlive; k++)
-    if (!k || d->s->dir[d->live[k]].os_tid != d->s->dir[d->live[k - 1]].os_tid) d->lane[d->nlanes++] = k;
-  d->lane[d->nlanes] = d->nlive;   /* the end of the last lane */
+  for (uint32_t k = 0; k < d->nlive; k++) {
+    if (k && d->s->dir[d->live[k]].os_tid == d->s->dir[d->live[k - 1]].os_tid) {
+      uint32_t first = d->live[d->lane[d->nlanes - 1]];   /* the lane's latest run, on its first chunk */
+      if (d->used[d->live[k]] > d->used[first]) d->used[first] = d->used[d->live[k]];
+      continue;
+    }
+    d->lane[d->nlanes++] = k;
+  }
+  /* order: the RECENT_LANES lanes with the latest runs, latest first (a
+   * few compares a lane), then the others as they are */
+  uint32_t ntop = 0;
+  for (uint32_t l = 0; l < d->nlanes; l++) {
+    d->lane_end[l] = l + 1 < d->nlanes ? d->lane[l + 1] : d->nlive;
+    uint64_t u = d->used[d->live[d->lane[l]]];
+    if (!u || (ntop == RECENT_LANES && u <= d->used[d->live[d->lane[d->order[ntop - 1]]]])) continue;
+    uint32_t j = ntop < RECENT_LANES ? ntop++ : ntop - 1;
+    for (; j && d->used[d->live[d->lane[d->order[j - 1]]]] < u; j--) d->order[j] = d->order[j - 1];
+    d->order[j] = l;
+  }
+  for (uint32_t l = 0, c = ntop; l < d->nlanes; l++) {
+    int top = 0;
+    for (uint32_t j = 0; j < ntop && !top; j++) top = d->order[j] == l;
+    if (!top) d->order[c++] = l;
+  }
 }
 
-/* Free chunk i if it is sealed, read to its end, and all of it is written. */
+/* Free chunk i if it is sealed, read to its end, and all of it is written.
+ * An extension record's first word is not a seq (aux3, string bytes), and
+ * may read as one above the next claim's claim_seq: the drain would take
+ * it for a published head, and keep its seq. So before the chunk goes
+ * back, the extension records it held get seq1 0. */
 static void maybe_reclaim(hkt_drain *d, uint32_t i) {
   hkt_chunk_hdr *c = &d->s->dir[i];
   if (atomic_load_explicit(&c->state, memory_order_acquire) != HKT_CHUNK_SEALED) return;
   if (published(d, i, d->cur[i])) return;
   if (d->maxseq[i] > atomic_load_explicit(&d->s->h->written_seq, memory_order_acquire)) return;
+  if (d->had_ext[i]) {
+    hkt_rec *base = hkt_spool_chunk(d->s, i);
+    for (uint32_t at = 0; at < d->cur[i] && at < HKT_CHUNK_RECS; at += 1u + base[at].nx)
+      for (uint32_t x = 1; x <= base[at].nx && at + x < HKT_CHUNK_RECS; x++) base[at + x].seq1 = 0;
+    d->had_ext[i] = 0;
+  }
   atomic_store_explicit(&c->claim_seq, UINT64_MAX, memory_order_relaxed);
   d->cur[i] = 0;
+  d->hint[i] = 0;
   d->head1[i] = 0;
   d->maxseq[i] = 0;
+  d->used[i] = 0;
   atomic_store_explicit(&c->state, HKT_CHUNK_FREE, memory_order_release);
 }
 
@@ -229,10 +291,60 @@ static uint64_t head_seq(hkt_drain *d, uint32_t i) {
   const hkt_rec *r;
   while ((r = published(d, i, d->cur[i]))) {
     if (r->seq1 - 1 >= d->next) { d->head1[i] = r->seq1; return r->seq1 - 1; }
+    if (r->nx) d->had_ext[i] = 1;
     d->cur[i] += 1u + r->nx;
   }
   d->head1[i] = 0;
   return UINT64_MAX;
+}
+
+/* Seq of lane l's head: its first chunk's, or, that chunk sealed and read
+ * to its end, the next one's. */
+static uint64_t lane_head(hkt_drain *d, uint32_t l) {
+  uint32_t k = d->lane[l], i = d->live[k];
+  uint64_t hs;
+  while ((hs = head_seq(d, i)) == UINT64_MAX && k + 1 < d->lane_end[l] &&
+         atomic_load_explicit(&d->s->dir[i].state, memory_order_acquire) == HKT_CHUNK_SEALED) {
+    d->lane[l] = ++k;
+    d->used[d->live[k]] = d->used[i];
+    i = d->live[k];
+  }
+  return hs;
+}
+
+/* The chunk that holds the next seq (its lane's position in order[] in
+ * *pos), or failing that the one with the lowest head seq (in *best_seq);
+ * UINT32_MAX if no lane has a head. First the cached heads of the lanes that ran last,
+ * reading no spool line; then every lane's head, the lane of the last run
+ * last: it ended there because its next record was not the next seq, most
+ * often because it was not there yet, and reading a record the thread is
+ * writing costs both sides a miss. */
+static uint32_t next_chunk(hkt_drain *d, uint32_t *pos, uint64_t *best_seq) {
+  uint32_t n = d->nlanes, best = UINT32_MAX;
+  uint64_t want = d->next + 1;
+  for (uint32_t j = 0; j < n && j < RECENT_LANES; j++) {
+    uint32_t i = d->live[d->lane[d->order[j]]];
+    if (d->head1[i] == want) { *pos = j; *best_seq = want - 1; return i; }
+  }
+  *best_seq = UINT64_MAX;
+  for (uint32_t jj = 1; jj <= n; jj++) {
+    uint32_t j = jj < n ? jj : 0, l = d->order[j];
+    uint64_t hs = lane_head(d, l);
+    if (hs < *best_seq) {
+      *best_seq = hs;
+      *pos = j;
+      best = d->live[d->lane[l]];
+      if (hs == d->next) break;   /* no chunk can do better */
+    }
+  }
+  return best;
+}
+
+/* order[j] first: it gives the run now. */
+static inline void to_front(hkt_drain *d, uint32_t j) {
+  uint32_t l = d->order[j];
+  for (; j; j--) d->order[j] = d->order[j - 1];
+  d->order[0] = l;
 }
 
 #define AHEAD 8   /* records between the prefetch of a pointer's table line and its put */
@@ -241,8 +353,9 @@ static uint64_t head_seq(hkt_drain *d, uint32_t i) {
 static int64_t run(hkt_drain *d, uint32_t i, uint64_t end) {
   uint64_t claim = atomic_load_explicit(&d->s->dir[i].claim_seq, memory_order_acquire);
   const hkt_rec *base = hkt_spool_chunk(d->s, i);
-  const hkt_ptab_view *pview = _hkt_writer_ptab(d->w);
-  uint32_t at = d->cur[i], hint = at;   /* hint: the next record head whose pointer is not yet hinted */
+  const hkt_ptab_view *pview = d->pview;
+  uint32_t at = d->cur[i];
+  uint32_t hint = d->hint[i] > at ? d->hint[i] : at;   /* the next record head whose pointer is not yet hinted */
   uint64_t next = d->next, from = next;   /* in a register: the writer's calls could change *d for all the compiler knows */
   while (at < HKT_CHUNK_RECS) {
     const hkt_rec *r = base + at;
@@ -250,7 +363,8 @@ static int64_t run(hkt_drain *d, uint32_t i, uint64_t end) {
      * core's cache), and for the heads up to AHEAD on, by then here, the
      * writer's table line of their pointer (a miss the writer would wait
      * on). Only published heads give hints: an unpublished record, or an
-     * extension record, may be half written. */
+     * extension record, may be half written. Hints carry over from run to
+     * run of the chunk: runs are short when threads interleave. */
     __builtin_prefetch(r + 2 * AHEAD);
     while (hint <= at + AHEAD && hint < HKT_CHUNK_RECS) {
       const hkt_rec *h = base + hint;
@@ -264,15 +378,18 @@ static int64_t run(hkt_drain *d, uint32_t i, uint64_t end) {
       d->head1[i] = seq1 > claim && at + 1u + r->nx <= HKT_CHUNK_RECS ? seq1 : 0;
       break;
     }
+    if (hkt_unlikely(r->nx)) d->had_ext[i] = 1;
     int e = put_record(d, r, next);
-    if (HKT_IS_ERR(e)) { d->cur[i] = at; d->next = next; return e; }
+    if (HKT_IS_ERR(e)) { d->cur[i] = at; d->hint[i] = hint; d->next = next; return e; }
     at += 1u + r->nx;
     next++;
   }
   if (at >= HKT_CHUNK_RECS) d->head1[i] = 0;
   d->cur[i] = at;
+  d->hint[i] = hint;
   d->next = next;
   if (next != from) d->maxseq[i] = next;
+  d->used[i] = ++d->runs;
   return (int64_t)(next - from);
 }
 
@@ -286,21 +403,9 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
   for (;;) {
     uint64_t end = atomic_load_explicit(&h->end_seq, memory_order_acquire);
     if (d->next >= end) break;
-    uint32_t best = UINT32_MAX;
-    uint64_t best_seq = UINT64_MAX;
-    for (uint32_t l = 0; l < d->nlanes; l++) {
-      uint32_t k = d->lane[l], i = d->live[k];
-      uint64_t hs;
-      /* a sealed chunk read to its end: the lane goes on in the next one */
-      while ((hs = head_seq(d, i)) == UINT64_MAX && k + 1 < d->lane[l + 1] &&
-             atomic_load_explicit(&d->s->dir[i].state, memory_order_acquire) == HKT_CHUNK_SEALED)
-        d->lane[l] = ++k, i = d->live[k];
-      if (hs < best_seq) {
-        best_seq = hs;
-        best = i;
-        if (best_seq == d->next) break;   /* no chunk can do better */
-      }
-    }
+    uint32_t pos = 0;
+    uint64_t best_seq;
+    uint32_t best = next_chunk(d, &pos, &best_seq);
     if (best == UINT32_MAX || best_seq >= end) break;
     if (best_seq != d->next) {
       /* a seq in flight: wait while the process lives; once it is gone,
@@ -317,6 +422,7 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
       d->next = best_seq;
     }
     d->gap_start_ns = 0;
+    to_front(d, pos);
     int64_t n = run(d, best, end);
     if (n < 0) return n;
     moved += n;
