@@ -52,6 +52,7 @@ typedef struct hka_block {
 typedef struct hka_blocks {
   hka_block *slot;
   size_t cap, used, live, ghosts;
+  unsigned shift;                     /* 64 - log2(cap): hka_fib's, kept */
   size_t ghost_cap;                   /* trim above live + ghost_cap */
   uint64_t ghosts_dropped;
 } hka_blocks;
@@ -64,7 +65,7 @@ static inline size_t hka_fib(uint64_t key, size_t cap) {
 
 /* Blocks are 8..4096-byte aligned: drop the low bits before mixing. */
 static inline size_t hka_block_home(const hka_blocks *t, uint64_t ptr) {
-  return hka_fib(ptr >> 3, t->cap);
+  return (size_t)(((ptr >> 3) * 0x9e3779b97f4a7c15ULL) >> t->shift);   /* hka_fib(ptr >> 3, cap) */
 }
 
 /* Inline, as the three lookups below run once or twice per event. */
@@ -263,6 +264,9 @@ typedef struct hka_state {
 
   hka_map xthread;                    /* (alloc tid << 32 | free tid) -> frees */
   uint64_t same_thread_frees, cross_thread_frees;
+  uint64_t xt_small[16][16];          /* [alloc tid][free tid] for tids < 16: counted here
+                                         without a branch on same/cross, folded into the
+                                         three above by hka_finish */
   hka_map last_flush;                 /* (tid << 16 | cls) -> seq of the last cache flush */
   hka_map last_refill;                /* (tid << 16 | cls) -> SuperSlab record + 1 << 32 | blocks of
                                          the last refill not yet handed out; for a tracked
@@ -271,6 +275,11 @@ typedef struct hka_state {
                                          the map only keeps the keys, in their order */
   struct { uint64_t base, idx1; } ss_cache[64]; /* ss_by_base lookups, direct-mapped by base:
                                          idx1 0 = not in the map; base HKA_NONE = empty */
+  int ss_odd_size;                    /* a SuperSlab size seen is not a power of two */
+  unsigned ss_lg_min;                 /* the lowest bit of ss_lg_mask (0 while none) */
+  struct { uint64_t region, idx1; } ss_memo[64]; /* while !ss_odd_size: ss_index results by
+                                         ptr >> (lowest log2 size), direct-mapped; emptied
+                                         when a record is added; region HKA_NONE = empty */
 
   hka_corr *corr;
   uint32_t ncorr, corr_cap;
@@ -296,12 +305,13 @@ void hka_tl_close(struct hka_state *s);
  * closes (begin_slow, close). Its highest live bytes and SuperSlab count
  * are raised where those grow (an allocation, a register): hka_tl_raise. */
 static inline void hka_tl_begin(hka_state *s, uint64_t seq, uint64_t time_ns) {
-  if (seq < s->tl.bound && s->tl.n) return;
+  if (seq < s->tl.bound) return;      /* bound is 0 while there is no bucket */
   hka_tl_begin_slow(s, seq, time_ns);
 }
 static inline void hka_tl_raise(hka_state *s) {
   hka_bucket *b = &s->tl.b[s->tl.n - 1];
-  if (s->live_bytes > b->max_live_bytes) b->max_live_bytes = s->live_bytes;
+  uint64_t m = b->max_live_bytes;     /* a max without a branch: it goes either way */
+  b->max_live_bytes = s->live_bytes > m ? s->live_bytes : m;
   if (s->ss_live > b->ss_max) b->ss_max = (uint32_t)s->ss_live;
 }
 

@@ -17,6 +17,7 @@
 #define MAX_HOLDER_SCANS 64         /* table scans at releases with blocks still held */
 
 static char *dupstr(const char *s) { return s ? strdup(s) : NULL; }
+static void ss_memo_clear(hka_state *s);
 
 static int add_module(hka_state *s, const char *path, uint64_t base, uint64_t size,
                       const uint8_t *bid, uint32_t bid_len) {
@@ -56,6 +57,7 @@ int hka_init(hka_state *s, const char *path, const hkt_header *h) {
   }
   s->first_seq = HKA_NONE;
   for (int i = 0; i < 64; i++) s->ss_cache[i].base = HKA_NONE;
+  ss_memo_clear(s);
   s->blocks.ghost_cap = 1u << 16;
   s->tl.width = 1;
   return 0;
@@ -138,6 +140,25 @@ static inline uint32_t ss_index_cached(hka_state *s, uint64_t ptr) {
   return 0;
 }
 
+/* While every SuperSlab size is a power of two, ss_index(ptr) depends
+ * only on ptr >> (the lowest log2 size): each base it tries and each range
+ * check is a function of those bits. The result per such region is kept
+ * until the next record (new_ss empties the memo): one probe per
+ * allocation instead of a map lookup per SuperSlab size. */
+static void ss_memo_clear(hka_state *s) {
+  for (int i = 0; i < 64; i++) s->ss_memo[i].region = HKA_NONE;
+}
+
+static inline __attribute__((always_inline)) uint32_t ss_index_memo(hka_state *s, uint64_t ptr) {
+  if (s->ss_odd_size) return ss_index_cached(s, ptr);
+  uint64_t region = ptr >> s->ss_lg_min;
+  __typeof__(s->ss_memo[0]) *e = &s->ss_memo[hka_fib(region, 64)];
+  if (e->region == region) return (uint32_t)e->idx1;
+  uint32_t i = ss_index_cached(s, ptr);
+  if (region != HKA_NONE) { e->region = region; e->idx1 = i; }
+  return i;
+}
+
 hka_ss *hka_ss_of(const hka_state *s, uint64_t ptr) {
   uint32_t i = ss_index(s, ptr);
   return i ? &s->ss[i - 1] : NULL;
@@ -168,6 +189,9 @@ static hka_ss *new_ss(hka_state *s, uint64_t base, uint64_t size) {
   ss->last_drain_seq = 0;
   ss->cls = HKT_NO_CLASS;
   s->ss_lg_mask |= 1ULL << lg_ceil(ss->size);
+  if (ss->size & (ss->size - 1)) s->ss_odd_size = 1;
+  s->ss_lg_min = (unsigned)__builtin_ctzll(s->ss_lg_mask);
+  ss_memo_clear(s);
   return ss;
 }
 
@@ -395,8 +419,9 @@ static inline void drop_live(hka_state *s, hka_block *b) {
   if (b->ss && s->ss[b->ss - 1].live) s->ss[b->ss - 1].live--;
 }
 
-/* t: the event's thread record, NULL when it has none (thread_of). */
-static int on_alloc(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t ptr, uint64_t size) {
+/* t: the event's thread record, NULL when it has none (thread_of).
+ * Inline into the batch loop for a malloc (on_alloc for the rest). */
+static inline __attribute__((always_inline)) int alloc_inl(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t ptr, uint64_t size) {
   if (!ptr) { s->failed_allocs++; return 0; }
   if (size >= (1ULL << 40)) size = (1ULL << 40) - 1;   /* what a block record holds */
   if (t) { t->allocs++; t->bytes += size; }
@@ -404,7 +429,7 @@ static int on_alloc(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t p
   s->alloc_bytes += size;
   hka_block *b = hka_blocks_get(&s->blocks, ptr);
   if (!b) return HKT_ERR_NOMEM;
-  uint32_t ss1 = ss_index_cached(s, ptr);
+  uint32_t ss1 = ss_index_memo(s, ptr);
   int unreg = ss1 && s->ss[ss1 - 1].unreg_seq != HKA_NONE;
   if (b->state == HKA_B_LIVE) {   /* handed out twice */
     add_corr(s, ev, "alloc_of_live", 0, ptr, b, ss1);
@@ -443,7 +468,10 @@ static int on_alloc(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t p
     hka_ss *ss = &s->ss[ss1 - 1];
     ss->allocs++;
     uint64_t *rf = s->last_refill.n ? refill_find(s, t, ev->tid, ev->cls) : NULL;
-    if (rf && *rf >> 32 == ss1 && (*rf & 0xffffffffu)) --*rf;
+    if (rf) {                       /* one block fewer left of that refill, without a branch */
+      uint64_t v = *rf;
+      *rf = v - (uint64_t)((v >> 32 == ss1) & ((v & 0xffffffffu) != 0));
+    }
     if (++ss->live > ss->peak_live) { ss->peak_live = ss->live; ss->peak_seq = ev->seq; }
   }
   note_peak(s, ev);
@@ -451,14 +479,14 @@ static int on_alloc(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t p
   return 0;
 }
 
-static int on_free(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t ptr) {
+static inline __attribute__((always_inline)) int free_inl(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t ptr) {
   if (t) t->frees++;
   hka_block *b = hka_blocks_find(&s->blocks, ptr);
   uint32_t ss1;
   if (b && b->state == HKA_B_LIVE && b->ss && s->ss[b->ss - 1].unreg_seq == HKA_NONE)
     ss1 = b->ss;                    /* the common case: no lookup */
   else
-    ss1 = ss_index_cached(s, ptr);
+    ss1 = ss_index_memo(s, ptr);
   int unreg = ss1 && s->ss[ss1 - 1].unreg_seq != HKA_NONE;
   if (!b || b->state != HKA_B_LIVE) {
     const char *kind = unreg ? "free_unregistered"
@@ -475,7 +503,9 @@ static int on_free(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t pt
   c->freed_bytes += b->size;
   if (b->ss) s->ss[b->ss - 1].frees++;
   drop_live(s, b);
-  if (b->alloc_tid == ev->tid) {
+  if ((b->alloc_tid | ev->tid) < 16) {
+    s->xt_small[b->alloc_tid][ev->tid]++;
+  } else if (b->alloc_tid == ev->tid) {
     s->same_thread_frees++;
   } else {
     s->cross_thread_frees++;
@@ -492,18 +522,35 @@ static int on_free(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t pt
   return hka_blocks_maybe_trim(&s->blocks);   /* b is invalid past here */
 }
 
+static __attribute__((noinline)) int on_alloc(hka_state *s, hka_thread *t, const hkt_event *ev,
+                                              uint64_t ptr, uint64_t size) {
+  return alloc_inl(s, t, ev, ptr, size);
+}
+static __attribute__((noinline)) int on_free(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t ptr) {
+  return free_inl(s, t, ev, ptr);
+}
+
 /* ---- the event switch --------------------------------------------------- */
 
-/* One event; inline into the batch loop (hka_events). */
+/* One event; inline into the batch loop (hka_events), which also counts
+ * it (s->events, s->last_seq: read by nothing during the pass). */
 static inline __attribute__((always_inline)) int apply(hka_state *s, const hkt_event *ev) {
-  if (s->first_seq == HKA_NONE) s->first_seq = ev->seq;
-  s->events++;
-  s->last_seq = ev->seq;
   hka_tl_begin(s, ev->seq, ev->time_ns);          /* before last_time moves: see analyze.h */
-  if (ev->time_ns > s->last_time) s->last_time = ev->time_ns;
-  s->by_kind[ev->kind < HKT_EV__COUNT ? ev->kind : HKT_EV__COUNT]++;
-  hka_thread *t = ev->tid != HKA_NO_TID ? thread_of(s, ev->tid) : NULL;
+  uint64_t lt = s->last_time;         /* a running max, without a branch */
+  s->last_time = ev->time_ns > lt ? ev->time_ns : lt;
+  hka_thread *t = thread_of(s, ev->tid);   /* NULL for HKA_NO_TID too (past MAX_TID) */
 
+  /* the two kinds most events are, tested before the switch: two
+   * conditional branches predict better than its indirect jump */
+  if (ev->kind == HKT_EV_FREE) {
+    s->by_kind[HKT_EV_FREE]++;
+    return ev->ptr ? free_inl(s, t, ev, ev->ptr) : 0;
+  }
+  if (ev->kind == HKT_EV_MALLOC) {
+    s->by_kind[HKT_EV_MALLOC]++;
+    return alloc_inl(s, t, ev, ev->ptr, ev->size);
+  }
+  s->by_kind[ev->kind < HKT_EV__COUNT ? ev->kind : HKT_EV__COUNT]++;
   int rc = 0;
   switch (ev->kind) {
   case HKT_EV_MALLOC:
@@ -606,27 +653,31 @@ static inline __attribute__((always_inline)) int apply(hka_state *s, const hkt_e
   return rc;
 }
 
-int hka_event(hka_state *s, const hkt_event *ev) { return apply(s, ev); }
+int hka_event(hka_state *s, const hkt_event *ev) {
+  if (s->first_seq == HKA_NONE) s->first_seq = ev->seq;
+  s->events++;
+  s->last_seq = ev->seq;
+  return apply(s, ev);
+}
 
 #define AHEAD 64                    /* the prefetch distance, in events */
 
-/* The block address an event will look up, 0 if none. */
+/* The block address an event will look up, 0 if none; without branches
+ * (a switch here mispredicts as often as the one in apply). */
+#define BLOCK_KINDS (1u << HKT_EV_MALLOC | 1u << HKT_EV_CALLOC | 1u << HKT_EV_ALIGNED | \
+                     1u << HKT_EV_FREE | 1u << HKT_EV_REMOTE_PUSH | 1u << HKT_EV_REALLOC)
+_Static_assert(HKT_EV__COUNT <= 32, "kinds fit a 32-bit mask");
 static inline uint64_t block_of(const hkt_event *ev) {
-  switch (ev->kind) {
-  case HKT_EV_MALLOC: case HKT_EV_CALLOC: case HKT_EV_ALIGNED: case HKT_EV_FREE:
-  case HKT_EV_REMOTE_PUSH:
-    return ev->ptr;
-  case HKT_EV_REALLOC:
-    return ev->aux ? ev->aux : ev->ptr;
-  default:
-    return 0;
-  }
+  unsigned k = ev->kind;
+  uint64_t p = ev->kind == HKT_EV_REALLOC && ev->aux ? ev->aux : ev->ptr;
+  return k < 32 && (BLOCK_KINDS >> k & 1) ? p : 0;
 }
 
 /* The block table is far bigger than the cache and a miss per event would
  * dominate: each event's slot is prefetched AHEAD events early, and the
  * event lines themselves (written on the decoder's core) twice that. */
 int hka_events(hka_state *s, const hkt_event *ev, int n) {
+  if (n > 0 && s->first_seq == HKA_NONE) s->first_seq = ev[0].seq;
   for (int i = 0; i < n && i < AHEAD; i++) {
     uint64_t p = block_of(&ev[i]);
     if (p) hka_blocks_prefetch(&s->blocks, p);
@@ -638,8 +689,9 @@ int hka_events(hka_state *s, const hkt_event *ev, int n) {
       if (p) hka_blocks_prefetch(&s->blocks, p);
     }
     int rc = apply(s, &ev[i]);
-    if (HKT_IS_ERR(rc)) return rc;
+    if (HKT_IS_ERR(rc)) { s->events += (uint64_t)i + 1; s->last_seq = ev[i].seq; return rc; }
   }
+  if (n > 0) { s->events += (uint64_t)n; s->last_seq = ev[n - 1].seq; }
   return 0;
 }
 
@@ -660,6 +712,17 @@ int hka_finish(hka_state *s, hkt_reader *r, int rc) {
   }
   s->complete = r && !s->read_error && hkt_reader_complete(r);
   hka_tl_close(s);
+  for (uint32_t a = 0; a < 16; a++)   /* the small tids' frees, counted apart (free_inl) */
+    for (uint32_t f = 0; f < 16; f++) {
+      uint64_t k = s->xt_small[a][f];
+      if (!k) continue;
+      s->xt_small[a][f] = 0;
+      if (a == f) { s->same_thread_frees += k; continue; }
+      s->cross_thread_frees += k;
+      uint64_t *v = hka_map_slot(&s->xthread, (uint64_t)a << 32 | f);
+      if (!v) return HKT_ERR_NOMEM;
+      *v += k;
+    }
 
   hka_map by_caller = {0};
   uint32_t cap = 0;

@@ -95,6 +95,7 @@ static int rebuild(hka_blocks *t, size_t ncap, uint64_t min_free_seq) {
   free(t->slot);
   t->slot = ns;
   t->cap = ncap;
+  t->shift = 64u - (unsigned)__builtin_ctzll(ncap);
   t->used = used;
   t->ghosts = ghosts;
   return 0;

@@ -1006,6 +1006,98 @@ static void test_refill_holders_and_bucket_ends(void **state) {
   free(bat);
 }
 
+/* ---- which SuperSlab a block is in, across registers; cross-thread counts -- */
+
+/* ss_index over the whole record list: the latest record at each base,
+ * lowest size first, as DESIGN's model says (what the memo must match). */
+static uint32_t ss_of_slow(const hka_state *s, uint64_t ptr) {
+  for (unsigned lg = 0; lg < 64; lg++) {
+    if (!(s->ss_lg_mask >> lg & 1)) continue;
+    uint64_t base = ptr & ~((1ull << lg) - 1);
+    for (uint32_t i = s->nss; i > 0; i--)
+      if (s->ss[i - 1].base == base) {
+        if (ptr - base < s->ss[i - 1].size) return i;
+        break;
+      }
+  }
+  return 0;
+}
+
+static void ss_memo_run(int odd) {
+  hka_state *s = malloc(sizeof *s);
+  assert_non_null(s);
+  assert_int_equal(hka_init(s, "mem", &hdr), 0);
+  uint64_t seq = 0, p = SSA + 0x40;
+  hkt_event ev;
+#define ONE(...) (ev = (hkt_event){.seq = seq++, .tid = 0, __VA_ARGS__}, assert_int_equal(hka_events(s, &ev, 1), 0))
+  ONE(.kind = HKT_EV_SS_REGISTER, .ptr = SSA + 2 * MiB, .size = 2 * MiB, .cls = 1, .aux2 = 9);
+  ONE(.kind = HKT_EV_MALLOC, .ptr = p, .size = 16, .cls = 1);           /* in no SuperSlab yet */
+  ONE(.kind = HKT_EV_FREE, .ptr = p, .cls = 1);
+  ONE(.kind = HKT_EV_SS_REGISTER, .ptr = SSA, .size = 2 * MiB, .cls = 1, .aux2 = 1);
+  ONE(.kind = HKT_EV_MALLOC, .ptr = p, .size = 16, .cls = 1);           /* now in it */
+  ONE(.kind = HKT_EV_MALLOC, .ptr = SSA + MiB + 0x80, .size = 16, .cls = 1);
+  ONE(.kind = HKT_EV_SS_UNREGISTER, .ptr = SSA, .size = 2 * MiB, .cls = 1, .aux3 = 2);
+  /* a smaller one at the upper half, then at the base again */
+  ONE(.kind = HKT_EV_SS_REGISTER, .ptr = SSA + MiB, .size = odd ? MiB / 2 + 4096 : MiB, .cls = 2, .aux2 = 2);
+  ONE(.kind = HKT_EV_MALLOC, .ptr = SSA + MiB + 0x1000, .size = 32, .cls = 2);
+  ONE(.kind = HKT_EV_MALLOC, .ptr = SSA + MiB + 0xc0000, .size = 32, .cls = 2);   /* past an odd size */
+  ONE(.kind = HKT_EV_SS_REGISTER, .ptr = SSA, .size = MiB, .cls = 3, .aux2 = 3);
+  ONE(.kind = HKT_EV_MALLOC, .ptr = SSA + 0x2000, .size = 48, .cls = 3);
+  ONE(.kind = HKT_EV_MALLOC, .ptr = SSA + 3 * MiB, .size = 48, .cls = 3);         /* in the first */
+#undef ONE
+  assert_int_equal(s->nss, 4);
+  assert_int_equal(s->ss[0].allocs, 1);
+  assert_int_equal(s->ss[1].allocs, odd ? 3 : 2);   /* odd: past the small one, in the released one */
+  assert_int_equal(s->ss[2].allocs, odd ? 1 : 2);
+  assert_int_equal(s->ss[3].allocs, 1);
+  /* every block's SuperSlab as the slow lookup has it now, and the
+   * correlations: the allocation in the released one (odd size: twice) */
+  for (uint64_t a = SSA; a < SSA + 4 * MiB; a += 0x1000) {
+    assert_int_equal(hka_ss_of(s, a) ? (uint32_t)(hka_ss_of(s, a) - s->ss) + 1 : 0, ss_of_slow(s, a));
+  }
+  uint32_t unreg = 0;
+  for (uint32_t i = 0; i < s->ncorr; i++) unreg += !strcmp(s->corr[i].kind, "alloc_unregistered");
+  assert_int_equal(unreg, odd ? 1 : 0);
+  hka_free(s);
+  free(s);
+}
+
+static void test_ss_lookup_and_xthread(void **state) {
+  (void)state;
+  ss_memo_run(0);
+  ss_memo_run(1);
+  /* frees between small and large thread indexes: counted two ways, one result */
+  hka_state *s = malloc(sizeof *s);
+  assert_non_null(s);
+  assert_int_equal(hka_init(s, "mem", &hdr), 0);
+  static const uint32_t at[] = {0, 3, 3, 15, 16, 40, 2, 2};
+  static const uint32_t ft[] = {0, 3, 5, 16, 15, 40, 40, 7};
+  uint64_t seq = 0;
+  for (int k = 0; k < 8; k++) {
+    hkt_event ev[2] = {
+      {.seq = seq++, .kind = HKT_EV_MALLOC, .tid = at[k], .ptr = 0x1000 + 64 * (uint64_t)k, .size = 8, .cls = 0},
+      {.seq = seq++, .kind = HKT_EV_FREE, .tid = ft[k], .ptr = 0x1000 + 64 * (uint64_t)k, .cls = 0},
+    };
+    assert_int_equal(hka_events(s, ev, 2), 0);
+  }
+  assert_int_equal(hka_finish(s, NULL, 0), 0);
+  assert_int_equal(s->same_thread_frees, 3);
+  assert_int_equal(s->cross_thread_frees, 5);
+  size_t n;
+  uint64_t *pr = hka_xthread_pairs(s, &n);
+  assert_non_null(pr);
+  static const uint64_t want[][2] = {{2ull << 32 | 7, 1}, {2ull << 32 | 40, 1}, {3ull << 32 | 5, 1},
+                                     {15ull << 32 | 16, 1}, {16ull << 32 | 15, 1}};
+  assert_int_equal(n, 5);
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(pr[2 * i], want[i][0]);
+    assert_int_equal(pr[2 * i + 1], want[i][1]);
+  }
+  free(pr);
+  hka_free(s);
+  free(s);
+}
+
 static void test_reader_batch(void **state) {
   (void)state;
   /* more events than a batch, over several frames, strings here and there
@@ -1088,6 +1180,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_basic),
     cmocka_unit_test(test_reader_batch),
+    cmocka_unit_test(test_ss_lookup_and_xthread),
       cmocka_unit_test(test_refill_holders_and_bucket_ends),
     cmocka_unit_test(test_stale_correlation),
     cmocka_unit_test(test_formats),
