@@ -122,36 +122,14 @@ static int room(spooler *p, lane *l, uint32_t tid, unsigned n) {
 }
 
 static int spool_event(spooler *p, const hkt_event *ev) {
-  size_t sl = ev->str ? strnlen(ev->str, HKT_MAX_STR) : 0, bl = ev->bid ? (ev->bid_len > 40 ? 40 : ev->bid_len) : 0;
-  unsigned nx = 0;
-  if (ev->aux3 | ev->stack_id | (ev->tid >= 0xffff) | (ev->str != NULL) | (ev->bid != NULL))
-    nx = 1 + (unsigned)(sl + bl > 44 ? (sl + bl - 44 + HKT_REC_BYTES - 1) / HKT_REC_BYTES : 0);
+  size_t sl, bl;
+  unsigned nx = hkt_rec_exts(ev, &sl, &bl);
   lane *l = lane_of(p, ev->tid);
   if (!l) return HKT_ERR_NOMEM;
   HKT_TRY(room(p, l, ev->tid, 1 + nx));
   hkt_rec *r = hkt_spool_chunk(&p->s, l->chunk) + l->at;
   r->stamp = ev->time_ns;
-  r->ptr = ev->ptr;
-  r->size = ev->size;
-  r->aux = ev->aux;
-  r->aux2 = ev->aux2;
-  r->caller = ev->caller;
-  r->kind = (uint8_t)ev->kind;
-  r->nx = (uint8_t)nx;
-  r->fn = ev->fn;
-  r->cls = ev->cls > 0xffff ? 0xffff : (uint16_t)ev->cls;
-  r->tid = ev->tid >= 0xffff ? 0xffff : (uint16_t)ev->tid;
-  if (nx) {
-    hkt_rec_ext *x = (hkt_rec_ext *)(r + 1);
-    x->aux3 = ev->aux3;
-    x->stack_id = ev->stack_id;
-    x->tid = ev->tid;
-    x->str_len = ev->str ? (uint16_t)sl : 0xffff;
-    x->bid_len = (uint8_t)bl;
-    x->flags = 0;
-    if (sl) memcpy(x->data, ev->str, sl);
-    if (bl) memcpy(x->data + sl, ev->bid, bl);
-  }
+  hkt_rec_fill(r, ev, nx, sl, bl);
   __atomic_store_n(&r->seq1, ++p->seq, __ATOMIC_RELEASE);
   l->at += 1 + nx;
   if (ev->kind == HKT_EV_THREAD_EXIT) l->exited = 1;   /* sealed at the next step: a few events follow */

@@ -108,34 +108,20 @@ static void room(sim *m, uint32_t t, unsigned n) {
 static hkt_rec *emit(sim *m, uint32_t t, int hold) {
   uint64_t seq = m->seq;
   int mark = seq % 29 == 5;
-  char label[120];
-  size_t sl = 0;
-  if (mark) sl = (size_t)snprintf(label, sizeof label, "mark %llu of thread %u, long enough for two extension records "
-                                  "after the first", (unsigned long long)seq, t);
-  unsigned nx = mark ? 1 + (unsigned)((sl - 44 + HKT_REC_BYTES - 1) / HKT_REC_BYTES) : 0;
+  char label[HKT_MAX_STR + 1];   /* as big as strnlen may look */
+  if (mark) snprintf(label, sizeof label, "mark %llu of thread %u, long enough for two extension records after the first",
+                     (unsigned long long)seq, t);
+  hkt_event ev = {.kind = mark ? HKT_EV_MARK : HKT_EV_MALLOC, .tid = t, .cls = mark ? HKT_NO_CLASS : 3,
+                  .ptr = mark ? 0 : 0x100000 + seq * 32, .size = mark ? 0 : seq % 1000 + 1,
+                  .caller = 0x400000 + t * 16, .str = mark ? label : NULL};
+  size_t sl, bl;
+  unsigned nx = hkt_rec_exts(&ev, &sl, &bl);
   room(m, t, 1 + nx);
   hkt_rec *r = hkt_spool_chunk(&m->s, m->th[t].chunk) + m->th[t].at;
   /* every field, as the recorder: the rest of the lines keeps what an
    * earlier use of the chunk left there */
   r->stamp = seq * 10;
-  r->ptr = mark ? 0 : 0x100000 + seq * 32;
-  r->size = mark ? 0 : seq % 1000 + 1;
-  r->aux = r->aux2 = 0;
-  r->caller = 0x400000 + t * 16;
-  r->kind = mark ? HKT_EV_MARK : HKT_EV_MALLOC;
-  r->nx = (uint8_t)nx;
-  r->cls = mark ? 0xffff : 3;
-  r->tid = (uint16_t)t;
-  if (mark) {
-    hkt_rec_ext *x = (hkt_rec_ext *)(r + 1);
-    x->aux3 = 0;
-    x->stack_id = 0;
-    x->tid = t;
-    x->str_len = (uint16_t)sl;
-    x->bid_len = 0;
-    x->flags = 0;
-    memcpy(x->data, label, sl);
-  }
+  hkt_rec_fill(r, &ev, nx, sl, bl);
   if (seq >= m->cap) {
     m->cap = m->cap ? m->cap * 2 : 4096;
     m->exp = realloc(m->exp, m->cap * sizeof *m->exp);

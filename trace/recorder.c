@@ -264,13 +264,6 @@ static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, ui
   return 0;
 }
 
-static inline unsigned ext_records(const hkt_event *ev, size_t *sl, size_t *bl) {
-  *sl = ev->str ? strnlen(ev->str, HKT_MAX_STR) : 0;
-  *bl = ev->bid ? (ev->bid_len > 40 ? 40 : ev->bid_len) : 0;
-  size_t data = *sl + *bl;
-  return 1 + (unsigned)(data > 44 ? (data - 44 + HKT_REC_BYTES - 1) / HKT_REC_BYTES : 0);
-}
-
 /* A crash is ending the process (on_crash) and this thread's event took a
  * seq after the end's: it stops here, before publishing, so no call returns
  * after the trace's end. An event whose seq came before the end's goes on
@@ -328,40 +321,17 @@ static inline __attribute__((always_inline)) void rec_publish(struct rec_tls *t,
 static void rec_emit(void *ctx, hkt_event *ev) {
   (void)ctx;
   struct rec_tls *t = &T;
-  size_t sl = 0, bl = 0;
-  unsigned nx = 0;
+  size_t sl, bl;
   if (hkt_unlikely(R.backtrace) && ev->kind >= HKT_EV_MALLOC && ev->kind <= HKT_EV_FREE && !ev->stack_id)
     ev->stack_id = hkt_stack_capture(&R.sp, R.backtrace, 2);
-  if (hkt_unlikely(ev->aux3 | ev->stack_id | (ev->tid >= 0xffff) | (ev->str != NULL) | (ev->bid != NULL)))
-    nx = ext_records(ev, &sl, &bl);
+  unsigned nx = hkt_rec_exts(ev, &sl, &bl);
   if (!rec_room(t, 1 + nx, ev->tid)) return;
   hkt_rec *r = t->cur;
   rec_prefetch(r);
   uint64_t seq = rec_seq();
   if (rec_halted(t)) halt_if_after_end(seq);
   r->stamp = rec_stamp(t, r, ev->kind > HKT_EV_FREE);
-  r->ptr = ev->ptr;
-  r->size = ev->size;
-  r->aux = ev->aux;
-  r->aux2 = ev->aux2;
-  r->caller = ev->caller;
-  r->kind = (uint8_t)ev->kind;
-  r->nx = (uint8_t)nx;
-  r->fn = ev->fn;
-  r->cls = ev->cls > 0xffff ? 0xffff : (uint16_t)ev->cls;
-  r->tid = ev->tid >= 0xffff ? 0xffff : (uint16_t)ev->tid;
-  if (hkt_unlikely(nx)) {
-    hkt_rec_ext *x = (hkt_rec_ext *)(r + 1);
-    x->aux3 = ev->aux3;
-    x->stack_id = ev->stack_id;
-    x->tid = ev->tid;
-    x->str_len = ev->str ? (uint16_t)sl : 0xffff;
-    x->bid_len = (uint8_t)bl;
-    x->flags = 0;
-    uint8_t *d = x->data;   /* runs on into the following records */
-    if (sl) memcpy(d, ev->str, sl);
-    if (bl) memcpy(d + sl, ev->bid, bl);
-  }
+  hkt_rec_fill(r, ev, nx, sl, bl);
   rec_publish(t, r, seq, 1 + nx);
   ev->seq = seq;
 }

@@ -20,6 +20,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include "hkt_internal.h"
 
 #define HKT_SPOOL_MAGIC   "HKSPOOL1"
@@ -102,6 +103,45 @@ typedef struct hkt_stack_ent {
   uint64_t off;                       /* into the frames array */
   uint32_t n, pad;
 } hkt_stack_ent;
+
+/* The extension records ev needs (0 for most events): for aux3, a stack, a
+ * thread index >= 0xffff, a string or a build-id. *sl and *bl: the bytes
+ * of the string and of the build-id that are kept. */
+static inline unsigned hkt_rec_exts(const hkt_event *ev, size_t *sl, size_t *bl) {
+  *sl = *bl = 0;
+  if (hkt_likely(!(ev->aux3 | ev->stack_id | (ev->tid >= 0xffff) | (ev->str != NULL) | (ev->bid != NULL))))
+    return 0;
+  *sl = ev->str ? strnlen(ev->str, HKT_MAX_STR) : 0;
+  *bl = ev->bid ? (ev->bid_len > 40 ? 40 : ev->bid_len) : 0;
+  size_t data = *sl + *bl;
+  return 1 + (unsigned)(data > 44 ? (data - 44 + HKT_REC_BYTES - 1) / HKT_REC_BYTES : 0);
+}
+
+/* Every field of the record group at r (1 + nx records, hkt_rec_exts)
+ * from ev, but seq1 and stamp: the caller stores those, seq1 last. */
+static inline void hkt_rec_fill(hkt_rec *r, const hkt_event *ev, unsigned nx, size_t sl, size_t bl) {
+  r->ptr = ev->ptr;
+  r->size = ev->size;
+  r->aux = ev->aux;
+  r->aux2 = ev->aux2;
+  r->caller = ev->caller;
+  r->kind = (uint8_t)ev->kind;
+  r->nx = (uint8_t)nx;
+  r->fn = ev->fn;
+  r->cls = ev->cls > 0xffff ? 0xffff : (uint16_t)ev->cls;
+  r->tid = ev->tid >= 0xffff ? 0xffff : (uint16_t)ev->tid;
+  if (hkt_likely(!nx)) return;
+  hkt_rec_ext *x = (hkt_rec_ext *)(r + 1);
+  x->aux3 = ev->aux3;
+  x->stack_id = ev->stack_id;
+  x->tid = ev->tid;
+  x->str_len = ev->str ? (uint16_t)sl : 0xffff;
+  x->bid_len = (uint8_t)bl;
+  x->flags = 0;
+  uint8_t *d = x->data;   /* runs on into the following records */
+  if (sl) memcpy(d, ev->str, sl);
+  if (bl) memcpy(d + sl, ev->bid, bl);
+}
 
 _Static_assert(sizeof(hkt_rec) == HKT_REC_BYTES, "record size");
 _Static_assert(sizeof(hkt_rec_ext) == HKT_REC_BYTES, "extension size");
