@@ -56,8 +56,9 @@ size_t _hak_bypass_usable(const void *p) { return ((const size_t *)p)[-2]; }
 void *_hak_bypass_realloc(void *p, size_t size, void *caller) {
   void *r = _hak_bypass_alloc(size ? size : 1, BYPASS_HDR);
   if (!r || !p) return r;
-  size_t old = _hak_bypass_owns(p) ? _hak_bypass_usable(p) : _hak_usable_size(p);
+  int ours = _hak_bypass_owns(p);
+  size_t old = ours ? _hak_bypass_usable(p) : _hak_usable_size(p);
   memcpy(r, p, old < size ? old : size);
-  if (!_hak_bypass_owns(p)) _hak_e_free(p, caller);
+  if (!ours) _hak_e_free(p, caller);
   return r;
 }

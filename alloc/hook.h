@@ -56,12 +56,12 @@ __attribute__((visibility("default"))) void _hak_recorder_attach(const hak_recor
  * r->emit) and attaches r, atomically for emitters. */
 __attribute__((visibility("default"))) void _hak_recorder_handover(const hak_recorder *r);
 void _hak_early_start(void);
+void _hak_early_fork_child(void);
 /* alloc/bypass.c: between begin and end this thread's allocations come
  * from an arena of their own and are not recorded: for the libraries the
  * recorder loads itself (trace/zstd_api.c, trace/backtrace.c). */
 void _hak_bypass_begin(void);
 void _hak_bypass_end(void);
-void _hak_early_fork_child(void);
 
 /* What the malloc and free fast paths must do besides their work, in one
  * word they test: 0 nothing; 1 debug level 1 only (the fast paths go on,

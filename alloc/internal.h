@@ -246,7 +246,6 @@ void _hak_sslist_remove(hak_sslist *l, hak_ss *ss);
 #define HAK_TLS_IE __attribute__((tls_model("initial-exec")))
 extern __thread hak_heap *_hak_tls HAK_TLS_IE;      /* &_hak_heap_empty until first use, &_hak_heap_dead after exit */
 extern __thread uint32_t _hak_tls_idx HAK_TLS_IE;   /* thread index; kept after exit for late frees' events */
-
 extern hak_heap _hak_heap_empty, _hak_heap_dead;
 void _hak_sentinels_init(void);                   /* heap.c, from init */
 hak_heap *_hak_heap_init(void);                    /* first call on this thread */

@@ -553,7 +553,6 @@ static inline __attribute__((always_inline)) int apply(hka_state *s, const hkt_e
   s->by_kind[ev->kind < HKT_EV__COUNT ? ev->kind : HKT_EV__COUNT]++;
   int rc = 0;
   switch (ev->kind) {
-  case HKT_EV_MALLOC:
   case HKT_EV_ALIGNED:
     return on_alloc(s, t, ev, ev->ptr, ev->size);
   case HKT_EV_CALLOC:
@@ -564,8 +563,6 @@ static inline __attribute__((always_inline)) int apply(hka_state *s, const hkt_e
     if (!HKT_IS_ERR(rc) && ev->ptr) rc = on_alloc(s, t, ev, ev->ptr, ev->size);
     else if (!ev->ptr && ev->size) s->failed_allocs++;
     return rc;
-  case HKT_EV_FREE:
-    return ev->ptr ? on_free(s, t, ev, ev->ptr) : 0;
   default:
     break;
   }

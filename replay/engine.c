@@ -42,7 +42,6 @@ rp_map rp_blocks;
 rp_engine rp_e;
 static __thread rp_thread *me;
 static __thread const rp_item *cur_call;
-static __thread int guessing;   /* driving a call the trace lost (guess_call) */
 
 /* ---- waiting ---- */
 
@@ -456,7 +455,7 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     return;
   }
   /* A guessed call's own event is not in the trace: the process died in it. */
-  if (guessing && is_call(ev->kind)) return;
+  if (!me->checked && is_call(ev->kind)) return;
   rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
   if (!e) {
     /* Past the thread's last recorded event. In a trace cut by a crash
@@ -562,11 +561,9 @@ static void guess_call(rp_item *first) {
     if (it->kind == HKT_EV_LARGE_MAP) { g.size = it->size; break; }
   }
   wait_turn(first);
-  guessing = 1;
-  me->checked = 0;
+  me->checked = 0;   /* guessing: the call's own event is not checked */
   rp_call_hak(&g);
-  guessing = 0;
-  me->checked = rp_e.o.mode == RP_HAKMEM;
+  me->checked = 1;
 }
 
 /* RP_HAKMEM: each call is driven once its first event (the call's own,

@@ -66,7 +66,7 @@ typedef struct rp_thread {
   int spin_score;                /* spinning for a turn near pays (>= 0) (wait_turn_slow) */
   unsigned spin_probe;
   int parked;
-  int checked;                   /* emit_call's fast path applies: RP_HAKMEM, not guessing */
+  int checked;                   /* calls are checked against the trace: RP_HAKMEM, not driving a guessed call (guess_call) */
   uint64_t reader_seen;          /* `head` when the reader was last checked for sleep */
   _Alignas(64) _Atomic uint32_t sleeping;  /* futex: 1 while asleep */
 } rp_thread;
