@@ -814,6 +814,68 @@ static void test_crash_halts_others(void **state) {
   }
 }
 
+/* ---- 3b. the solo seq's hand-over (recorder.c, SQ): a one-thread
+ * program takes seqs without a lock until a second thread takes one; the
+ * threads it starts take their first seqs while it goes on. Every event
+ * must be there once, with a seq of its own, in each thread's order. ---- */
+
+static const char solo_src[] =
+  "#include <pthread.h>\n#include <stdlib.h>\n"
+  "#define N 20000\n"
+  "static void *work(void *a) {\n"
+  "  for (long j = 0; j < N; j++) { void *volatile p = malloc(1000 + (long)a); free(p); }\n"
+  "  return 0;\n"
+  "}\n"
+  "int main(void) {\n"
+  "  for (long j = 0; j < N; j++) { void *volatile p = malloc(2000); free(p); }\n"   /* solo */
+  "  pthread_t th[2];\n"
+  "  for (long t = 0; t < 2; t++) pthread_create(&th[t], 0, work, (void *)(t + 1));\n"
+  "  for (long j = 0; j < N; j++) { void *volatile p = malloc(3000); free(p); }\n"   /* racing them */
+  "  for (int t = 0; t < 2; t++) pthread_join(th[t], 0);\n"
+  "  return 0;\n"
+  "}\n";
+
+static void test_solo_seq_handover(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  build_prog("solo", solo_src);
+  char exe[700], out[700], env_trace[800], env_pre[800];
+  snprintf(exe, sizeof exe, "%s/solo", tmp);
+  snprintf(out, sizeof out, "%s/solo.hkt.zst", tmp);
+  snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
+  snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
+  const char *env[] = { env_trace, env_pre, "HAKMEM_TRACE_ROOT=", NULL };
+  char *argv[] = { exe, NULL };
+  for (int run_no = 0; run_no < 8; run_no++) {   /* a hand-over per run */
+    unlink(out);
+    int st = run(argv, env, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    trace t;
+    load(out, &t, NULL);
+    assert_int_equal(t.rc, 0);
+    assert_true(t.complete);
+    liveset live = liveset_new(1 << 16);
+    long n[4] = {0};   /* mallocs of 2000 (solo), 3000, 1001, 1002 */
+    for (size_t i = 0; i < t.n; i++) {
+      const hkt_event *e = &t.ev[i];
+      assert_int_equal(e->seq, i);
+      if (e->kind == HKT_EV_MALLOC && e->ptr) {
+        liveset_add(&live, e->ptr, e->tid);
+        int k = e->size == 2000 ? 0 : e->size == 3000 ? 1 : e->size == 1001 ? 2 : e->size == 1002 ? 3 : -1;
+        if (k >= 0) n[k]++;
+        if (k == 0) assert_int_equal(n[1], 0);   /* the solo phase ends before the race */
+      } else if (e->kind == HKT_EV_FREE && e->ptr) {
+        uint32_t by;
+        assert_int_equal(liveset_del(&live, e->ptr, &by), 1);
+        assert_int_equal(by, e->tid);   /* each thread frees its own, right after */
+      }
+    }
+    for (int k = 0; k < 4; k++) assert_int_equal(n[k], 20000);
+    liveset_free(&live);
+    free(t.ev);
+  }
+}
+
 /* ---- 4. fork and exec ---- */
 
 static const char fork_src[] =
@@ -1025,6 +1087,7 @@ int main(void) {
     cmocka_unit_test(test_crashes),
     cmocka_unit_test(test_recover_frame_not_told),
     cmocka_unit_test(test_crash_halts_others),
+    cmocka_unit_test(test_solo_seq_handover),
     cmocka_unit_test(test_fork_exec),
     cmocka_unit_test(test_zstd_only_when_recording),
     cmocka_unit_test(test_backtrace_modules),

@@ -44,6 +44,7 @@
 #include "hook.h"
 #include "config.h"
 #include "recorder.h"
+#include "solo_seq.h"
 #include "zstd_api.h"
 
 #define MAX_PRED 8
@@ -81,7 +82,11 @@ static __thread struct rec_tls {
   uint32_t tid;
   int exempt;                 /* the crashing thread and the writer: never halted */
   uint64_t stamp;             /* the last TSC read, reused by the next few events */
+  uint8_t seq_mode;           /* HKT_SEQ_NONE until this thread's first seq (solo_seq.h) */
 } T __attribute__((tls_model("initial-exec")));
+
+/* The global seq, without a lock while one thread alone takes seqs. */
+static hkt_solo SQ;
 
 /* Reading the TSC costs 10-25 ns in a VM, as much as the rest of the hot
  * path; times are kept at 256 ns resolution anyway. So a thread reads it
@@ -281,6 +286,9 @@ static __attribute__((noinline, cold)) void halt_if_after_end(uint64_t seq) {
   for (;;) syscall(SYS_futex, &never, FUTEX_WAIT, 0, NULL, NULL, 0);
 }
 
+/* This thread's first seq. */
+static __attribute__((noinline, cold)) void seq_join(struct rec_tls *t) { hkt_solo_join(&SQ, &t->seq_mode); }
+
 /* Room for n records in this thread's chunk (a new chunk if need be).
  * 0: the event is dropped (counted). */
 static inline __attribute__((always_inline)) int rec_room(struct rec_tls *t, unsigned n, uint32_t tid) {
@@ -301,10 +309,9 @@ static inline __attribute__((always_inline)) void rec_prefetch(const hkt_rec *r)
   __asm__ volatile("prefetchw %0" : : "m"(*(const char *)(r + PREFETCH_AHEAD)));
 }
 
-/* The event's seq. acq_rel (the same lock xadd on x86): a seq after the
- * end's sees halt. */
-static inline __attribute__((always_inline)) uint64_t rec_seq(void) {
-  return atomic_fetch_add_explicit(&R.sp.h->next_seq, 1, memory_order_acq_rel);
+/* The event's seq (seq_join has run for this thread). */
+static inline __attribute__((always_inline)) uint64_t rec_seq(struct rec_tls *t) {
+  return hkt_solo_seq(&SQ, &t->seq_mode, &R.sp.h->next_seq);
 }
 
 static inline __attribute__((always_inline)) int rec_halted(const struct rec_tls *t) {
@@ -326,9 +333,10 @@ static void rec_emit(void *ctx, hkt_event *ev) {
     ev->stack_id = hkt_stack_capture(&R.sp, R.backtrace, 2);
   unsigned nx = hkt_rec_exts(ev, &sl, &bl);
   if (!rec_room(t, 1 + nx, ev->tid)) return;
+  if (hkt_unlikely(t->seq_mode == HKT_SEQ_NONE)) seq_join(t);
   hkt_rec *r = t->cur;
   rec_prefetch(r);
-  uint64_t seq = rec_seq();
+  uint64_t seq = rec_seq(t);
   if (rec_halted(t)) halt_if_after_end(seq);
   r->stamp = rec_stamp(t, r, ev->kind > HKT_EV_FREE);
   hkt_rec_fill(r, ev, nx, sl, bl);
@@ -337,8 +345,8 @@ static void rec_emit(void *ctx, hkt_event *ev) {
 }
 
 /* hak_recorder.emit_call off its hot path: a new chunk, a stack, a thread
- * index >= 0xffff. Through rec_emit, the stack captured from here: the
- * allocator and rec_emit_call reach this with jumps, so the next frame is
+ * index >= 0xffff, the thread's first seq. Through rec_emit, the stack
+ * captured from here: the allocator and rec_emit_call reach this with jumps, so the next frame is
  * the allocator function that made the call (as for rec_emit). */
 static __attribute__((noinline, cold)) void rec_emit_call_slow(uint64_t meta, uint64_t ptr, uint64_t size,
                                                               uint64_t aux, uint64_t aux2, uint64_t caller) {
@@ -373,7 +381,7 @@ static void rec_emit_call(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t a
   struct rec_tls *t = &T;
   hkt_rec *r = t->cur;
   if (hkt_unlikely(R.backtrace | ((uintptr_t)t->end - (uintptr_t)r < sizeof(hkt_rec)) |
-                   (HAK_META_TID(meta) >= 0xffff))) {
+                   (HAK_META_TID(meta) >= 0xffff) | (t->seq_mode == HKT_SEQ_NONE))) {
     rec_emit_call_slow(meta, ptr, size, aux, aux2, caller);
     return;
   }
@@ -385,7 +393,7 @@ static void rec_emit_call(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t a
   _mm_store_si128(v + 2, _mm_set_epi64x((long long)aux2, (long long)aux));
   _mm_store_si128(v + 3, _mm_set_epi64x((long long)word, (long long)caller));
   uint64_t stamp = rec_stamp(t, r, 0);
-  uint64_t seq = rec_seq();   /* a compiler barrier too: the fields are stored before seq1 */
+  uint64_t seq = rec_seq(t);   /* a compiler barrier too: the fields are stored before seq1 */
   if (rec_halted(t)) {
     rec_emit_call_halt(r, seq, stamp);
     return;
@@ -449,6 +457,7 @@ static int start(const char *base, int forked) {
   snprintf(h->trace_path, sizeof h->trace_path, "%s", R.trace_path);
   read_cmdline((char *)R.sp.base + HKT_SPOOL_CMDLINE_OFF, HKT_SPOOL_CMDLINE_MAX);
   T = (struct rec_tls){0};
+  hkt_solo_init(&SQ, (int)env_u64("HAKMEM_TRACE_SOLO_SEQ", 1, 1));   /* a new process: nobody solo yet */
   atomic_store(&R.stalled_at, 0);
   atomic_store(&R.dropped_reported, 0);
   atomic_store(&R.ending, 0);
@@ -642,7 +651,8 @@ static int finish(uint32_t kind, uint32_t status, unsigned timeout_ms) {
     atomic_store(&h->end_kind, kind);
     atomic_store(&h->end_status, status);
     atomic_store(&h->end_tid, T.tid);
-    uint64_t seq = atomic_fetch_add(&h->next_seq, 1);
+    if (T.seq_mode == HKT_SEQ_NONE) seq_join(&T);
+    uint64_t seq = rec_seq(&T);
     atomic_store_explicit(&h->end_seq, seq, memory_order_release);
     atomic_store(&h->state, HKT_SPOOL_FINISHING);
   }
