@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -537,6 +538,23 @@ static void check_modules(hkt_modlist *known, uint64_t *adds) {
   hkt_modlist_free(&fresh);
 }
 
+/* The spool's first pass: every page a recorded thread touches first is a
+ * page fault on its own time (tmpfs: ~1 us each, 16 per chunk; 13% of a
+ * short one-thread recording's CPU). So the writer maps the chunks in
+ * (MADV_POPULATE_WRITE, Linux 5.14) a little ahead of the claims, which
+ * go round the spool in order; after one pass every page is mapped. Only
+ * ahead, not all at start: a short program's RSS stays its own. */
+#define PREFAULT_AHEAD 64   /* chunks: 4 MiB, ~4 ms of a fast thread's events */
+static void prefault_ahead(uint32_t *done) {
+  hkt_spool *s = &R.sp;
+  uint32_t n = s->h->nchunks, want = atomic_load_explicit(&R.hint, memory_order_relaxed) + PREFAULT_AHEAD;
+  if (want > n) want = n;
+  if (*done >= want) return;
+  if (madvise(hkt_spool_chunk(s, *done), (size_t)(want - *done) * s->h->chunk_bytes, MADV_POPULATE_WRITE))
+    want = n;   /* not supported here: the threads fault pages in themselves */
+  *done = want;
+}
+
 static void *writer_main(void *arg) {
   (void)arg;
   sigset_t all;
@@ -593,10 +611,12 @@ static void *writer_main(void *arg) {
     _hak_recorder_attach(NULL);
     return NULL;
   }
+  uint32_t prefaulted = 0;
   for (;;) {
     uint32_t seen = atomic_load_explicit(&h->wake, memory_order_acquire);
     int finishing = atomic_load(&h->state) == HKT_SPOOL_FINISHING;
     if (!finishing) check_modules(&mods, &adds);
+    if (prefaulted < h->nchunks) prefault_ahead(&prefaulted);
     int64_t moved = hkt_drain_step(d, finishing, finishing ? 500 : 0);
     atomic_store_explicit(&h->drained_seq, hkt_drain_next_seq(d), memory_order_relaxed);
     if (moved < 0) {
