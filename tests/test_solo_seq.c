@@ -123,6 +123,34 @@ static void test_signal_nests(void **state) {
   check_unique(handler_seqs, 4000);
 }
 
+/* The recorder's writer borrows the counter now and then, while the solo
+ * thread runs: their seqs must not collide, and the solo thread must stay
+ * solo (its later seqs plain again). */
+static void test_borrow_and_give_back(void **state) {
+  (void)state;
+  static uint64_t seen_b[200 * 50];
+  hkt_solo_init(&q, 1);
+  if (!q.ok) skip();
+  pthread_t th;
+  start_round(&th);
+  size_t nb = 0;
+  for (int round = 0; round < 200; round++) {
+    size_t at = atomic_load(&taken_a);
+    while (atomic_load(&taken_a) < at + 200) {}   /* the solo thread goes on in between */
+    hkt_solo_borrow(&q);
+    uint8_t borrowed = HKT_SEQ_SHARED;
+    for (int i = 0; i < 50; i++) seen_b[nb++] = hkt_solo_seq(&q, &borrowed, &next_seq);
+    hkt_solo_give_back(&q);
+  }
+  size_t at = atomic_load(&taken_a);
+  while (atomic_load(&taken_a) < at + 1000) {}
+  atomic_store(&stop_a, 1);
+  pthread_join(th, NULL);
+  assert_int_equal(mode_a, HKT_SEQ_SOLO);   /* solo again after every borrow */
+  assert_int_equal(atomic_load(&q.req), 0);
+  check_unique(seen_b, nb);
+}
+
 static void test_refused_or_later(void **state) {
   (void)state;
   hkt_solo_init(&q, 0);   /* HAKMEM_TRACE_SOLO_SEQ=0, or no membarrier */
@@ -150,6 +178,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_handover_race),
     cmocka_unit_test(test_signal_nests),
+    cmocka_unit_test(test_borrow_and_give_back),
     cmocka_unit_test(test_refused_or_later),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -815,19 +815,24 @@ static void test_crash_halts_others(void **state) {
 }
 
 /* ---- 3b. the solo seq's hand-over (recorder.c, SQ): a one-thread
- * program takes seqs without a lock until a second thread takes one; the
- * threads it starts take their first seqs while it goes on. Every event
+ * program takes seqs without a lock until a second thread takes one (the
+ * writer borrows the counter for a module load meanwhile); the threads it
+ * starts take their first seqs while it goes on. Every event
  * must be there once, with a seq of its own, in each thread's order. ---- */
 
 static const char solo_src[] =
-  "#include <pthread.h>\n#include <stdlib.h>\n"
+  "#include <dlfcn.h>\n#include <pthread.h>\n#include <stdlib.h>\n#include <unistd.h>\n"
   "#define N 20000\n"
   "static void *work(void *a) {\n"
   "  for (long j = 0; j < N; j++) { void *volatile p = malloc(1000 + (long)a); free(p); }\n"
   "  return 0;\n"
   "}\n"
   "int main(void) {\n"
-  "  for (long j = 0; j < N; j++) { void *volatile p = malloc(2000); free(p); }\n"   /* solo */
+  "  for (long j = 0; j < N; j++) {\n"   /* solo; the writer borrows the seqs of a module load */
+  "    void *volatile p = malloc(2000); free(p);\n"
+  "    if (j == N / 4 && !dlopen(\"libz.so.1\", RTLD_NOW)) return 3;\n"
+  "    if (j == N / 4) usleep(50000);\n"   /* the writer looks every 2 ms at most */
+  "  }\n"
   "  pthread_t th[2];\n"
   "  for (long t = 0; t < 2; t++) pthread_create(&th[t], 0, work, (void *)(t + 1));\n"
   "  for (long j = 0; j < N; j++) { void *volatile p = malloc(3000); free(p); }\n"   /* racing them */
@@ -855,7 +860,7 @@ static void test_solo_seq_handover(void **state) {
     assert_int_equal(t.rc, 0);
     assert_true(t.complete);
     liveset live = liveset_new(1 << 16);
-    long n[4] = {0};   /* mallocs of 2000 (solo), 3000, 1001, 1002 */
+    long n[4] = {0}, modules = 0;   /* mallocs of 2000 (solo), 3000, 1001, 1002 */
     for (size_t i = 0; i < t.n; i++) {
       const hkt_event *e = &t.ev[i];
       assert_int_equal(e->seq, i);
@@ -868,9 +873,12 @@ static void test_solo_seq_handover(void **state) {
         uint32_t by;
         assert_int_equal(liveset_del(&live, e->ptr, &by), 1);
         assert_int_equal(by, e->tid);   /* each thread frees its own, right after */
+      } else if (e->kind == HKT_EV_MODULE_LOAD) {
+        modules++;
       }
     }
     for (int k = 0; k < 4; k++) assert_int_equal(n[k], 20000);
+    assert_true(modules >= 1);   /* libz */
     liveset_free(&live);
     free(t.ev);
   }

@@ -527,12 +527,23 @@ static void check_modules(hkt_modlist *known, uint64_t *adds) {
   *adds = a;
   hkt_modlist fresh = {0};
   if (hkt_modules_scan(&fresh, known)) { hkt_modlist_free(&fresh); return; }
+  /* The writer borrows the seq counter, so a one-thread program stays solo
+   * (solo_seq.h); it joins only if it ever allocates itself. */
+  int borrow = fresh.n && T.seq_mode == HKT_SEQ_NONE;
+  if (borrow) {
+    hkt_solo_borrow(&SQ);
+    T.seq_mode = HKT_SEQ_SHARED;
+  }
   for (uint32_t i = 0; i < fresh.n; i++) {
     hkt_module *m = &fresh.mods[i];
     hkt_event ev = { .kind = HKT_EV_MODULE_LOAD, .tid = HKT_TID_RECORDER, .cls = HKT_NO_CLASS,
                      .ptr = m->base, .size = m->size, .str = m->path,
                      .bid = m->build_id_len ? m->build_id : NULL, .bid_len = m->build_id_len };
     rec_emit(NULL, &ev);
+  }
+  if (borrow) {
+    T.seq_mode = HKT_SEQ_NONE;
+    hkt_solo_give_back(&SQ);
   }
   hkt_modules_scan(known, known);
   hkt_modlist_free(&fresh);
