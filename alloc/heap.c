@@ -339,8 +339,24 @@ static inline _Atomic uint8_t *popped_state(void *p) {
   return ss->dbg_state + _hak_block_at(ss, (uint64_t)((char *)p - ss->blocks));
 }
 
+/* Recording (or replaying) without debug: the fast paths' cache pop and
+ * push, and the call's event (a jump to the recorder); anything else on
+ * the slow path, as before. Same heap changes as _hak_malloc_slow and
+ * free_recorded make for these calls, at about half the instructions. */
 void *_hak_malloc_miss(size_t size, void *caller) {
   if (_hak_bypassing()) return _hak_bypass_alloc(size, 16);
+  if (HAK_INSTR_REC() && likely(size <= HAK_MID_MAX)) {
+    unsigned cls = _hak_size_class(size);
+    hak_tcache *tc = &_hak_tls->cache[cls];
+    uint32_t n = tc->count;
+    if (likely(n)) {   /* 0 also on the sentinel heaps: the first event of a thread goes slow */
+      tc->count = --n;
+      tc->allocs++;
+      void *p = tc->slot[n];
+      _hak_emit_packed(HAK_CALL_META(HKT_EV_MALLOC, 0, cls, 0), p, size, 0, 0, caller);
+      return p;
+    }
+  }
   if (HAK_INSTR_DBG1() && size <= HAK_MID_MAX) {
     unsigned cls = _hak_size_class(size);
     hak_tcache *tc = &_hak_tls->cache[cls];
@@ -360,6 +376,14 @@ void *_hak_malloc_miss(size_t size, void *caller) {
 void _hak_free_miss(void *p, void *caller) {
   hak_ss *ss;
   hak_tcache *tc;
+  /* a block of a SuperSlab this thread owns: no other thread can change
+   * that SuperSlab (api.c, free_recorded), so no lock and no re-check */
+  if (HAK_INSTR_REC() && (tc = _hak_free_cache(p, &ss))) {
+    _hak_emit_packed(HAK_CALL_META(HKT_EV_FREE, 0, ss->cls, 0), p, 0, 0, 0, caller);
+    tc->slot[tc->count++] = p;
+    tc->frees++;
+    return;
+  }
   if (HAK_INSTR_DBG1() && (tc = _hak_free_cache(p, &ss))) {
     _Atomic uint8_t *st = ss->dbg_state;
     if (likely(st)) st += _hak_block_at(ss, (uint64_t)((char *)p - ss->blocks));

@@ -5,7 +5,8 @@ const hak_recorder *_hak_rec;
 int _hak_instr;
 
 void _hak_instr_update(void) {
-  _hak_instr = _hak_rec || _hak_cfg.debug >= 2 ? 2 : _hak_cfg.debug == 1;
+  const hak_recorder *r = _hak_rec;
+  _hak_instr = _hak_cfg.debug >= 2 || (r && (_hak_cfg.debug || r->same_depth)) ? 3 : r ? 2 : _hak_cfg.debug == 1;
 }
 
 void _hak_recorder_attach(const hak_recorder *r) {

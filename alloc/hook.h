@@ -34,6 +34,11 @@ typedef struct hak_recorder {
    * its record directly: no hkt_event is built and zeroed, and the
    * allocator's call is a jump. Same contract as emit. */
   void (*emit_call)(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2, uint64_t caller);
+  /* 1: every malloc-family call goes through the slow paths, so that each
+   * event is made one allocator frame below the program's call (a recorder
+   * that captures stacks skips a fixed number of frames). 0: the _miss
+   * functions emit the common calls themselves (_hak_instr 2). */
+  int same_depth;
 } hak_recorder;
 
 /* emit_call's meta word: kind (8 bits), fn (8; every HKT_FN_ fits), cls (16;
@@ -64,18 +69,20 @@ void _hak_bypass_begin(void);
 void _hak_bypass_end(void);
 
 /* What the malloc and free fast paths must do besides their work, in one
- * word they test: 0 nothing; 1 debug level 1 only (the fast paths go on,
- * checking and setting one state byte per block); 2 anything else (a
- * recorder attached, debug level 2 or 3): everything takes the slow paths.
- * Kept by _hak_instr_update (hook.c), called at init and on attach. */
+ * word they test: 0 nothing; 1 debug level 1 only (the _miss functions do
+ * the fast paths' work, checking and setting one state byte per block);
+ * 2 a recorder attached, no debug (the _miss functions do the fast paths'
+ * work and emit the call's event); 3 anything else (a recorder with debug,
+ * debug level 2 or 3): the slow paths. Kept by _hak_instr_update (hook.c),
+ * called at init and on attach. */
 extern int _hak_instr __attribute__((visibility("hidden")));   /* one rip-relative load, not through the GOT */
 void _hak_instr_update(void);
 #ifdef HAK_NO_HOOKS   /* the benchmark's baseline: what the hooks cost */
-#define HAK_INSTR_SLOW() 0
 #define HAK_INSTR_DBG1() 0
+#define HAK_INSTR_REC()  0
 #else
-#define HAK_INSTR_SLOW() __builtin_expect(_hak_instr > 1, 0)
 #define HAK_INSTR_DBG1() __builtin_expect(_hak_instr == 1, 0)
+#define HAK_INSTR_REC()  __builtin_expect(_hak_instr == 2, 1)
 #endif
 
 /* Decoded as `if (unlikely(_hak_rec)) ...` at every event site. */

@@ -404,6 +404,8 @@ static void rec_emit_call(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t a
 }
 
 static const hak_recorder recorder = { .emit = rec_emit, .emit_call = rec_emit_call };
+/* With stacks: rec_emit_call_slow skips one frame, the allocator's */
+static const hak_recorder recorder_stacks = { .emit = rec_emit, .emit_call = rec_emit_call, .same_depth = 1 };
 
 /* A thread ends: its chunk is complete. */
 static void tls_dtor(void *arg) {
@@ -465,7 +467,7 @@ static int start(const char *base, int forked) {
   atomic_store(&R.halt, 0);
   atomic_store(&R.writer_up, 0);
   atomic_store_explicit(&R.active, 1, memory_order_release);
-  _hak_recorder_attach(&recorder);
+  _hak_recorder_attach(R.backtrace ? &recorder_stacks : &recorder);
   return 0;
 }
 
