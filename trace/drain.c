@@ -45,8 +45,7 @@ struct hkt_drain {
   uint32_t *order;          /* the lanes, the last to give a run first */
   uint32_t nlanes;
   uint64_t runs;            /* runs taken so far */
-  uint64_t tsc0, tsc_mult;  /* the spool's clock, cached per step */
-  int clock_tsc;
+  uint64_t tsc0, tsc_mult;  /* the spool's clock, cached per step (mult 2^32: stamps are ns) */
   uint8_t *stack_done;      /* stack ids already defined in the trace */
   uint64_t gap_start_ns;
   char str[HKT_MAX_STR + 1];
@@ -122,55 +121,41 @@ static int define_stack(hkt_drain *d, uint32_t id) {
 
 /* ns since start for a raw stamp (hkt_spool_ns with the clock cached). */
 static inline uint64_t stamp_ns(const hkt_drain *d, uint64_t stamp) {
-  if (stamp <= d->tsc0) return 0;
-  if (!d->clock_tsc) return stamp - d->tsc0;
-  return (uint64_t)(((unsigned __int128)(stamp - d->tsc0) * d->tsc_mult) >> 32);
+  uint64_t ticks = stamp > d->tsc0 ? stamp - d->tsc0 : 0;
+  return (uint64_t)(((unsigned __int128)ticks * d->tsc_mult) >> 32);
 }
 
-/* Turn the record group at r (1 + r->nx records), seq `seq`, into an
- * event and put it. */
-static int put_record(hkt_drain *d, const hkt_rec *r, uint64_t seq) {
-  hkt_event ev;
-  ev.kind = r->kind;
-  ev.fn = r->fn;
-  ev.cls = r->cls == 0xffff ? HKT_NO_CLASS : r->cls;
-  ev.tid = r->tid;
-  ev.ptr = r->ptr;
-  ev.size = r->size;
-  ev.aux = r->aux;
-  ev.aux2 = r->aux2;
-  ev.caller = r->caller;
-  ev.time_ns = stamp_ns(d, r->stamp);
-  ev.aux3 = 0;
-  ev.stack_id = 0;
-  ev.str = NULL;
-  ev.bid = NULL;
-  ev.bid_len = 0;
-  int e;
-  if (hkt_likely(!r->nx)) {
-    e = _hkt_writer_put_plain(d->w, &ev);   /* no aux3, stack, string or build-id: the writer need not look */
-  } else {
-    const hkt_rec_ext *x = (const hkt_rec_ext *)(r + 1);
-    ev.aux3 = x->aux3;
-    ev.stack_id = x->stack_id;
-    if (r->tid == 0xffff) ev.tid = x->tid;
-    size_t room = 44 + (size_t)(r->nx - 1) * HKT_REC_BYTES;
-    size_t sl = x->str_len == 0xffff ? 0 : x->str_len, bl = x->bid_len;
-    if (sl > HKT_MAX_STR) sl = HKT_MAX_STR;
-    if (sl + bl > room) bl = sl < room ? room - sl : 0, sl = sl < room ? sl : room;
-    if (x->str_len != 0xffff) {
-      memcpy(d->str, x->data, sl);
-      d->str[sl] = 0;
-      ev.str = d->str;
-    }
-    if (bl) {
-      memcpy(d->bid, x->data + sl, bl);
-      ev.bid = d->bid;
-      ev.bid_len = (uint32_t)bl;
-    }
-    if (ev.stack_id) HKT_TRY(define_stack(d, ev.stack_id));
-    e = hkt_writer_put_framed(d->w, &ev);
+/* The event of the record group at r with extension records (1 + r->nx
+ * records: aux3, a stack, a string, a build-id), put: 0, 1 (a frame was
+ * written) or an error. */
+static __attribute__((noinline)) int put_extended(hkt_drain *d, const hkt_rec *r) {
+  const hkt_rec_ext *x = (const hkt_rec_ext *)(r + 1);
+  hkt_event ev = { .kind = r->kind, .fn = r->fn, .cls = r->cls == 0xffff ? HKT_NO_CLASS : r->cls,
+                   .tid = r->tid == 0xffff ? x->tid : r->tid, .ptr = r->ptr, .size = r->size, .aux = r->aux,
+                   .aux2 = r->aux2, .aux3 = x->aux3, .caller = r->caller, .stack_id = x->stack_id,
+                   .time_ns = stamp_ns(d, r->stamp) };
+  size_t room = 44 + (size_t)(r->nx - 1) * HKT_REC_BYTES;
+  size_t sl = x->str_len == 0xffff ? 0 : x->str_len, bl = x->bid_len;
+  if (sl > HKT_MAX_STR) sl = HKT_MAX_STR;
+  if (sl + bl > room) bl = sl < room ? room - sl : 0, sl = sl < room ? sl : room;
+  if (x->str_len != 0xffff) {
+    memcpy(d->str, x->data, sl);
+    d->str[sl] = 0;
+    ev.str = d->str;
   }
+  if (bl) {
+    memcpy(d->bid, x->data + sl, bl);
+    ev.bid = d->bid;
+    ev.bid_len = (uint32_t)bl;
+  }
+  if (ev.stack_id) HKT_TRY(define_stack(d, ev.stack_id));
+  return hkt_writer_put_framed(d->w, &ev);
+}
+
+/* Put the event of the record group at r, seq `seq`. Most records have no
+ * extension: the writer reads them in place. */
+static int put_record(hkt_drain *d, const hkt_rec *r, uint64_t seq) {
+  int e = hkt_likely(!r->nx) ? _hkt_writer_put_rec(d->w, r, stamp_ns(d, r->stamp)) : put_extended(d, r);
   if (hkt_unlikely(e)) {
     if (HKT_IS_ERR(e)) return e;
     /* a frame was just written: the chunks below it may go */
@@ -373,15 +358,16 @@ static int64_t run(hkt_drain *d, uint32_t i, uint64_t end) {
       hint += 1u + h->nx;
     }
     uint64_t seq1 = __atomic_load_n(&r->seq1, __ATOMIC_ACQUIRE);
-    if (seq1 <= claim || seq1 - 1 != next || next >= end || at + 1u + r->nx > HKT_CHUNK_RECS) {
+    unsigned nx = r->nx;   /* a head with no extension (most) fits: at < HKT_CHUNK_RECS */
+    if (seq1 <= claim || seq1 - 1 != next || next >= end || hkt_unlikely(nx && at + 1u + nx > HKT_CHUNK_RECS)) {
       /* published (and whole) but not next: the chunk's new head */
-      d->head1[i] = seq1 > claim && at + 1u + r->nx <= HKT_CHUNK_RECS ? seq1 : 0;
+      d->head1[i] = seq1 > claim && at + 1u + nx <= HKT_CHUNK_RECS ? seq1 : 0;
       break;
     }
-    if (hkt_unlikely(r->nx)) d->had_ext[i] = 1;
+    if (hkt_unlikely(nx)) d->had_ext[i] = 1;
     int e = put_record(d, r, next);
     if (HKT_IS_ERR(e)) { d->cur[i] = at; d->hint[i] = hint; d->next = next; return e; }
-    at += 1u + r->nx;
+    at += 1u + nx;
     next++;
   }
   if (at >= HKT_CHUNK_RECS) d->head1[i] = 0;
@@ -397,8 +383,7 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
   hkt_spool_hdr *h = d->s->h;
   int64_t moved = 0;
   d->tsc0 = h->tsc0;
-  d->clock_tsc = (int)h->clock_tsc;
-  d->tsc_mult = atomic_load_explicit(&h->tsc_mult, memory_order_relaxed);
+  d->tsc_mult = h->clock_tsc ? atomic_load_explicit(&h->tsc_mult, memory_order_relaxed) : 1ull << 32;
   scan_active(d);
   for (;;) {
     uint64_t end = atomic_load_explicit(&h->end_seq, memory_order_acquire);

@@ -226,7 +226,9 @@ static inline void hkt_ring_take(hkt_rings *g, unsigned slot, uint32_t pos) {
  * once (SWAR, no branch per lane) and an update adds to the lanes from the
  * changed one on, again without a loop; blocks are counted plainly and
  * scanned from the latest (a frame has few). Memory follows use (grown by
- * doubling); writer and reader keep the same bits and counts. */
+ * doubling). The reader keeps these; the writer, which ranks but never
+ * selects, keeps counts of its own that are cheaper to update and give the
+ * very same ranks (writer.c, wlive_slot). */
 /* Bits set in v, inline (the build targets CPUs without a popcnt
  * instruction, where the builtin is a library call). */
 static inline uint32_t hkt_popcount(uint64_t v) {
@@ -271,7 +273,7 @@ typedef struct hkt_model {
   uint64_t tlast[HKT_TSLOTS];       /* last time per thread (set from the frame's t0 by each side) */
   uint32_t cpred[HKT_TSLOTS * 64];  /* last caller index per thread and kind */
   uint32_t prev_tid;
-  hkt_live live;                    /* live allocations per thread slot */
+  hkt_live live;                    /* live allocations per thread slot (the reader's) */
 } hkt_model;
 
 static inline void hkt_model_reset(hkt_model *m) {
@@ -514,9 +516,10 @@ HKT_INTERNAL uint64_t hkt_reader_data_events(const hkt_reader *r);
 HKT_INTERNAL int hkt_writer_errno(const hkt_writer *w);
 /* hkt_writer_put that returns 1 when the event completed a frame (written). */
 HKT_INTERNAL int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev);
-/* The same for an event with aux3, stack_id, str and bid all 0 (w and ev
- * valid): the spool drain's records without extension. */
-HKT_INTERNAL int _hkt_writer_put_plain(hkt_writer *w, const hkt_event *ev);
+/* The same for the event of a spool record without extension (spool.h),
+ * read in place, at time_ns (w and r valid): the spool drain's put. */
+struct hkt_rec;
+HKT_INTERNAL int _hkt_writer_put_rec(hkt_writer *w, const struct hkt_rec *r, uint64_t time_ns);
 /* Where the writer looks an event's pointer up (its pointer table of
  * 16-byte entries, writer.c), so that the drain can prefetch that line a
  * few records ahead without a call (hkt_writer_prefetch is the public

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include "zstd_api.h"
 #include "hkt_internal.h"
+#include "spool.h"   /* hkt_rec: the drain hands its records over as they are */
 
 #define CLS_LUT_MAX 4096u   /* class prediction by table for sizes up to this */
 #define PTAB_PROBES 8       /* a pointer not found within this many slots is forgotten */
@@ -45,6 +46,25 @@ enum { P_LIVE = 1, P_FREED = 2, P_LIVE_WIDE = 3 };   /* bit 0: live */
 struct ptr_ent { uint64_t ptr; uint32_t val; uint16_t gen; uint8_t state, tag; };
 _Static_assert(sizeof(struct ptr_ent) == 16, "hkt_ptab_prefetch assumes 16-byte entries");
 
+/* The live allocations of a frame, the writer's side. hkt_live
+ * (hkt_internal.h) numbers each thread slot's allocations and ranks a
+ * FREE's block among the live ones; the reader also selects (rank to
+ * number), which its prefix counts serve. The writer only ranks, so it
+ * keeps counts that an allocation or a free changes with one add each:
+ * live bits per word (a byte, 16 words a group), per group (16 bits, 16
+ * groups a block) and per block. A rank sums the words after its word in
+ * the group (one SSE2 sum of absolute differences), the groups after its
+ * group in the block (one multiply-add) and the later blocks: the very
+ * ranks of hkt_live_rank. */
+#define WL_BLOCK HKT_LIVE_GRAIN   /* allocation numbers per block: 16 groups of 16 words */
+typedef struct wlive_slot {
+  uint64_t *bits;           /* bit k: allocation number k is live */
+  uint8_t *c1;              /* per word: live bits */
+  uint16_t *c2;             /* per group: live */
+  uint32_t *c3;             /* per block: live */
+  uint32_t n, cap;          /* cap: a multiple of WL_BLOCK */
+} wlive_slot;
+
 struct hkt_writer {
   int fd;
   int err;                  /* sticky: first error */
@@ -70,7 +90,8 @@ struct hkt_writer {
   uint32_t nstacks;
   /* the predictions writer and reader share (docs/trace-format.md) */
   uint64_t pred[HKT_PTR_SLOTS];     /* last pointer per class slot */
-  hkt_model m;
+  hkt_model m;                      /* (its hkt_live stays empty: wl instead) */
+  wlive_slot wl[HKT_TSLOTS];        /* live allocations per thread slot */
   /* live pointers whose class does not fit ptr_ent.tag (P_LIVE_WIDE) */
   struct alloc_ent { uint32_t cls; uint32_t k_slot; } *allocs;   /* k_slot: hkt_live number << 5 | thread slot */
   _Static_assert(HKT_TSLOTS == 32, "k_slot keeps the thread slot in 5 bits");
@@ -157,10 +178,12 @@ static int write_frame(hkt_writer *w, const uint8_t *content, size_t len, const 
   ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
   ZSTD_CCtx_setPledgedSrcSize(w->cctx, len);
   ZSTD_outBuffer out = { w->out, w->out_cap, 0 };
-  size_t from = 0;
+  /* the whole content is one stable input (ZSTD_c_stableInBuffer): its end
+   * moves from cut to cut, and zstd reads it in place, with no copy into
+   * a window buffer of its own */
+  ZSTD_inBuffer in = { content, 0, 0 };
   for (unsigned i = 0; i <= ncut; i++) {
-    size_t to = i < ncut ? cut[i] : len;
-    ZSTD_inBuffer in = { content + from, to - from, 0 };
+    in.size = i < ncut ? cut[i] : len;
     ZSTD_EndDirective op = i < ncut ? ZSTD_e_flush : ZSTD_e_end;
     size_t left;
     do {
@@ -168,7 +191,6 @@ static int write_frame(hkt_writer *w, const uint8_t *content, size_t len, const 
       if (ZSTD_isError(left)) return fail(w, HKT_ERR_ZSTD);
     } while (left && out.pos < out.size);
     if (left) return fail(w, HKT_ERR_ZSTD);   /* cannot happen: out has the bound */
-    from = to;
   }
   return write_all(w, w->out, out.pos);
 }
@@ -206,6 +228,47 @@ void hkt_header_encode(hkt_buf *b, const hkt_header *h) {
   }
 }
 
+static void wlive_reset(hkt_writer *w) {
+  for (unsigned i = 0; i < HKT_TSLOTS; i++) {
+    wlive_slot *s = &w->wl[i];
+    if (s->n) {
+      uint32_t words = (s->n + 63) / 64, groups = (words + 15) / 16, blocks = (groups + 15) / 16;
+      memset(s->bits, 0, (size_t)words * sizeof *s->bits);
+      memset(s->c1, 0, words);
+      memset(s->c2, 0, (size_t)groups * sizeof *s->c2);
+      memset(s->c3, 0, (size_t)blocks * sizeof *s->c3);
+    }
+    s->n = 0;
+  }
+}
+
+static void wlive_release(hkt_writer *w) {
+  for (unsigned i = 0; i < HKT_TSLOTS; i++) {
+    wlive_slot *s = &w->wl[i];
+    hkt_mem_free(s->bits);
+    hkt_mem_free(s->c1);
+    hkt_mem_free(s->c2);
+    hkt_mem_free(s->c3);
+    *s = (wlive_slot){ 0 };
+  }
+}
+
+/* Room for allocation number s->n: 0 or HKT_ERR_NOMEM. */
+static __attribute__((noinline)) int wlive_grow(wlive_slot *s) {
+  uint32_t cap = s->cap ? s->cap * 2 : WL_BLOCK;
+  uint64_t *b = hkt_mem_realloc(s->bits, (size_t)cap / 64 * sizeof *b);
+  if (b) s->bits = b;
+  uint8_t *c1 = b ? hkt_mem_realloc(s->c1, (size_t)cap / 64) : NULL;
+  if (c1) s->c1 = c1;
+  uint16_t *c2 = c1 ? hkt_mem_realloc(s->c2, (size_t)cap / 1024 * sizeof *c2) : NULL;
+  if (c2) s->c2 = c2;
+  uint32_t *c3 = c2 ? hkt_mem_realloc(s->c3, (size_t)cap / WL_BLOCK * sizeof *c3) : NULL;
+  if (c3) s->c3 = c3;
+  if (!c3) return HKT_ERR_NOMEM;
+  s->cap = cap;
+  return 0;
+}
+
 static void frame_reset(hkt_writer *w) {
   for (int i = 0; i < HKT_S__COUNT; i++) {
     w->s[i].len = 0;
@@ -223,6 +286,7 @@ static void frame_reset(hkt_writer *w) {
   memset(w->pred, 0, sizeof w->pred);
   memset(w->clast, 0, sizeof w->clast);
   hkt_model_reset(&w->m);
+  wlive_reset(w);
   w->n = 0;
   set_check(w);
 }
@@ -288,6 +352,7 @@ static void writer_free(hkt_writer *w) {
   hkt_buf_release(&w->frame);
   free_tables(w);
   hkt_live_release(&w->m.live);
+  wlive_release(w);
   hkt_mem_free(w->rings_mem);
   hkt_mem_free(w->out);
   ZSTD_freeCCtx(w->cctx);
@@ -314,6 +379,7 @@ static int writer_new(hkt_writer **out, int fd) {
   }
   ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
   ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, w->level);
+  ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_stableInBuffer, 1);   /* write_frame */
   *out = w;
   return 0;
 }
@@ -481,19 +547,56 @@ void hkt_writer_prefetch(hkt_writer *w, uint64_t ptr) {
 }
 const hkt_ptab_view *_hkt_writer_ptab(const hkt_writer *w) { return &w->pview; }
 
-/* hkt_live_add without the value the writer never reads (nor its memory):
- * the new allocation's number in thread slot ts. */
+/* A new allocation of thread slot ts (hkt_live_add): its number there. */
 static inline __attribute__((always_inline)) uint32_t live_add(hkt_writer *w, unsigned ts) {
-  hkt_live_slot *ls = &w->m.live.s[ts];
-  uint32_t k = ls->n;
-  if (hkt_unlikely(k >= ls->cap) && hkt_live_grow_ex(ls, 0, 0)) {
+  wlive_slot *s = &w->wl[ts];
+  uint32_t k = s->n;
+  if (hkt_unlikely(k >= s->cap) && wlive_grow(s)) {
     fail(w, HKT_ERR_NOMEM);
     return 0;
   }
-  ls->n = k + 1;
-  ls->bits[k / 64] |= 1ull << (k % 64);
-  hkt_live_count(ls, k, 1);
+  s->n = k + 1;
+  s->bits[k / 64] |= 1ull << (k % 64);
+  s->c1[k / 64]++;
+  s->c2[k / 1024]++;
+  s->c3[k / WL_BLOCK]++;
   return k;
+}
+
+/* Bytes (and 16-bit lanes) at index > i of the 16 from wl_after + 15 - i
+ * are all ones, the others zero. */
+static const uint8_t wl_after[32] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+static const uint16_t wl_after16[32] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+                                         0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff };
+
+/* hkt_live_rank then hkt_live_kill of live allocation k of slot s: the
+ * live allocations numbered after k. isa: popcnt is there. */
+static inline __attribute__((always_inline)) uint32_t live_kill_rank(wlive_slot *s, uint32_t k, const int isa) {
+  uint32_t wd = k / 64, g = wd / 16, b = g / 16;
+  uint64_t x = s->bits[wd] & ~(1ull << (k % 64));
+  s->bits[wd] = x;
+  uint64_t above = x >> (k % 64) >> 1;   /* two shifts: k % 64 == 63 gives 0 */
+  uint32_t r = isa ? (uint32_t)__builtin_popcountll(above) : hkt_popcount(above);
+  for (uint32_t i = b + 1, last = (s->n - 1) / WL_BLOCK; i <= last; i++) r += s->c3[i];   /* the later blocks */
+  /* the words after wd in its group: bytes summed as differences from 0 */
+  __m128i w1 = _mm_and_si128(_mm_loadu_si128((const __m128i *)(s->c1 + g * 16)),
+                             _mm_loadu_si128((const __m128i *)(wl_after + 15 - wd % 16)));
+  __m128i sum = _mm_sad_epu8(w1, _mm_setzero_si128());   /* two 64-bit sums, below 2^11 */
+  /* the groups after g in its block: 16-bit lanes (at most 1024 each), paired into 32 */
+  const uint16_t *c2 = s->c2 + b * 16, *m = wl_after16 + 15 - g % 16;
+  __m128i lo = _mm_and_si128(_mm_loadu_si128((const __m128i *)c2), _mm_loadu_si128((const __m128i *)m));
+  __m128i hi = _mm_and_si128(_mm_loadu_si128((const __m128i *)(c2 + 8)), _mm_loadu_si128((const __m128i *)(m + 8)));
+  sum = _mm_add_epi32(sum, _mm_madd_epi16(_mm_add_epi16(lo, hi), _mm_set1_epi16(1)));
+  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0x4e));
+  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0xb1));
+  r += (uint32_t)_mm_cvtsi128_si32(sum);
+  s->c1[wd]--;
+  s->c2[g]--;
+  s->c3[b]--;
+  return r;
 }
 
 /* A FREE's code: low byte and the rest apart. */
@@ -525,13 +628,12 @@ static inline uint32_t put_ptr(hkt_writer *w, const hkt_event *ev, unsigned kind
     if (found && (e->state & P_LIVE)) {
       struct alloc_ent a = ptab_live(w, e);
       uint32_t at = a.k_slot & (HKT_TSLOTS - 1), k = a.k_slot >> 5;
-      uint64_t rank = hkt_live_rank(&w->m.live, at, k);
+      uint64_t rank = live_kill_rank(&w->wl[at], k, 0);
       if (at == ts) put_free_code(w, rank << 2 | HKT_P_BACK);
       else {
         put_free_code(w, rank << 2 | HKT_P_XBACK);
         S_BYTE(HKT_S_PTR, at);
       }
-      hkt_live_kill(&w->m.live, at, k);
       predicted = a.cls;
     } else {
       put_ptr_delta(w, ptr, w->pred[slot], 1);
@@ -582,45 +684,68 @@ static inline uint32_t predict_v2(const hkt_writer *w, const hkt_event *ev, unsi
  * few values alive across the event: fewer registers spilled than when
  * the bytes were gathered at the end. */
 
-/* hkt_live_kill of live allocation k, then its hkt_live_rank (the same
- * count before and after: the kill changes no count of those after k),
- * with the indexes computed once; isa: popcnt is there. */
-static inline __attribute__((always_inline)) uint32_t live_kill_rank(hkt_live_slot *s, uint32_t k, const int isa) {
-  uint32_t wd = k / 64, g = wd / 16, b = g / 16, last = (s->n - 1) / 64 / 256;
-  uint64_t *p1 = &s->p1[g * 4], *p2 = &s->p2[b * 4];
-  uint32_t *c3 = s->c3;
-  uint64_t x = s->bits[wd] & ~(1ull << (k % 64));
-  s->bits[wd] = x;
-  hkt_lanes_add(p1, wd % 16, ~0ull);
-  hkt_lanes_add(p2, g % 16, ~0ull);
-  c3[b]--;
-  s->nlive--;
-  uint64_t above = x >> (k % 64) >> 1;   /* two shifts: k % 64 == 63 gives 0 */
-  uint32_t r = isa ? (uint32_t)__builtin_popcountll(above) : hkt_popcount(above);
-  r += hkt_lane(p1, 15) - hkt_lane(p1, wd % 16);   /* the group's words after wd */
-  r += c3[b] - hkt_lane(p2, g % 16);               /* the block's groups after g */
-  for (uint32_t i = b + 1; i <= last; i++) r += c3[i];
-  return r;
+/* The fields a fast path reads, from an hkt_event or from a spool record
+ * (the drain's, read in place: no hkt_event is built for it). */
+typedef struct hot_ev { uint64_t ptr, size, caller, aux, aux2, time_ns; uint32_t tid, cls; } hot_ev;
+static inline __attribute__((always_inline)) hot_ev hot_of_event(const hkt_event *ev) {
+  return (hot_ev){ ev->ptr, ev->size, ev->caller, ev->aux, ev->aux2, ev->time_ns, ev->tid, ev->cls };
+}
+static inline __attribute__((always_inline)) hot_ev hot_of_rec(const hkt_rec *r, uint64_t time_ns) {
+  return (hot_ev){ r->ptr, r->size, r->caller, r->aux, r->aux2, time_ns, r->tid, r->cls == 0xffff ? HKT_NO_CLASS : r->cls };
 }
 
-static inline __attribute__((always_inline)) int put_hot(hkt_writer *w, const hkt_event *ev, const unsigned kind, const int isa) {
-  uint64_t ptr = ev->ptr, size = ev->size, caller = ev->caller, aux = ev->aux, aux2 = ev->aux2;
-  uint32_t tid = ev->tid, cls = ev->cls;
-  unsigned ts = hkt_tslot(tid), slot = hkt_slot(cls);
-  uint64_t t = ev->time_ns >> w->time_shift;
+static inline __attribute__((always_inline)) int put_hot(hkt_writer *w, const hot_ev ev, const unsigned kind, const int isa) {
+  uint64_t ptr = ev.ptr;
+  uint32_t cls = ev.cls;
+  unsigned ts = hkt_tslot(ev.tid), slot = hkt_slot(cls);
+  int found;
+  struct ptr_ent *e = ptab_find(w, ptr, &found);   /* first: its line may be on its way from memory */
+
+  /* Streams are apart, so the fields go out in the order that keeps the
+   * fewest values alive: time, caller, thread, size, then the pointer and
+   * the class (the HEAD byte last, when all its bits are known). */
+  uint64_t t = ev.time_ns >> w->time_shift;
+  S_VARINT(HKT_S_TIME, hkt_zz((int64_t)(t - w->m.tlast[ts])));
+  w->m.tlast[ts] = t;
   unsigned g = HKT_G_PTR | HKT_G_CALLER;   /* MALLOC and FREE come here with a caller */
   if (kind == HKT_EV_MALLOC) g |= HKT_G_SIZE;
-  if (kind == HKT_EV_REMOTE_PUSH) g = HKT_G_PTR | HKT_G_AUX | (aux2 != 0) * HKT_G_AUX2 | (caller != 0) * HKT_G_CALLER;
+  if (kind == HKT_EV_REMOTE_PUSH) g = HKT_G_PTR | HKT_G_AUX | (ev.aux2 != 0) * HKT_G_AUX2 | (ev.caller != 0) * HKT_G_CALLER;
+  _Static_assert(HKT_EV_MALLOC < HKT_H_KESC && HKT_EV_FREE < HKT_H_KESC && HKT_EV_REMOTE_PUSH < HKT_H_KESC,
+                 "hot kinds fit the HEAD byte");
+  unsigned head = kind;
+  if (g & HKT_G_CALLER) {
+    uint64_t *cl = &w->clast[ts * 64 + kind];
+    if (*cl != ev.caller) {   /* else: the caller of the last such event, so its index too */
+      uint32_t cidx = intern_caller(w, ev.caller), *cp = &w->m.cpred[ts * 64 + kind];
+      *cl = ev.caller;
+      if (cidx != *cp) {
+        head |= HKT_H_CALLER;
+        S_VARINT(HKT_S_CALLER, cidx);
+        *cp = cidx;
+      }
+    }
+  }
+  if (ev.tid != w->m.prev_tid) {
+    head |= HKT_H_TID;
+    S_VARINT(HKT_S_TID, ev.tid);
+    w->m.prev_tid = ev.tid;
+  }
+  if (kind == HKT_EV_REMOTE_PUSH) {
+    S_VARINT(HKT_S_AUX, hkt_zz((int64_t)(ev.aux - hkt_aux_base(kind, ptr, 0))));
+    w->m.apred[kind] = ev.aux;
+    if (g & HKT_G_AUX2) S_VARINT(HKT_S_AUX, ev.aux2);
+  }
 
   /* the pointer: its code pu to PTR (a FREE's to FREE_LO/HI), then a
    * FREE's thread slot (a byte) or the whole pointer (pu == HKT_P_ABS) to PTR */
   uint32_t predicted;
   uint64_t pu;
-  int found;
-  struct ptr_ent *e = ptab_find(w, ptr, &found);
   if (kind == HKT_EV_MALLOC) {
+    uint64_t size = ev.size;
     predicted = hkt_likely(size <= CLS_LUT_MAX) ? w->cls_lut[size]
                                                 : hkt_predict_cls(HKT_EV_MALLOC, size, w->class_size, w->ncls);
+    S_BYTE(HKT_S_SIZE_LO, size);
+    S_VARINT(HKT_S_SIZE, size >> 8);
     hkt_rings *rg = &w->m.rings;
     uint64_t *ring = rg->ent + (size_t)slot * HKT_RING_CAP;
     uint32_t pos = e->val, top = rg->top[slot], lo = rg->lo[slot];
@@ -651,7 +776,7 @@ static inline __attribute__((always_inline)) int put_hot(hkt_writer *w, const hk
     if (found && (e->state & P_LIVE)) {
       struct alloc_ent a = ptab_live(w, e);
       uint32_t at = a.k_slot & (HKT_TSLOTS - 1), k = a.k_slot >> 5;
-      uint64_t rank = live_kill_rank(&w->m.live.s[at], k, isa);
+      uint64_t rank = live_kill_rank(&w->wl[at], k, isa);
       pu = rank << 2 | (at == ts ? HKT_P_BACK : HKT_P_XBACK);
       S_BYTE(HKT_S_FREE_LO, pu);
       S_VARINT(HKT_S_FREE_HI, pu >> 8);
@@ -682,58 +807,38 @@ static inline __attribute__((always_inline)) int put_hot(hkt_writer *w, const hk
     S_VARINT(HKT_S_CLS, cls == HKT_NO_CLASS ? 0 : (uint64_t)cls + 1);
   }
   if (cls != HKT_NO_CLASS) w->m.lcls[ts] = cls;
-  _Static_assert(HKT_EV_MALLOC < HKT_H_KESC && HKT_EV_FREE < HKT_H_KESC && HKT_EV_REMOTE_PUSH < HKT_H_KESC,
-                 "hot kinds fit the HEAD byte");
-  unsigned head = kind;
   if (hkt_unlikely(g != w->m.fpred[kind])) {
     head |= HKT_H_FLAGS;
     S_VARINT(HKT_S_FLAGS, g);
     w->m.fpred[kind] = (uint16_t)g;
   }
-  if (tid != w->m.prev_tid) {
-    head |= HKT_H_TID;
-    S_VARINT(HKT_S_TID, tid);
-    w->m.prev_tid = tid;
-  }
-  if (g & HKT_G_CALLER) {
-    uint64_t *cl = &w->clast[ts * 64 + kind];
-    if (*cl != caller) {   /* else: the caller of the last such event, so its index too */
-      uint32_t cidx = intern_caller(w, caller), *cp = &w->m.cpred[ts * 64 + kind];
-      *cl = caller;
-      if (cidx != *cp) {
-        head |= HKT_H_CALLER;
-        S_VARINT(HKT_S_CALLER, cidx);
-        *cp = cidx;
-      }
-    }
-  }
   S_BYTE(HKT_S_HEAD, head);
-  S_VARINT(HKT_S_TIME, hkt_zz((int64_t)(t - w->m.tlast[ts])));
-  w->m.tlast[ts] = t;
-  if (kind == HKT_EV_MALLOC) {
-    S_BYTE(HKT_S_SIZE_LO, size);
-    S_VARINT(HKT_S_SIZE, size >> 8);
-  }
-  if (kind == HKT_EV_REMOTE_PUSH) {
-    S_VARINT(HKT_S_AUX, hkt_zz((int64_t)(aux - hkt_aux_base(kind, ptr, 0))));
-    w->m.apred[kind] = aux;
-    if (g & HKT_G_AUX2) S_VARINT(HKT_S_AUX, aux2);
-  }
 
   w->next_seq++;
   if (hkt_unlikely(++w->n >= w->n_check)) return put_check(w, 0);
   return 0;
 }
 
-/* Each its own function, so that each saves only the registers it uses. */
-static __attribute__((noinline)) int put_malloc(hkt_writer *w, const hkt_event *ev) { return put_hot(w, ev, HKT_EV_MALLOC, 0); }
-static __attribute__((noinline)) int put_free(hkt_writer *w, const hkt_event *ev) { return put_hot(w, ev, HKT_EV_FREE, 0); }
-static __attribute__((noinline)) int put_push(hkt_writer *w, const hkt_event *ev) { return put_hot(w, ev, HKT_EV_REMOTE_PUSH, 0); }
-/* A FREE's rank counts bits: with the popcnt instruction where there is one
- * (the build targets x86-64 without it). */
-static __attribute__((noinline, target("popcnt"))) int put_free_popcnt(hkt_writer *w, const hkt_event *ev) {
-  return put_hot(w, ev, HKT_EV_FREE, 1);
-}
+/* Each its own function, so that each saves only the registers it uses;
+ * the rec_ ones take a spool record and its time. A FREE's rank counts
+ * bits: with the popcnt instruction where there is one (the build targets
+ * x86-64 without it). */
+#define HOT_PATHS(name, HOT, ...)                                                                              \
+  static __attribute__((noinline)) int name##_malloc(hkt_writer *w, __VA_ARGS__) {                               \
+    return put_hot(w, HOT, HKT_EV_MALLOC, 0);                                                                    \
+  }                                                                                                              \
+  static __attribute__((noinline)) int name##_free(hkt_writer *w, __VA_ARGS__) {                                 \
+    return put_hot(w, HOT, HKT_EV_FREE, 0);                                                                      \
+  }                                                                                                              \
+  static __attribute__((noinline)) int name##_push(hkt_writer *w, __VA_ARGS__) {                                 \
+    return put_hot(w, HOT, HKT_EV_REMOTE_PUSH, 0);                                                               \
+  }                                                                                                              \
+  static __attribute__((noinline, target("popcnt"))) int name##_free_popcnt(hkt_writer *w, __VA_ARGS__) {        \
+    return put_hot(w, HOT, HKT_EV_FREE, 1);                                                                      \
+  }
+HOT_PATHS(put, hot_of_event(ev), const hkt_event *ev)
+HOT_PATHS(rec, hot_of_rec(r, time_ns), const hkt_rec *r, uint64_t time_ns)
+#undef HOT_PATHS
 static __attribute__((noinline)) int put_general(hkt_writer *w, const hkt_event *ev, unsigned kind);
 
 /* An event to its path; rare: its fields no hot path writes (non-zero). */
@@ -761,9 +866,34 @@ int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev) {
   if (hkt_unlikely(!w || !ev)) return HKT_ERR_ARG;
   return put_dispatch(w, ev, ev->aux3 | ev->fn | ev->stack_id | (uintptr_t)ev->str | (uintptr_t)ev->bid);
 }
-/* Internal: hkt_writer_put_framed of an event the caller built with aux3,
- * stack_id, str and bid all 0 (w and ev valid). */
-int _hkt_writer_put_plain(hkt_writer *w, const hkt_event *ev) { return put_dispatch(w, ev, ev->fn); }
+/* Any other record: as an event (a function of its own, so that the
+ * dispatch below saves no register and sets up no frame). */
+static __attribute__((noinline)) int rec_general(hkt_writer *w, const hkt_rec *r, uint64_t time_ns) {
+  hot_ev h = hot_of_rec(r, time_ns);
+  hkt_event ev = { .kind = r->kind, .fn = r->fn, .cls = h.cls, .tid = h.tid, .ptr = h.ptr, .size = h.size,
+                   .aux = h.aux, .aux2 = h.aux2, .caller = h.caller, .time_ns = time_ns };
+  return put_dispatch(w, &ev, ev.fn);
+}
+
+/* Internal: hkt_writer_put_framed of the event of spool record r (a
+ * record with no extension: aux3, stack, string and build-id all 0) at
+ * time_ns; w and r valid. The hot kinds are encoded from the record in
+ * place, as put_dispatch would route the event. */
+int _hkt_writer_put_rec(hkt_writer *w, const hkt_rec *r, uint64_t time_ns) {
+  if (hkt_unlikely(w->err)) return w->err;
+  unsigned kind = r->kind;
+  if (hkt_likely(!r->fn && w->n != 0 && r->ptr != 0)) {
+    uint64_t aux = r->aux | r->aux2;
+    if (kind == HKT_EV_MALLOC) {
+      if (hkt_likely(r->size != 0 && r->caller != 0 && !aux)) return rec_malloc(w, r, time_ns);
+    } else if (kind == HKT_EV_FREE) {
+      if (hkt_likely(r->caller != 0 && !(r->size | aux))) return w->popcnt ? rec_free_popcnt(w, r, time_ns) : rec_free(w, r, time_ns);
+    } else if (kind == HKT_EV_REMOTE_PUSH && r->aux != 0 && !r->size) {
+      return rec_push(w, r, time_ns);
+    }
+  }
+  return rec_general(w, r, time_ns);
+}
 
 /* Any event, field by field. */
 static int put_general(hkt_writer *w, const hkt_event *ev, unsigned kind) {
