@@ -304,6 +304,11 @@ static __attribute__((noinline)) rp_item *item_wait(uint64_t i) {
   wake_reader_if_stepped();
   int starving = 0;
   for (unsigned spin = 0; !have_item(i) && !atomic_load(&rp_e.stop); spin++) {
+    /* One thread waits for the reader: the reader is the bound, and this
+     * thread has time to spare (it catches up): take the next frame's
+     * decompression off the reader. With more threads running, the turn
+     * owner has none, and the reader mostly waits at its bound. */
+    if (atomic_load_explicit(&rp_e.running, memory_order_relaxed) == 1 && _hkt_reader_help(rp_e.rd)) continue;
     if (!starving && holds_turn_beyond(i)) {
       starving = 1;
       atomic_fetch_add(&rp_e.starved, 1);
@@ -705,6 +710,7 @@ int rp_run(const rp_options *o, rp_result *res) {
     return e;
   }
   rp_e.hdr = hkt_reader_header(rp_e.rd);
+  _hkt_reader_async(rp_e.rd);   /* an error leaves the reader as it was */
   res->rec_base = rp_e.hdr->arena_base;
   rp_e.arm_seq = UINT64_MAX;
   const char *at = rp_e.hdr->config ? strstr(rp_e.hdr->config, RP_INJECT_AT) : NULL;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include "internal.h"
 #include "replay.h"
+#include "hkt_internal.h"   /* _hkt_reader_help */
 
 #define MAX_AHEAD  (1u << 17)   /* docs/replay.md: how far the reader runs ahead of the turn */
 #define QMASK      (MAX_AHEAD - 1)    /* a queue holds MAX_AHEAD items */

@@ -260,6 +260,53 @@ static inline void put_item(rp_thread *t, const hkt_event *ev, uint64_t rseq, un
   t->ltail++;
 }
 
+/* Flags of an event that a run (put_run) may take, by kind; 0: not. A
+ * kind is 16 bits: every value has an entry (the page of the kinds is the
+ * only one touched). */
+static uint8_t run_flags[1u << 16];
+
+static void run_kinds(void) {
+  for (unsigned k = 0; k < HKT_EV__COUNT; k++) {
+    /* realloc is left to the general path: it may make its FREE no call */
+    run_flags[k] = kind_path[k] == PATH_CALL && k != HKT_EV_REALLOC ? IT_KEEP | IT_DRIVE
+                 : kind_path[k] == PATH_KEEP                        ? IT_KEEP
+                                                                    : 0;
+  }
+}
+
+/* The reader's fast path: a run of events of one running thread (all of
+ * them, in a one-thread trace) queued with no look-up per event. evs[0]
+ * is the thread's; n: how many the run may take at most (below the
+ * bound, within the thread's queue and the batch). A call here is not a
+ * realloc and t->rfree is clear, so every call is driven and leaves rfree
+ * clear. Returns how many it took (0: evs[0] is not for a run). */
+static inline unsigned put_run(rp_thread *t, const hkt_event *evs, unsigned n, uint64_t rseq,
+                               _Atomic(rp_thread *) *owner, int *called) {
+  /* neither ring wraps inside the run: items and owners go by pointer */
+  uint64_t lt = t->ltail;
+  if (n > MAX_AHEAD - (lt & QMASK)) n = MAX_AHEAD - (lt & QMASK);
+  if (n > OWN_CAP - (rseq & (OWN_CAP - 1))) n = OWN_CAP - (rseq & (OWN_CAP - 1));
+  rp_item *it = &t->q[lt & QMASK];
+  _Atomic(rp_thread *) *ow = &owner[rseq & (OWN_CAP - 1)];
+  const hkt_event *ev = evs, *call = NULL;
+  uint32_t tid = ev->tid;
+  unsigned i;
+  for (i = 0; i < n; i++, ev++, it++) {
+    unsigned f = run_flags[ev->kind];
+    if (ev->tid != tid || !f) break;
+    __builtin_prefetch(it + PREFETCH, 1);   /* past the ring's end: harmless, a prefetch never faults */
+    memcpy(&it->ptr, &ev->ptr, 5 * sizeof(uint64_t));
+    it->seq = ev->seq;
+    it->rseq_flags = (rseq + i) | (uint64_t)f << 48;
+    memcpy(&it->kind, &ev->kind, 8);
+    atomic_store_explicit(&ow[i], t, memory_order_relaxed);
+    if (f & IT_DRIVE) call = ev;
+  }
+  t->ltail = lt + i;
+  if (call) { t->last_kind = call->kind; t->last_ptr = call->ptr; *called = 1; }   /* note_call of the last */
+  return i;
+}
+
 void *rp_reader_main(void *arg) {
   hkt_event evs[RD_BATCH];
   rp_thread *dirty = NULL;
@@ -273,6 +320,7 @@ void *rp_reader_main(void *arg) {
   _Atomic(rp_thread *) *owner = rp_e.owner;
   int r, k = 0, err = 0;
   kind_paths();
+  run_kinds();
   /* Events by the batch, decoded straight into an array of this thread's;
    * their time and caller are never needed here (a reader already read
    * from is left as it is: skip only saves work). */
@@ -280,12 +328,34 @@ void *rp_reader_main(void *arg) {
   while ((r = hkt_reader_batch_into(rp_e.rd, evs, RD_BATCH)) > 0) {
     for (k = 0; k < r; k++) {
       const hkt_event *ev = &evs[k];
-      /* The fast path: a call or an internal event of a running thread. */
-      unsigned kind = ev->kind, flags = IT_KEEP;
       uint32_t tid = ev->tid;
-      rp_thread *t;
+      rp_thread *t = tid < MAX_TIDS ? by_tid[tid] : NULL;
+      /* A run of this thread's events, as far as the bound (the turn seen,
+       * the thread's head seen) and the batch let it go without a look. */
+      if (t && !t->exiting && !t->rfree) {
+        uint64_t n = (unsigned)r - (unsigned)k, room = BATCH - nb;
+        if (n > room) n = room;
+        room = rseq < rseq_lim ? rseq_lim - rseq : 0;
+        if (n > room) n = room;
+        room = t->ltail < t->qlim ? t->qlim - t->ltail : 0;
+        if (n > room) n = room;
+        int called = 0;
+        unsigned took = put_run(t, ev, (unsigned)n, rseq, owner, &called);
+        if (took) {
+          if (called) last_caller = t;
+          if (!t->dirty) { t->dirty = 1; t->next = dirty; dirty = t; }
+          rseq += took;
+          nb += took;
+          k += (int)took - 1;
+          ev = &evs[k];
+          goto counted;
+        }
+      }
+      /* Every other event, one by one: the first of a thread, its start or
+       * exit, a realloc, a detection, a marker, a wait at the bound. */
+      unsigned kind = ev->kind, flags = IT_KEEP;
       unsigned path = kind < HKT_EV__COUNT ? kind_path[kind] : PATH_SLOW;
-      if (likely(path != PATH_SLOW && tid < MAX_TIDS && (t = by_tid[tid]) && !t->exiting)) {
+      if (path != PATH_SLOW && t && !t->exiting) {
         if (path == PATH_CALL) {
           /* realloc(p, 0) frees p itself: its FREE follows and is not a call. */
           if (!(kind == HKT_EV_FREE && t->rfree)) { flags |= IT_DRIVE; last_caller = t; }
@@ -314,7 +384,9 @@ void *rp_reader_main(void *arg) {
       if (unlikely(flags & IT_EXIT)) { t->exiting = 1; t->next_exiting = rp_e.exiting; rp_e.exiting = t; }
       if (!t->dirty) { t->dirty = 1; t->next = dirty; dirty = t; }
       rseq++;
-      if (++nb == BATCH) {
+      nb++;
+    counted:
+      if (nb == BATCH) {
         if (unlikely(rseq >= owner_huge_at)) {
           ring_huge(rp_e.owner, OWN_CAP * sizeof *rp_e.owner);
           owner_huge_at = UINT64_MAX;

@@ -513,6 +513,11 @@ HKT_INTERNAL void hkt_header_encode(hkt_buf *b, const hkt_header *h);
  * in the frames before it: where an append goes on. */
 HKT_INTERNAL uint64_t hkt_reader_data_end(const hkt_reader *r);
 HKT_INTERNAL uint64_t hkt_reader_data_events(const hkt_reader *r);
+/* The next frame decompressed by another thread (reader.c): _hkt_reader_async
+ * before any event is read, then _hkt_reader_help from a thread with time to
+ * spare (1: it decompressed one). */
+HKT_INTERNAL int _hkt_reader_async(hkt_reader *r);
+HKT_INTERNAL int _hkt_reader_help(hkt_reader *r);
 HKT_INTERNAL int hkt_writer_errno(const hkt_writer *w);
 /* hkt_writer_put that returns 1 when the event completed a frame (written). */
 HKT_INTERNAL int hkt_writer_put_framed(hkt_writer *w, const hkt_event *ev);

@@ -16,9 +16,12 @@
  * last good sequence number. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 #define ZSTD_STATIC_LINKING_ONLY   /* ZSTD_d_stableOutBuffer */
 #include "zstd_api.h"
@@ -47,6 +50,7 @@ struct hkt_reader {
   uint64_t data_end, data_events;
   uint64_t frames;
   hkt_buf content;
+  struct hkt_job *job;      /* the next frame, decompressed by another thread (_hkt_reader_async) */
 
   /* header, with its strings and modules in `hstore` */
   hkt_header hdr;
@@ -122,7 +126,7 @@ static size_t stable_room(hkt_reader *r) {
 
 /* Decompress the next frame into r->content. 1: a frame; 0: clean end of
  * file; <0: error. */
-static int read_frame(hkt_reader *r) {
+static int read_frame_here(hkt_reader *r) {
   r->content.len = 0;
   r->frame_off = r->whole_off;
   int started = 0, general = 0;
@@ -195,6 +199,154 @@ static int read_frame(hkt_reader *r) {
       return 1;
     }
   }
+}
+
+/* ---- the next frame on another thread (_hkt_reader_async) ----
+ * A trace is a sequence of independent zstd frames, so the next one can
+ * be decompressed while this one is decoded: a thread with
+ * time to spare (a replay thread waiting for the reader) calls
+ * _hkt_reader_help, which decompresses the frame after the one being
+ * decoded into a buffer of its own. Only the plain case is done there (a
+ * zstd frame that says its size, whole in the file, decoded without
+ * error): anything else, or a job nobody took, is read here the usual
+ * way, from the frame's start, so that every error is the same. */
+enum { JOB_IDLE, JOB_POSTED, JOB_RUNNING, JOB_DONE, JOB_FAILED };
+typedef struct hkt_job {
+  _Atomic int state;
+  uint64_t off;             /* the frame's offset in the file */
+  uint64_t end;             /* JOB_DONE: the offset after it */
+  ZSTD_DCtx *dctx;
+  uint8_t *in;              /* IN_CAP bytes of the file */
+  hkt_buf out;              /* JOB_DONE: the frame's content */
+} hkt_job;
+
+/* Decompress the frame at j->off into j->out: 1, or 0 (left to the reader). */
+static int run_job(const hkt_reader *r, hkt_job *j) {
+  static const uint8_t zstd_magic[4] = { 0x28, 0xb5, 0x2f, 0xfd };
+  uint64_t at = j->off;
+  ssize_t n = pread(r->fd, j->in, IN_CAP, (off_t)at);
+  if (n < 4 || memcmp(j->in, zstd_magic, 4)) return 0;
+  unsigned long long cs = ZSTD_getFrameContentSize(j->in, (size_t)n);
+  if (cs == 0 || cs > HKT_MAX_FRAME_BYTES - STABLE_SLACK) return 0;   /* also UNKNOWN and ERROR (as stable_room) */
+  j->out.len = 0;
+  size_t room = (size_t)cs + STABLE_SLACK;   /* as stable_room: a frame that says less than it has fails */
+  if (j->out.cap < room && hkt_buf_reserve(&j->out, room)) return 0;
+  ZSTD_DCtx_reset(j->dctx, ZSTD_reset_session_only);
+  if (ZSTD_isError(ZSTD_DCtx_setParameter(j->dctx, ZSTD_d_stableOutBuffer, 1))) return 0;
+  ZSTD_outBuffer out = { j->out.p, room, 0 };
+  for (;;) {
+    ZSTD_inBuffer in = { j->in, (size_t)n, 0 };
+    size_t before = out.pos;
+    size_t ret = ZSTD_decompressStream(j->dctx, &out, &in);
+    if (ZSTD_isError(ret) || (ret && out.pos == out.size)) return 0;
+    at += in.pos;
+    if (ret == 0) break;
+    if (!in.pos && out.pos == before) return 0;   /* no progress: not the plain case */
+    n = pread(r->fd, j->in, IN_CAP, (off_t)at);
+    if (n <= 0) return 0;   /* cut: the reader says where */
+  }
+  if (out.pos != cs) return 0;
+  j->out.len = out.pos;
+  j->end = at;
+  return 1;
+}
+
+/* A replay thread's spare time: decompress the posted frame, if any and
+ * nobody has taken it. 1: it did (successfully or not), 0: nothing to do. */
+int _hkt_reader_help(hkt_reader *r) {
+  hkt_job *j = r ? r->job : NULL;
+  int s = JOB_POSTED;
+  if (!j || atomic_load_explicit(&j->state, memory_order_relaxed) != JOB_POSTED ||
+      !atomic_compare_exchange_strong(&j->state, &s, JOB_RUNNING))
+    return 0;
+  int ok = run_job(r, j);
+  atomic_store_explicit(&j->state, ok ? JOB_DONE : JOB_FAILED, memory_order_release);
+  return 1;
+}
+
+/* The job's state once nobody works on it: a posted job nobody took is
+ * taken back (JOB_IDLE), a running one waited for, up to max_ns; then
+ * JOB_RUNNING (its thread lost its CPU: the reader reads the frame
+ * itself rather than wait a time slice, and posts no job until that one
+ * is over). */
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+static int job_settle(hkt_job *j, uint64_t max_ns) {
+  int s = JOB_POSTED;
+  if (atomic_compare_exchange_strong(&j->state, &s, JOB_IDLE)) return JOB_IDLE;
+  uint64_t t0 = 0;
+  for (unsigned spin = 0; (s = atomic_load_explicit(&j->state, memory_order_acquire)) == JOB_RUNNING; spin++) {
+    if (spin < 256) { _mm_pause(); continue; }
+    uint64_t t = mono_ns();
+    if (!t0) t0 = t;
+    else if (t - t0 > max_ns) break;
+    sched_yield();
+  }
+  return s;
+}
+
+#define JOB_WAIT_NS 1000000u   /* a frame's decompression takes about 0.7 ms */
+
+/* The next frame from the job, if it has it whole: 1 (in r->content, the
+ * file position after it), or 0 (read it here). */
+static int take_job(hkt_reader *r) {
+  hkt_job *j = r->job;
+  int s = job_settle(j, JOB_WAIT_NS);
+  if (s == JOB_RUNNING) return 0;
+  atomic_store_explicit(&j->state, JOB_IDLE, memory_order_relaxed);
+  if (s != JOB_DONE || j->off != r->whole_off || lseek(r->fd, (off_t)j->end, SEEK_SET) != (off_t)j->end) return 0;
+  hkt_buf c = r->content;
+  r->content = j->out;
+  j->out = c;
+  r->frame_off = j->off;
+  r->whole_off = r->consumed = j->end;
+  r->in_pos = r->in_len = 0;   /* the file is read on from the job's end */
+  r->eof = 0;
+  r->frames++;
+  return 1;
+}
+
+/* A job for the next frame, unless one still runs (a later take_job
+ * finds it over, for another frame, and drops it). */
+static void post_job(hkt_reader *r) {
+  if (atomic_load_explicit(&r->job->state, memory_order_acquire) != JOB_IDLE) return;
+  r->job->off = r->whole_off;
+  atomic_store_explicit(&r->job->state, JOB_POSTED, memory_order_release);
+}
+
+static int read_frame(hkt_reader *r) {
+  if (r->job && take_job(r)) { post_job(r); return 1; }
+  int e = read_frame_here(r);
+  if (e == 1 && r->job) post_job(r);
+  return e;
+}
+
+static void job_free(hkt_job *j) {
+  if (!j) return;
+  job_settle(j, UINT64_MAX);   /* its thread may be decompressing into j->out */
+  ZSTD_freeDCtx(j->dctx);
+  hkt_mem_free(j->in);
+  hkt_buf_release(&j->out);
+  hkt_mem_free(j);
+}
+
+/* From now on each next frame is offered to _hkt_reader_help (before any
+ * event is read). 0, or an error (then the reader goes on as it was). */
+int _hkt_reader_async(hkt_reader *r) {
+  if (!r || r->err || r->job || r->next_seq || r->in_frame) return HKT_ERR_ARG;
+  hkt_job *j = hkt_mem_alloc(sizeof *j);
+  if (!j) return HKT_ERR_NOMEM;
+  memset(j, 0, sizeof *j);
+  j->dctx = hkt_zstd_dctx();
+  j->in = hkt_mem_alloc(IN_CAP);
+  if (!j->dctx || !j->in) { job_free(j); return HKT_ERR_NOMEM; }
+  ZSTD_DCtx_setParameter(j->dctx, ZSTD_d_windowLogMax, 26);   /* as r->dctx */
+  r->job = j;
+  post_job(r);
+  return 0;
 }
 
 static const char *store_str(hkt_reader *r, hkt_cur *c, uint64_t *off) {
@@ -1270,6 +1422,7 @@ int hkt_reader_stack(const hkt_reader *r, uint32_t id, const uint64_t **frames, 
 
 void hkt_reader_close(hkt_reader *r) {
   if (!r) return;
+  job_free(r->job);   /* first: a helper may be reading the file */
   if (r->fd >= 0) close(r->fd);
   ZSTD_freeDCtx(r->dctx);
   hkt_mem_free(r->in);
