@@ -196,7 +196,9 @@ static void check_stop_at(const rp_item *it) {
  * yielding of one wait is bounded too (YIELD_FOR). A score of recent
  * spins (up when the turn came while spinning, down when not) skips the
  * spin while it does not pay; every 32nd wait still spins, so a machine
- * that frees up is noticed. */
+ * that frees up is noticed. A waiter whose owner runs on another CPU
+ * spins longer (SPIN_APART); one whose owner shares its CPU moves away
+ * now and then (spread_check). */
 #define SPIN_MAX        128u          /* pauses: about 1 us, a run or two of a ping-pong */
 #define YIELD_FOR       200000u       /* ns of yielding before sleeping */
 #define YIELD_LATE      50000u        /* ns: this yield lost the CPU for a time slice */
@@ -248,6 +250,44 @@ static int next_in_line(uint64_t turn, uint64_t mine) {
   return 1;
 }
 
+#define SPIN_APART       2048u         /* pauses, about 15 us, while the owner runs on another CPU */
+#define SPREAD_AFTER     64            /* hand-offs in a row with the owner on our CPU */
+#define SPREAD_PAUSE     20000000ull   /* ns between moves, doubled when sharing comes back soon */
+#define SPREAD_PAUSE_MAX 2000000000ull
+
+/* A waiter next in line whose owner last took the turn on this CPU: the
+ * pair shares one core and every hand-off is a yield and a context switch
+ * (threads that never sleep are never moved by the kernel). After
+ * SPREAD_AFTER such waits in a row, move to another allowed CPU: a hint,
+ * the thread's mask is set to that CPU and restored at once, and the
+ * kernel keeps it there until it balances. Then the owner of a ping-pong
+ * runs on one core while its partner spins on the other (SPIN_APART),
+ * and a hand-off is a store. At most one move per pause (per thread:
+ * larson's pairs are new threads every few ms), the pause doubled while
+ * sharing comes back within it (the kernel put the pair together again,
+ * or the other cores are busy). The replay's order does not depend on
+ * where threads run. */
+static void spread_check(int shared) {
+  if (!shared) { me->shared_run = 0; return; }
+  if (++me->shared_run < SPREAD_AFTER) return;
+  me->shared_run = 0;
+  uint64_t now = now_ns(), from = me->spread_from, pause = me->spread_pause;
+  if (now < from) return;
+  pause = !pause ? SPREAD_PAUSE : now - from < pause ? (2 * pause < SPREAD_PAUSE_MAX ? 2 * pause : SPREAD_PAUSE_MAX)
+                                                     : SPREAD_PAUSE;
+  me->spread_pause = pause;
+  me->spread_from = now + pause;
+  cpu_set_t all, one;
+  if (sched_getaffinity(0, sizeof all, &all)) return;
+  int n = CPU_COUNT(&all), cur = sched_getcpu();
+  if (n < 2) return;
+  for (int c = cur + 1;; c++) {
+    if (c >= CPU_SETSIZE) c = 0;
+    if (c != cur && CPU_ISSET(c, &all)) { CPU_ZERO(&one); CPU_SET(c, &one); break; }
+  }
+  if (!sched_setaffinity(0, sizeof one, &one)) sched_setaffinity(0, sizeof all, &all);
+}
+
 static __attribute__((noinline)) void wait_turn_slow(const rp_item *it) {
   wake_reader_if_stepped();   /* before waiting: the reader may wait for us */
   unsigned spin = 0, failed = 0;
@@ -259,7 +299,18 @@ static __attribute__((noinline)) void wait_turn_slow(const rp_item *it) {
   for (;;) {
     uint64_t t = atomic_load(&rp_e.turn);
     if (t == it->rseq || atomic_load_explicit(&rp_e.stop, memory_order_relaxed)) break;
-    if (t != looked) { looked = t; line = next_in_line(t, it->rseq); }
+    if (t != looked) {
+      looked = t;
+      line = next_in_line(t, it->rseq);
+      /* The owner took its turn on this CPU: the pair shares one core
+       * (spread_check); on another, it runs while we wait: spin. */
+      rp_thread *o = line ? owner_of(t) : NULL;
+      if (o && o != me) {
+        int oc = atomic_load_explicit(&o->cpu, memory_order_relaxed), shared = oc == sched_getcpu();
+        spread_check(shared);
+        if (!shared && oc >= 0 && limit < SPIN_APART) limit = SPIN_APART;   /* it runs elsewhere: spin */
+      }
+    }
     if (line && spin < limit) { spin++; __builtin_ia32_pause(); continue; }
     if (line && spin == limit && limit) failed = 1;
     if (line && yields && (yields = yield_once(&yielding))) continue;
@@ -274,6 +325,7 @@ static __attribute__((noinline)) void wait_turn_slow(const rp_item *it) {
   if (failed) { if (me->spin_score > -4) me->spin_score--; }
   else if (spin) me->spin_score = me->spin_score < 0 ? 0 : me->spin_score < 4 ? me->spin_score + 1 : 4;
   if (atomic_load(&rp_e.stop)) park();
+  atomic_store_explicit(&me->cpu, sched_getcpu(), memory_order_relaxed);
   check_stop_at(it);
 }
 

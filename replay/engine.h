@@ -65,11 +65,15 @@ typedef struct rp_thread {
   uint64_t drive;                /* next item to look at for a call */
   uint64_t tail_seen;            /* `tail` when last read (it only grows) */
   int spin_score;                /* spinning for a turn near pays (>= 0) (wait_turn_slow) */
+  unsigned shared_run;           /* waits in a row with the owner on our CPU (spread_check) */
+  uint64_t spread_from;          /* spread_check: no move before this (ns) */
+  uint64_t spread_pause;
   unsigned spin_probe;
   int parked;
   int checked;                   /* calls are checked against the trace: RP_HAKMEM, not driving a guessed call (guess_call) */
   uint64_t reader_seen;          /* `head` when the reader was last checked for sleep */
   _Alignas(64) _Atomic uint32_t sleeping;  /* futex: 1 while asleep */
+  _Atomic int cpu;               /* where it last took the turn (wait_turn_slow); -1: not yet */
 } rp_thread;
 
 typedef struct rp_engine {

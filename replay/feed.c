@@ -65,6 +65,7 @@ static rp_thread *thread_new(uint32_t tid, int revived) {
   t->huge = huge;
   t->tid = tid;
   t->revived = revived;
+  t->cpu = -1;
   return t;
 }
 
