@@ -1,5 +1,8 @@
-/* ahead.c — decode ahead (ahead.h): a producer thread fills a ring of
- * batch slots from the reader; the caller takes them in order.
+/* ahead.c — decode ahead (ahead.h): a producer thread decodes batches
+ * from the reader straight into a ring of slots; the caller takes them in
+ * order. When the caller would wait for a slot, the producer is the
+ * bound: the caller then decompresses the next zstd frame for the reader
+ * (_hkt_reader_async/_hkt_reader_help), so the producer only decodes.
  *
  * Each side waits for the other by spinning briefly (a batch takes the
  * producer some microseconds) and then on a futex; a side says it sleeps
@@ -8,12 +11,16 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include "ahead.h"
 #include "hkt_internal.h"
 
-#define NSLOT 16u          /* batches in flight: a power of two */
-#define SPINS 256u         /* pauses before sleeping: about 10 us */
+/* Batches in flight, a power of two: while the caller decompresses a
+ * frame for the reader (about 1 ms) the producer goes on decoding, some
+ * 60-80 batches of 256 events in that time (64 slots: 2 MB). */
+#define NSLOT 64u
+#define SPIN_NS 20000u     /* spin before sleeping: a batch takes the producer ~12 us */
 
 typedef struct slot {
   int n;                   /* events; 0 end; < 0 the reader's error */
@@ -30,6 +37,7 @@ struct hkt_ahead {
   slot *slots;
   pthread_t th;
   int threaded;
+  int helped;                             /* the reader posts frames for _hkt_reader_help */
   char pad0[64];
   _Atomic uint32_t filled;                /* producer: slots filled */
   _Atomic uint32_t prod_sleeps;
@@ -51,12 +59,27 @@ static void futex_wake(_Atomic uint32_t *w) {
   syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* Wait until *w differs from `seen` (or stop), saying so in *sleeps. */
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Wait until *w differs from `seen` (or stop), saying so in *sleeps.
+ * Spins for SPIN_NS first, by the clock: a pause takes 5 ns on one CPU
+ * and 50 on another, and a futex sleep costs the waker a syscall and
+ * the sleeper a wake-up, several microseconds each. */
 static void wait_change(hkt_ahead *a, _Atomic uint32_t *w, uint32_t seen, _Atomic uint32_t *sleeps) {
-  for (unsigned i = 0; i < SPINS; i++) {
+  uint64_t t0 = 0;
+  for (unsigned i = 0;; i++) {
     if (atomic_load_explicit(w, memory_order_acquire) != seen || atomic_load_explicit(&a->stop, memory_order_relaxed))
       return;
     __builtin_ia32_pause();
+    if (i % 32 == 31) {
+      uint64_t t = mono_ns();
+      if (!t0) t0 = t;
+      else if (t - t0 > SPIN_NS) break;
+    }
   }
   while (atomic_load_explicit(w, memory_order_acquire) == seen && !atomic_load(&a->stop)) {
     atomic_store(sleeps, 1);
@@ -65,18 +88,20 @@ static void wait_change(hkt_ahead *a, _Atomic uint32_t *w, uint32_t seen, _Atomi
   }
 }
 
+/* The waker takes the flag: one wake per sleep, not one per batch
+ * published until the sleeper gets its CPU back (a syscall each). */
 static void publish(_Atomic uint32_t *w, _Atomic uint32_t *sleeps) {
   atomic_fetch_add(w, 1);   /* seq_cst: before the look at *sleeps */
-  if (atomic_load(sleeps)) futex_wake(w);
+  if (atomic_load_explicit(sleeps, memory_order_relaxed) && atomic_exchange(sleeps, 0)) futex_wake(w);
 }
 
-/* Copy a batch into s; the string and build-id go with it. Copied, not
- * decoded straight into the slot (hkt_reader_batch_into): the slot's lines
- * were last read on the consumer's core, and decoding into them puts those
- * misses inside the decoder's loop (analyze 5% slower); a copy takes them
- * in one burst. */
-static void fill_slot(slot *s, const hkt_event *evs, int n) {
-  memcpy(s->ev, evs, (size_t)n * sizeof *evs);
+/* The batch was decoded straight into s (hkt_reader_batch_into); the one
+ * string and build-id it may end with still point into the reader: keep
+ * copies in s. Decoding into the slot, not copying a batch there, saves
+ * the producer ~6 ns an event (its memmove); the misses on slot lines the
+ * consumer read last did not show in the decoder's samples (mixed -x 2.5,
+ * 64 slots). */
+static void keep_strings(slot *s, int n) {
   hkt_event *last = &s->ev[n - 1];
   if (last->str) {
     size_t l = strnlen(last->str, HKT_MAX_STR);
@@ -101,9 +126,8 @@ static void *producer(void *arg) {
     }
     if (atomic_load_explicit(&a->stop, memory_order_relaxed)) return NULL;
     slot *s = &a->slots[f % NSLOT];
-    const hkt_event *evs;
-    int n = hkt_reader_batch(a->r, &evs);
-    if (n > 0) fill_slot(s, evs, n);
+    int n = hkt_reader_batch_into(a->r, s->ev, HKT_BATCH);
+    if (n > 0) keep_strings(s, n);
     s->n = n;
     s->offset = hkt_reader_offset(a->r);
     publish(&a->filled, &a->cons_sleeps);
@@ -116,6 +140,11 @@ int hkt_ahead_open(hkt_ahead **out, hkt_reader *r) {
   if (!a) return HKT_ERR_NOMEM;
   a->r = r;
   a->slots = hkt_mem_alloc(NSLOT * sizeof *a->slots);
+  /* The consumer decompresses the next frame when it would wait (see
+   * hkt_ahead_batch). Before the producer reads: an error (events were
+   * read already) leaves the reader as it was, and without a producer
+   * the reader takes back the jobs nobody took. */
+  if (a->slots && _hkt_reader_async(r) == 0) a->helped = 1;
   if (a->slots) a->threaded = pthread_create(&a->th, NULL, producer, a) == 0;
   *out = a;
   return 0;
@@ -134,6 +163,11 @@ int hkt_ahead_batch(hkt_ahead *a, const hkt_event **evs) {
     t++;
     a->held = 0;
   }
+  /* Waiting means the producer is the bound: take the next frame's
+   * decompression off it, so that it only decodes. (Helping only with
+   * the time waited, so that this thread does not become the bound when
+   * the two sides are close, measured the same on mixed and larson.) */
+  while (a->helped && atomic_load_explicit(&a->filled, memory_order_acquire) == t && _hkt_reader_help(a->r)) {}
   wait_change(a, &a->filled, t, &a->cons_sleeps);
   slot *s = &a->slots[t % NSLOT];
   a->offset = s->offset;

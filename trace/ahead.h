@@ -4,8 +4,10 @@
  * (analyze, stats, verify) spends about half its time decoding. With
  * hkt_ahead the decoding runs on a second thread, a few batches in front:
  * on two cores the tool then runs at the speed of the slower half instead
- * of the sum. Batches are copied (events of HKT_BATCH, and the one string
- * a batch may end with), so the reader's own array is never shared.
+ * of the sum. Batches are decoded into slots of their own (events of
+ * HKT_BATCH, and a copy of the one string a batch may end with), so the
+ * reader's own array is never shared. The caller, when it would wait for
+ * the producer, decompresses the reader's next zstd frame.
  *
  * hkt_ahead_batch has hkt_reader_batch's contract: a count of events valid
  * until the next call, 0 at the end, or the reader's error. While an
