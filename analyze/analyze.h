@@ -334,7 +334,14 @@ uint64_t hka_class_size(const hka_state *s, uint32_t cls);
 const char *hka_end_text(const hka_state *s, char *buf, size_t n);
 hka_ss *hka_ss_of(const hka_state *s, uint64_t ptr);
 
-/* symbolize.c: resolve with libdw from the trace's module map. */
+/* symbolize.c: resolve with libdw from the trace's module map.
+ * hka_sym_start right after hka_init: opens the header's modules and their
+ * debug info on a thread of its own while the pass runs; hka_sym_ready
+ * after the pass (before any lookup) joins it and adds the modules loaded
+ * during the run. hka_sym_open is both at once. NULL: out of memory
+ * (lookups then give nothing). */
+hka_symbolizer *hka_sym_start(const hka_state *s);
+void hka_sym_ready(hka_symbolizer *z, const hka_state *s);
 hka_symbolizer *hka_sym_open(const hka_state *s);
 /* addr is a return address; the lookup uses addr - 1. Strings live as
  * long as the symbolizer. */

@@ -78,9 +78,13 @@ int cmd_analyze(int argc, char **argv) {
     return CLI_EXIT_PROBLEM;
   }
 
+  /* symbolization starts up while the pass runs (libc's debug info alone
+   * is ~55 ms of inflating) */
+  hka_symbolizer *z = hka_sym_start(s);
   int err, rc = hka_pass(s, r, isatty(2), &err);
   if (HKT_IS_ERR(err)) {
     cli_err(CMD, "%s: %s at seq %llu", path, hkt_strerror(err), (unsigned long long)s->last_seq);
+    hka_sym_close(z);
     hka_free(s);
     free(s);
     hkt_reader_close(r);
@@ -88,13 +92,14 @@ int cmd_analyze(int argc, char **argv) {
   }
   if (HKT_IS_ERR(hka_finish(s, r, rc))) {
     cli_err(CMD, "%s: out of memory", path);
+    hka_sym_close(z);
     hka_free(s);
     free(s);
     hkt_reader_close(r);
     return CLI_EXIT_PROBLEM;
   }
 
-  hka_symbolizer *z = hka_sym_open(s);
+  hka_sym_ready(z, s);
   hka_leaks_symbolize(s, z);
   FILE *f = stdout;
   if (out_path && !(f = fopen(out_path, "w"))) {

@@ -2,12 +2,21 @@
  * libdwfl, offline: the modules are the ones the trace's header and
  * MODULE_LOAD events list (path, load base, build-id), opened from disk only
  * when their build-id still matches, so a rebuilt binary gives module+offset
- * instead of wrong lines. Results are cached per address. */
+ * instead of wrong lines. Results are cached per address.
+ *
+ * Opening is the slow part (libc's separate debug info has compressed
+ * sections that libdw inflates whole: ~55 ms), so it starts on a thread of
+ * its own as soon as the header's modules are known (hka_sym_start) and runs
+ * while the pass does; hka_sym_ready joins it after the pass and adds the
+ * modules that MODULE_LOAD events listed, in the same order as a symbolizer
+ * opened at the end would have them, so every lookup answers the same. */
 #include <elfutils/libdwelf.h>
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
 #include <gelf.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +29,13 @@ struct hka_symbolizer {
   hka_map cache;                    /* addr -> index + 1 into res */
   hka_sym *res;
   size_t n, cap;
+  /* start-up: the header's modules, copied (s->modules grows in the pass) */
+  hka_module *early;
+  uint32_t nearly;
+  uint32_t nreported;               /* s->modules[0, nreported) are in dwfl */
+  int threaded;                     /* thread runs start_up; joined by hka_sym_ready */
+  pthread_t thread;
+  atomic_int stop;                  /* ready or close came: warm no more modules */
 };
 
 static char *debuginfo_path;
@@ -49,21 +65,146 @@ static int file_matches(const hka_module *m, int *is_exec) {
   return ok;
 }
 
-hka_symbolizer *hka_sym_open(const hka_state *s) {
+static void report_modules(Dwfl *dwfl, const hka_module *mods, uint32_t from, uint32_t to) {
+  for (uint32_t i = from; i < to; i++) {
+    const hka_module *m = &mods[i];
+    int is_exec = 0;
+    if (!m->path || !*m->path || !file_matches(m, &is_exec)) continue;
+    dwfl_report_elf(dwfl, m->path, m->path, -1, is_exec ? 0 : m->base, false);
+  }
+}
+
+/* Whether m's debug info is worth opening ahead: it is on this machine
+ * and opening it costs, that is compressed in the file itself, or in a file
+ * of its own at its build-id's path or through its debuglink in the usual
+ * places. Only a hint (a miss leaves the work to the lookups): debug info
+ * uncompressed in the file is mapped, not read, so opening it ahead would
+ * only add memory; looking for debug info that is not here loads
+ * libdebuginfod and its ~25 libraries, wasted when no lookup needs it. */
+static int worth_warming(Dwfl_Module *m, const char *path) {
+  Dwarf_Addr bias;
+  Elf *elf = dwfl_module_getelf(m, &bias);
+  size_t shstr;
+  if (!elf || elf_getshdrstrndx(elf, &shstr)) return 0;
+  for (Elf_Scn *scn = NULL; (scn = elf_nextscn(elf, scn));) {
+    GElf_Shdr sh;
+    const char *name = gelf_getshdr(scn, &sh) ? elf_strptr(elf, shstr, sh.sh_name) : NULL;
+    if (name && (!strcmp(name, ".debug_info") || !strcmp(name, ".zdebug_info")) && sh.sh_type != SHT_NOBITS)
+      return (sh.sh_flags & SHF_COMPRESSED) || name[1] == 'z';
+  }
+  char buf[4096];
+  const unsigned char *bid;
+  GElf_Addr vaddr;
+  int n = dwfl_module_build_id(m, &bid, &vaddr);
+  if (n > 1) {
+    int k = snprintf(buf, sizeof buf, "/usr/lib/debug/.build-id/%02x/", bid[0]);
+    for (int i = 1; i < n && k < (int)sizeof buf - 8; i++) k += snprintf(buf + k, sizeof buf - (size_t)k, "%02x", bid[i]);
+    snprintf(buf + k, sizeof buf - (size_t)k, ".debug");
+    if (!access(buf, R_OK)) return 1;
+  }
+  GElf_Word crc;
+  const char *link = dwelf_elf_gnu_debuglink(elf, &crc);
+  const char *slash = path ? strrchr(path, '/') : NULL;
+  if (!link || !slash) return 0;
+  int dlen = (int)(slash - path);
+  snprintf(buf, sizeof buf, "%.*s/%s", dlen, path, link);
+  if (strcmp(buf, path) && !access(buf, R_OK)) return 1;
+  snprintf(buf, sizeof buf, "%.*s/.debug/%s", dlen, path, link);
+  if (!access(buf, R_OK)) return 1;
+  snprintf(buf, sizeof buf, "/usr/lib/debug%.*s/%s", dlen, path, link);
+  return !access(buf, R_OK);
+}
+
+/* Load what a lookup in module m would load first: its debug info (found,
+ * opened, sections inflated), its symbol table and its address ranges.
+ * Done for every module worth it, as which ones the report needs is only
+ * known after the pass. Loading is all it does: what the
+ * lookups answer does not depend on it. */
+static int warm(Dwfl_Module *m, void **ud, const char *name, Dwarf_Addr base, void *arg) {
+  hka_symbolizer *z = arg;
+  if (atomic_load_explicit(&z->stop, memory_order_relaxed)) return DWARF_CB_ABORT;
+  if (!worth_warming(m, name)) return DWARF_CB_OK;
+  Dwarf_Addr bias;
+  dwfl_module_getdwarf(m, &bias);
+  dwfl_module_getsymtab(m);
+  dwfl_module_addrname(m, base);    /* sorts the symbol table */
+  dwfl_module_addrdie(m, base, &bias);   /* reads the address ranges */
+  return DWARF_CB_OK;
+}
+
+static void *start_up(void *arg) {
+  hka_symbolizer *z = arg;
+  z->dwfl = dwfl_begin(&callbacks);
+  if (!z->dwfl) return NULL;        /* module+offset only */
+  dwfl_report_begin(z->dwfl);
+  report_modules(z->dwfl, z->early, 0, z->nearly);
+  dwfl_report_end(z->dwfl, NULL, NULL);
+  /* With debuginfod on, warming would fetch debug info of modules no
+   * lookup needs: leave those to the lookups, as before. */
+  const char *urls = getenv("DEBUGINFOD_URLS");
+  if (!urls || !*urls) dwfl_getmodules(z->dwfl, warm, z, 0);
+  return NULL;
+}
+
+static void free_early(hka_symbolizer *z) {
+  for (uint32_t i = 0; i < z->nearly; i++) free(z->early[i].path);
+  free(z->early);
+  z->early = NULL;
+  z->nearly = 0;
+}
+
+/* A symbolizer with a copy of the header's modules, not yet opened. */
+static hka_symbolizer *sym_new(const hka_state *s) {
   hka_symbolizer *z = calloc(1, sizeof *z);
   if (!z) return NULL;
   z->s = s;
   elf_version(EV_CURRENT);
-  z->dwfl = dwfl_begin(&callbacks);
-  if (!z->dwfl) return z;           /* module+offset only */
-  dwfl_report_begin(z->dwfl);
+  z->early = s->nmodules ? calloc(s->nmodules, sizeof *z->early) : NULL;
+  if (s->nmodules && !z->early) { free(z); return NULL; }
   for (uint32_t i = 0; i < s->nmodules; i++) {
-    const hka_module *m = &s->modules[i];
-    int is_exec = 0;
-    if (!m->path || !*m->path || !file_matches(m, &is_exec)) continue;
-    dwfl_report_elf(z->dwfl, m->path, m->path, -1, is_exec ? 0 : m->base, false);
+    z->early[i] = s->modules[i];
+    z->early[i].path = s->modules[i].path ? strdup(s->modules[i].path) : NULL;
+    z->nearly++;
+    if (s->modules[i].path && !z->early[i].path) { free_early(z); free(z); return NULL; }
   }
-  dwfl_report_end(z->dwfl, NULL, NULL);
+  z->nreported = z->nearly;
+  return z;
+}
+
+hka_symbolizer *hka_sym_start(const hka_state *s) {
+  hka_symbolizer *z = sym_new(s);
+  if (!z) return NULL;
+  z->threaded = pthread_create(&z->thread, NULL, start_up, z) == 0;
+  if (!z->threaded) {               /* no thread: open here, the lookups load the rest */
+    atomic_store(&z->stop, 1);
+    start_up(z);
+  }
+  return z;
+}
+
+void hka_sym_ready(hka_symbolizer *z, const hka_state *s) {
+  if (!z) return;
+  if (z->threaded) {                /* what is not warmed yet, the lookups load */
+    atomic_store(&z->stop, 1);
+    pthread_join(z->thread, NULL);
+    z->threaded = 0;
+  }
+  free_early(z);
+  z->s = s;
+  if (z->dwfl && s->nmodules > z->nreported) {   /* loaded during the run */
+    dwfl_report_begin_add(z->dwfl);
+    report_modules(z->dwfl, s->modules, z->nreported, s->nmodules);
+    dwfl_report_end(z->dwfl, NULL, NULL);
+  }
+  z->nreported = s->nmodules;
+}
+
+hka_symbolizer *hka_sym_open(const hka_state *s) {
+  hka_symbolizer *z = sym_new(s);
+  if (!z) return NULL;
+  atomic_store(&z->stop, 1);        /* nothing to overlap with: load lazily */
+  start_up(z);
+  hka_sym_ready(z, s);
   return z;
 }
 
@@ -123,6 +264,11 @@ void hka_sym_lookup(hka_symbolizer *z, uint64_t addr, hka_sym *out) {
 
 void hka_sym_close(hka_symbolizer *z) {
   if (!z) return;
+  if (z->threaded) {                /* never made ready (the pass failed) */
+    atomic_store(&z->stop, 1);
+    pthread_join(z->thread, NULL);
+  }
+  free_early(z);
   for (size_t i = 0; i < z->n; i++) {
     free((char *)z->res[i].function);
     free((char *)z->res[i].file);
