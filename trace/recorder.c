@@ -75,6 +75,8 @@ static struct {
   struct sigaction old[32];
   hkt_modlist mods;           /* modules at start (constructor), then as the writer saw them */
   uint64_t adds;
+  _Atomic uint64_t adds_seen; /* the writer's last look at the loader's count of loads */
+  _Atomic uint32_t mod_req, mod_done;   /* exit asks the writer for one more look (last_module_check) */
 } R = { .trace_fd = -1 };
 
 static __thread struct rec_tls {
@@ -628,7 +630,10 @@ static void *writer_main(void *arg) {
   for (;;) {
     uint32_t seen = atomic_load_explicit(&h->wake, memory_order_acquire);
     int finishing = atomic_load(&h->state) == HKT_SPOOL_FINISHING;
+    uint32_t mod_req = atomic_load(&R.mod_req);
     if (!finishing) check_modules(&mods, &adds);
+    atomic_store(&R.adds_seen, adds);
+    if (mod_req) atomic_store(&R.mod_done, mod_req);
     if (prefaulted < h->nchunks) prefault_ahead(&prefaulted);
     int64_t moved = hkt_drain_step(d, finishing, finishing ? 500 : 0);
     atomic_store_explicit(&h->drained_seq, hkt_drain_next_seq(d), memory_order_relaxed);
@@ -677,9 +682,28 @@ static void start_writer(void) {
 /* Take the end's seq, let the writer drain up to it, wait for the trace to
  * be complete (giving up after timeout_ms without progress: a loaded
  * machine may need longer in all). Returns 1 if it is. */
+/* Modules loaded since the writer's last look (it looks every 2 ms at
+ * most: a program that dlopens and exits would have none) get their
+ * MODULE_LOAD before the end: the writer is asked to look once more and
+ * waited for, briefly. Not after a crash: the loader may be what broke. */
+static void last_module_check(void) {
+  hkt_spool_hdr *h = R.sp.h;
+  if (!atomic_load(&R.writer_up) || (pid_t)syscall(SYS_gettid) == R.writer_tid ||
+      atomic_load(&h->state) != HKT_SPOOL_RUNNING || hkt_modules_adds() == atomic_load(&R.adds_seen))
+    return;
+  uint32_t want = atomic_fetch_add(&R.mod_req, 1) + 1;
+  uint64_t until = mono_ns() + 200000000u;
+  while (atomic_load(&R.mod_done) < want && mono_ns() < until) {
+    futex_wake(&h->wake);
+    struct timespec ts = { 0, 50000 };
+    nanosleep(&ts, NULL);
+  }
+}
+
 static int finish(uint32_t kind, uint32_t status, unsigned timeout_ms) {
   if (!atomic_load(&R.active)) return 0;
   hkt_spool_hdr *h = R.sp.h;
+  if (kind == HKT_END_EXIT) last_module_check();
   if (!atomic_exchange(&R.ending, 1)) {
     atomic_store(&h->end_kind, kind);
     atomic_store(&h->end_status, status);
@@ -738,6 +762,7 @@ static void snapshot_modules(void) {
   memset(&R.mods, 0, sizeof R.mods);
   hkt_modules_scan(&R.mods, NULL);
   R.adds = hkt_modules_adds();
+  atomic_store(&R.adds_seen, R.adds);
 }
 
 /* ---- fork ---- */

@@ -91,7 +91,8 @@ enum hkt_end {
 HAK_API const char *hkt_end_name(unsigned end);       /* "unknown", "exit", "signal", "exec" */
 
 /* Thread index of events no program thread made (MODULE_LOAD found by the
- * recorder's own thread). */
+ * recorder's own thread: it looks every 2 ms at most, and once more at
+ * exit, so a MODULE_LOAD follows its dlopen by up to that much). */
 #define HKT_TID_RECORDER 0xffffffffu
 
 typedef struct hkt_event {
