@@ -61,6 +61,18 @@ static void build_prog(const char *name, const char *src) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* A test program NAME built from SRC, and what recording it under the
+ * preload takes: its path, its trace's, the two environment entries. */
+typedef struct recording { char exe[700], out[700], env_trace[800], env_pre[800]; } recording;
+
+static void recording_prepare(recording *r, const char *name, const char *src) {
+  build_prog(name, src);
+  snprintf(r->exe, sizeof r->exe, "%s/%s", tmp, name);
+  snprintf(r->out, sizeof r->out, "%s/%s.hkt.zst", tmp, name);
+  snprintf(r->env_trace, sizeof r->env_trace, "HAKMEM_TRACE=%s", r->out);
+  snprintf(r->env_pre, sizeof r->env_pre, "LD_PRELOAD=%s", libso);
+}
+
 /* Run argv with extra "NAME=VALUE" environment entries (NULL-terminated),
  * stdout and stderr into tmp/out and tmp/err; returns waitpid's status. */
 static int run(char *const argv[], const char *const env[], int fsize_limit) {
@@ -340,12 +352,9 @@ static int liveset_del(liveset *l, uint64_t p, uint32_t *by) {
 static void test_threads(void **state) {
   (void)state;
   NEED_PRELOAD();
-  build_prog("threads", threads_src);
-  char exe[700], out[700], env_trace[800], env_pre[800];
-  snprintf(exe, sizeof exe, "%s/threads", tmp);
-  snprintf(out, sizeof out, "%s/threads.hkt.zst", tmp);
-  snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
-  snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
+  recording rc;
+  recording_prepare(&rc, "threads", threads_src);
+  char *exe = rc.exe, *out = rc.out, *env_trace = rc.env_trace, *env_pre = rc.env_pre;
   const char *env[] = { env_trace, env_pre, "HAKMEM_TRACE_ROOT=", NULL };
   char *argv[] = { exe, NULL };
   int st = run(argv, env, 0);
@@ -843,12 +852,9 @@ static const char solo_src[] =
 static void test_solo_seq_handover(void **state) {
   (void)state;
   NEED_PRELOAD();
-  build_prog("solo", solo_src);
-  char exe[700], out[700], env_trace[800], env_pre[800];
-  snprintf(exe, sizeof exe, "%s/solo", tmp);
-  snprintf(out, sizeof out, "%s/solo.hkt.zst", tmp);
-  snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
-  snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
+  recording rc;
+  recording_prepare(&rc, "solo", solo_src);
+  char *exe = rc.exe, *out = rc.out, *env_trace = rc.env_trace, *env_pre = rc.env_pre;
   const char *env[] = { env_trace, env_pre, "HAKMEM_TRACE_ROOT=", NULL };
   char *argv[] = { exe, NULL };
   for (int run_no = 0; run_no < 8; run_no++) {   /* a hand-over per run */
@@ -984,12 +990,9 @@ static const char maps_src[] =
 static void test_zstd_only_when_recording(void **state) {
   (void)state;
   NEED_PRELOAD();
-  build_prog("maps", maps_src);
-  char exe[700], out[700], env_pre[800], env_trace[800];
-  snprintf(exe, sizeof exe, "%s/maps", tmp);
-  snprintf(out, sizeof out, "%s/maps.hkt.zst", tmp);
-  snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
-  snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
+  recording rc;
+  recording_prepare(&rc, "maps", maps_src);
+  char *exe = rc.exe, *out = rc.out, *env_trace = rc.env_trace, *env_pre = rc.env_pre;
   char *argv[] = { exe, NULL };
   const char *plain[] = { env_pre, NULL };
   int st = run(argv, plain, 0);
@@ -1063,12 +1066,9 @@ static const char disk_src[] =
 static void test_full_disk(void **state) {
   (void)state;
   NEED_PRELOAD();
-  build_prog("disk", disk_src);
-  char exe[700], out[700], env_trace[800], env_pre[800];
-  snprintf(exe, sizeof exe, "%s/disk", tmp);
-  snprintf(out, sizeof out, "%s/disk.hkt.zst", tmp);
-  snprintf(env_trace, sizeof env_trace, "HAKMEM_TRACE=%s", out);
-  snprintf(env_pre, sizeof env_pre, "LD_PRELOAD=%s", libso);
+  recording rc;
+  recording_prepare(&rc, "disk", disk_src);
+  char *exe = rc.exe, *out = rc.out, *env_trace = rc.env_trace, *env_pre = rc.env_pre;
   const char *env[] = { env_trace, env_pre, "HAKMEM_TRACE_SPOOL_MB=2", "HAKMEM_TRACE_ROOT=", NULL };
   char *argv[] = { exe, NULL };
   int st = run(argv, env, 3 << 20);   /* files stop growing at 3 MiB */
