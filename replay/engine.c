@@ -207,24 +207,18 @@ static void check_stop_at(const rp_item *it) {
 #define YIELD_PAUSE     200000000ull  /* ns */
 #define YIELD_PAUSE_MAX 3200000000ull
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* One sched_yield of a waiter that began yielding at *since (0: not yet);
  * 0 when it is to sleep instead. The shared fields are a heuristic:
  * threads race on them harmlessly. */
 static int yield_once(uint64_t *since) {
-  uint64_t t0 = now_ns();
+  uint64_t t0 = hkt_mono_ns();
   if (!*since) {
     if (t0 < atomic_load_explicit(&rp_e.yield_from, memory_order_relaxed)) return 0;
     *since = t0;
   }
   if (t0 - *since > YIELD_FOR) return 0;
   sched_yield();
-  uint64_t t1 = now_ns();
+  uint64_t t1 = hkt_mono_ns();
   if (t1 - t0 <= YIELD_LATE) {
     if (atomic_load_explicit(&rp_e.yield_debt, memory_order_relaxed) > 0)
       atomic_fetch_sub_explicit(&rp_e.yield_debt, 1, memory_order_relaxed);
@@ -271,7 +265,7 @@ static void spread_check(int shared) {
   if (!shared) { me->shared_run = 0; return; }
   if (++me->shared_run < SPREAD_AFTER) return;
   me->shared_run = 0;
-  uint64_t now = now_ns(), from = me->spread_from, pause = me->spread_pause;
+  uint64_t now = hkt_mono_ns(), from = me->spread_from, pause = me->spread_pause;
   if (now < from) return;
   pause = !pause ? SPREAD_PAUSE : now - from < pause ? (2 * pause < SPREAD_PAUSE_MAX ? 2 * pause : SPREAD_PAUSE_MAX)
                                                      : SPREAD_PAUSE;

@@ -59,12 +59,6 @@ static void futex_wake(_Atomic uint32_t *w) {
   syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Wait until *w differs from `seen` (or stop), saying so in *sleeps.
  * Spins for SPIN_NS first, by the clock: a pause takes 5 ns on one CPU
  * and 50 on another, and a futex sleep costs the waker a syscall and
@@ -76,7 +70,7 @@ static void wait_change(hkt_ahead *a, _Atomic uint32_t *w, uint32_t seen, _Atomi
       return;
     __builtin_ia32_pause();
     if (i % 32 == 31) {
-      uint64_t t = mono_ns();
+      uint64_t t = hkt_mono_ns();
       if (!t0) t0 = t;
       else if (t - t0 > SPIN_NS) break;
     }

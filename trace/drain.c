@@ -54,12 +54,6 @@ struct hkt_drain {
 
 HKT_INTERNAL uint32_t hkt_writer_pending(const hkt_writer *w);
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 hkt_drain *hkt_drain_new(hkt_spool *s, hkt_writer *w, uint64_t from_seq) {
   hkt_drain *d = hkt_mem_alloc(sizeof *d);
   if (!d) return NULL;
@@ -396,7 +390,7 @@ int64_t hkt_drain_step(hkt_drain *d, int final, unsigned gap_wait_ms) {
       /* a seq in flight: wait while the process lives; once it is gone,
        * skip it after the grace period */
       if (!final) break;
-      uint64_t t = now_ns();
+      uint64_t t = hkt_mono_ns();
       if (!d->gap_start_ns) d->gap_start_ns = t;
       if (t - d->gap_start_ns < (uint64_t)gap_wait_ms * 1000000u) {
         struct timespec ts = { 0, 1000000 };

@@ -13,12 +13,20 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "hakmem/trace.h"
 #include <emmintrin.h>   /* x86-64 only (as the recorder and reader): SSE2 lane counts */
 
 #define HKT_INTERNAL __attribute__((visibility("hidden")))
 #define hkt_likely(x)   __builtin_expect(!!(x), 1)
 #define hkt_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* CLOCK_MONOTONIC in ns: the trace code's and the replay's waits and timeouts. */
+static inline uint64_t hkt_mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* HAKMEM_TRACE_ISA=base: the reader and the writer take their portable
  * paths even on a CPU with the instructions of their fast ones, so that

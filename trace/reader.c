@@ -269,18 +269,13 @@ int _hkt_reader_help(hkt_reader *r) {
  * JOB_RUNNING (its thread lost its CPU: the reader reads the frame
  * itself rather than wait a time slice, and posts no job until that one
  * is over). */
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 static int job_settle(hkt_job *j, uint64_t max_ns) {
   int s = JOB_POSTED;
   if (atomic_compare_exchange_strong(&j->state, &s, JOB_IDLE)) return JOB_IDLE;
   uint64_t t0 = 0;
   for (unsigned spin = 0; (s = atomic_load_explicit(&j->state, memory_order_acquire)) == JOB_RUNNING; spin++) {
     if (spin < 256) { _mm_pause(); continue; }
-    uint64_t t = mono_ns();
+    uint64_t t = hkt_mono_ns();
     if (!t0) t0 = t;
     else if (t - t0 > max_ns) break;
     sched_yield();

@@ -122,12 +122,6 @@ static void say(const char *fmt, ...) {
   (void)k;
 }
 
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static int have_invariant_tsc(void) {
   unsigned a, b, c, d;
   if (!__get_cpuid(0x80000007, &a, &b, &c, &d)) return 0;
@@ -255,7 +249,7 @@ static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, ui
      * makes progress; a writer that stopped (or never started) must not
      * hang the program: then events are dropped, and that is said once. */
     futex_wake(&s->h->wake);
-    uint64_t now = mono_ns(), p = atomic_load(&s->h->drained_seq) + atomic_load(&s->h->written_events) + 1;
+    uint64_t now = hkt_mono_ns(), p = atomic_load(&s->h->drained_seq) + atomic_load(&s->h->written_events) + 1;
     if (stalled == p) return 0;   /* still stalled: drop at once */
     if (!t0 || p != progress) { t0 = now; progress = p; }
     if (now - t0 > (atomic_load(&R.writer_up) ? 10000000000ull : 2000000000ull)) {
@@ -455,7 +449,7 @@ static int start(const char *base, int forked) {
   h->pid = (uint32_t)R.pid;
   h->ppid = (uint32_t)getppid();
   h->clock_tsc = (uint32_t)have_invariant_tsc();
-  h->start_mono_ns = mono_ns();
+  h->start_mono_ns = hkt_mono_ns();
   h->tsc0 = h->clock_tsc ? __rdtsc() : h->start_mono_ns;
   h->time_shift = (uint32_t)env_u64("HAKMEM_TRACE_TIME_SHIFT", 8, 32);   /* 256 ns: see the doc */
   h->backtrace = R.backtrace;
@@ -692,8 +686,8 @@ static void last_module_check(void) {
       atomic_load(&h->state) != HKT_SPOOL_RUNNING || hkt_modules_adds() == atomic_load(&R.adds_seen))
     return;
   uint32_t want = atomic_fetch_add(&R.mod_req, 1) + 1;
-  uint64_t until = mono_ns() + 200000000u;
-  while (atomic_load(&R.mod_done) < want && mono_ns() < until) {
+  uint64_t until = hkt_mono_ns() + 200000000u;
+  while (atomic_load(&R.mod_done) < want && hkt_mono_ns() < until) {
     futex_wake(&h->wake);
     struct timespec ts = { 0, 50000 };
     nanosleep(&ts, NULL);
@@ -714,11 +708,11 @@ static int finish(uint32_t kind, uint32_t status, unsigned timeout_ms) {
     atomic_store(&h->state, HKT_SPOOL_FINISHING);
   }
   if (!atomic_load(&R.writer_up) || (pid_t)syscall(SYS_gettid) == R.writer_tid) return 0;
-  uint64_t until = mono_ns() + (uint64_t)timeout_ms * 1000000u, progress = UINT64_MAX;
+  uint64_t until = hkt_mono_ns() + (uint64_t)timeout_ms * 1000000u, progress = UINT64_MAX;
   while (atomic_load(&h->state) != HKT_SPOOL_DONE) {
     uint32_t seen = atomic_load(&h->wake);
     futex_wake(&h->wake);
-    uint64_t now = mono_ns(), p = atomic_load(&h->drained_seq) + atomic_load(&h->written_events);
+    uint64_t now = hkt_mono_ns(), p = atomic_load(&h->drained_seq) + atomic_load(&h->written_events);
     if (p != progress) { progress = p; until = now + (uint64_t)timeout_ms * 1000000u; }
     if (now >= until) return 0;
     futex_wait(&h->wake, seen + 1, 10000000);

@@ -15,12 +15,6 @@
 #include <x86intrin.h>
 #include "spool.h"
 
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void layout(hkt_spool *s) {
   s->dir = (hkt_chunk_hdr *)(s->base + HKT_SPOOL_DIR_OFF);
   s->stacks = (hkt_stack_ent *)(s->base + s->h->stacks_off);
@@ -144,12 +138,12 @@ uint64_t hkt_spool_ns(const hkt_spool *s, uint64_t stamp) {
 /* TSC ticks -> ns multiplier (<< 32), measured against CLOCK_MONOTONIC
  * since (tsc0, mono0); waits until at least 20 ms have passed. */
 uint64_t hkt_tsc_calibrate(uint64_t tsc0, uint64_t mono0) {
-  uint64_t m = mono_ns();
+  uint64_t m = hkt_mono_ns();
   if (m < mono0 + 20000000u) {
     struct timespec ts = { 0, (long)(mono0 + 20000000u - m) };
     while (nanosleep(&ts, &ts) && errno == EINTR) {}
   }
-  uint64_t t1 = __rdtsc(), m1 = mono_ns();
+  uint64_t t1 = __rdtsc(), m1 = hkt_mono_ns();
   if (t1 <= tsc0 || m1 <= mono0) return 1ull << 32;
   return (uint64_t)(((unsigned __int128)(m1 - mono0) << 32) / (t1 - tsc0));
 }
