@@ -90,6 +90,8 @@ static void json_report(FILE *f, const report_opts *o, const rp_result *r, int c
   fputs(",\"crash\":", f);
   if (crash_sig) fprintf(f, "{\"signal\":\"%s\",\"after_seq\":%" PRId64 "}", sig_name(crash_sig), crash_after);
   else fputs("null", f);
+  fprintf(f, ",\"order\":\"%s\",\"ran_ahead\":%" PRIu64 ",\"digest\":\"0x%016" PRIx64 "\"",
+          r->ahead ? "ahead" : "strict", r->ran_ahead, r->digest);
   fprintf(f, ",\"address_mode\":\"%s\",\"trace_error\":",
           r->rec_base == r->rep_base ? "identical" : "mapped");
   if (r->read_err) cli_json_str(f, r->read_msg); else fputs("null", f);

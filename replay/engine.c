@@ -48,8 +48,14 @@ static __thread const rp_item *cur_call;
 /* A stopped replay leaves every thread where it is: the state there is
  * what gets reported. Parked threads may hold allocator locks; nothing
  * after this takes them. */
+static void thread_sums(void);
 static __attribute__((noreturn)) void park(void) {
-  if (me && !me->parked) { me->parked = 1; atomic_fetch_sub(&rp_e.running, 1); wake(&rp_e.reader); }
+  if (me && !me->parked) {
+    me->parked = 1;
+    thread_sums();
+    atomic_fetch_sub(&rp_e.running, 1);
+    wake(&rp_e.reader);
+  }
   static _Atomic uint32_t never;
   for (;;) futex_wait(&never, 0, 1000);
 }
@@ -96,6 +102,45 @@ static rp_thread *next_run_owner(uint64_t t) {
   return NULL;
 }
 
+/* The turn has come to t, by our hand: wake its owner, and the owner of
+ * the run after it (it then spins instead of sleeping, wait_turn_slow). */
+static void landed(uint64_t t) {
+  rp_thread *o = owner_of(t);
+  if (o && o != me) wake(o);
+  rp_thread *n = next_run_owner(t);
+  if (n && n != me) wake(n);
+  wake_reader_at(t);
+}
+
+/* ---- running ahead ----
+ *
+ * A call that touched only its thread's own cache when it was recorded (a
+ * malloc that popped it, a free that pushed a block of a SuperSlab the
+ * thread owns: its item heads the thread's queue, no internal event before
+ * it) does not wait for its turn: nothing another thread does can change
+ * what it does, nor can it change what another thread does (hook.h: the
+ * allocator calls wait() before anything that orders shared state, and
+ * then the thread waits for its turn as before). So only the wall-clock
+ * interleaving changes, never a decision. The event made ahead is marked
+ * done (rp_e.done); whoever brings the turn to it moves the turn on past
+ * it. Two sides can race for that move, the thread that brought the turn
+ * and the maker (who marks, then looks at the turn): each stores, then
+ * loads the other's word (seq_cst both), so at least one of them sees
+ * both, and a CAS from t to t + 1 lets only one move it.
+ * HAKMEM_REPLAY_STRICT=1 turns this off (docs/replay.md). */
+
+/* The turn is t (set by us, or by the CAS we won): move it past every
+ * event made ahead, then wake the owner of the one it stops at. A lost
+ * CAS means another thread moves it on from there. */
+static void walk_done(uint64_t t) {
+  while (atomic_load(&rp_e.done[t & (OWN_CAP - 1)]) == t + 1) {
+    uint64_t x = t;
+    if (!atomic_compare_exchange_strong(&rp_e.turn, &x, t + 1)) return;
+    t++;
+  }
+  landed(t);
+}
+
 /* advance_from's out-of-line part: the next event is not one this
  * thread has seen in its queue. It may be one published since (then it
  * is still ours); otherwise the turn goes to another thread. */
@@ -108,12 +153,9 @@ static __attribute__((noinline)) void advance_to_other(uint64_t t) {
     return;
   }
   atomic_store(&rp_e.turn, t);
-  rp_thread *o = owner_of(t);
-  if (o) wake(o);
-  rp_thread *n = next_run_owner(t);
-  if (n && n != me) wake(n);
   me->reader_seen = h;
-  wake_reader_at(t);
+  if (rp_e.ahead_ok) walk_done(t);
+  else landed(t);
 }
 
 /* Hand the turn on to t: m held t - 1 and has consumed its item; h is its
@@ -217,9 +259,14 @@ static int yield_once(uint64_t *since) {
     *since = t0;
   }
   if (t0 - *since > YIELD_FOR) return 0;
+  uint64_t turn = atomic_load_explicit(&rp_e.turn, memory_order_relaxed);
   sched_yield();
   uint64_t t1 = hkt_mono_ns();
-  if (t1 - t0 <= YIELD_LATE) {
+  /* Running ahead, a long yield in which the turn moved on at 0.5 M
+   * events/s or more gave the core to our own threads' work: not late
+   * (beside busy programs it moves far slower). */
+  if (t1 - t0 <= YIELD_LATE ||
+      (rp_e.ahead_ok && (atomic_load_explicit(&rp_e.turn, memory_order_relaxed) - turn) * 2000 >= t1 - t0)) {
     if (atomic_load_explicit(&rp_e.yield_debt, memory_order_relaxed) > 0)
       atomic_fetch_sub_explicit(&rp_e.yield_debt, 1, memory_order_relaxed);
     return 1;
@@ -238,9 +285,9 @@ static int yield_once(uint64_t *since) {
 
 static int next_in_line(uint64_t turn, uint64_t mine) {
   if (mine - turn > RUN_LOOK) return 0;
-  rp_thread *cur = owner_of(turn);
+  rp_thread *cur = owner_of(turn), *o;
   for (uint64_t i = turn + 1; i < mine; i++)
-    if (owner_of(i) != cur) return 0;
+    if ((o = owner_of(i)) != cur && o != me) return 0;   /* ours before `mine` are done (ahead) */
   return 1;
 }
 
@@ -293,7 +340,17 @@ static __attribute__((noinline)) void wait_turn_slow(const rp_item *it) {
   for (;;) {
     uint64_t t = atomic_load(&rp_e.turn);
     if (t == it->rseq || atomic_load_explicit(&rp_e.stop, memory_order_relaxed)) break;
-    if (t != looked) {
+    if (t != looked && rp_e.ahead_ok) {
+      /* Running ahead: the turn moves on through other threads' runs and
+       * past events made ahead, toward ours. While it moves, wait awake:
+       * spin, then yield (to our other threads, when the cores are full). */
+      looked = t;
+      line = 1;
+      spin = 0;
+      yields = 1;
+      yielding = 0;
+      limit = hkt_mono_ns() < atomic_load_explicit(&rp_e.yield_from, memory_order_relaxed) ? SPIN_APART : SPIN_MAX;
+    } else if (t != looked) {
       looked = t;
       line = next_in_line(t, it->rseq);
       /* The owner took its turn on this CPU: the pair shares one core
@@ -454,18 +511,31 @@ static int same(const rp_item *e, const hkt_event *g) {
   return (a & 2 ? xl(e->aux) : e->aux) == g->aux;
 }
 
-/* A digest of the emitted events, in order, compared between runs: the
- * fields are mixed by independent multiplies, one step is serial. kind,
- * fn, cls and thread come packed as emit_call's meta word (HAK_CALL_META). */
-static inline void digest_of(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux, uint64_t aux2) {
+/* A digest of the emitted events, compared between runs: each event's
+ * fields and seq mixed by independent multiplies, and summed. A sum does
+ * not depend on which thread made an event first (running ahead changes
+ * that, from run to run), while the seq in each term still ties every
+ * event to its place. kind, fn, cls and thread come packed as emit_call's
+ * meta word (HAK_CALL_META). Each thread sums its own (thread_sums). */
+static inline void digest_of(rp_thread *t, uint64_t seq, uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux,
+                             uint64_t aux2) {
   uint64_t m = (meta ^ ptr * 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull +
-               (size ^ aux * 0xc2b2ae3d27d4eb4full) * 0x94d049bb133111ebull + aux2 * 0xd6e8feb86659fd93ull;
-  rp_e.digest = ((rp_e.digest << 23 | rp_e.digest >> 41) ^ m) * 0x100000001b3ull;
+               (size ^ aux * 0xc2b2ae3d27d4eb4full) * 0x94d049bb133111ebull + (aux2 ^ seq) * 0xd6e8feb86659fd93ull;
+  t->digest += (m ^ m >> 29) * 0x100000001b3ull;
 }
-static inline void digest(const hkt_event *g) {
+static inline void digest(uint64_t seq, const hkt_event *g) {
   /* aux of a thread start or exit: the OS thread id, not the allocator's */
   int os_tid = g->kind == HKT_EV_THREAD_START || g->kind == HKT_EV_THREAD_EXIT;
-  digest_of(HAK_CALL_META(g->kind, g->fn, g->cls, g->tid), g->ptr, g->size, os_tid ? 0 : g->aux, g->aux2);
+  digest_of(me, seq, HAK_CALL_META(g->kind, g->fn, g->cls, g->tid), g->ptr, g->size, os_tid ? 0 : g->aux, g->aux2);
+}
+
+/* A replay thread ends (returns or parks): its sums go to the replay's. */
+static void thread_sums(void) {
+  atomic_fetch_add(&rp_e.digest, me->digest);
+  atomic_fetch_add(&rp_e.ran_ahead, me->ran_ahead);
+  me->digest = me->ran_ahead = 0;
+  uint64_t d = atomic_load(&rp_e.done_seq);
+  while (me->last_done > d && !atomic_compare_exchange_weak(&rp_e.done_seq, &d, me->last_done)) {}
 }
 
 /* same() for a malloc-family call given by its fields (emit_call). */
@@ -479,6 +549,7 @@ static inline int same_call(const rp_thread *m, const rp_item *e, unsigned kind,
 
 static void rec_wait(void *ctx) {
   if (!me || rp_e.o.mode != RP_HAKMEM) return;
+  me->ahead = 0;   /* shared state next: in order */
   rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
   if (e) { wait_turn(e); return; }
   /* Past the thread's last recorded event in a trace cut by a crash: stop
@@ -507,6 +578,7 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   }
   /* A guessed call's own event is not in the trace: the process died in it. */
   if (!me->checked && is_call(ev->kind)) return;
+  me->ahead = 0;   /* not a plain call (or not the one expected): at its turn */
   rp_item *e = item_at(atomic_load_explicit(&me->head, memory_order_relaxed));
   if (!e) {
     /* Past the thread's last recorded event. In a trace cut by a crash
@@ -524,7 +596,7 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   /* Live blocks are not tracked here (a map update per call would cost a
    * cache miss each): rp_blocks_rebuild() re-reads the trace when a report
    * needs them. */
-  digest(ev);
+  digest(e->seq, ev);
   atomic_store_explicit(&rp_e.done_seq, e->seq + 1, memory_order_relaxed);
   consume();
   advance();
@@ -533,10 +605,27 @@ static void rec_emit(void *ctx, hkt_event *ev) {
 /* A checked call is done: its item consumed, the turn handed on. */
 static inline void call_done(rp_thread *m, const rp_item *e, uint64_t meta, uint64_t ptr, uint64_t size, uint64_t aux,
                              uint64_t aux2) {
-  digest_of(meta, ptr, size, aux, aux2);
+  digest_of(m, e->seq, meta, ptr, size, aux, aux2);
   atomic_store_explicit(&rp_e.done_seq, e->seq + 1, memory_order_relaxed);
   uint64_t t = e->rseq + 1;
   advance_from(m, t, consume_of(m));
+}
+
+/* A checked call made before its turn: consumed and marked done. If the
+ * turn came to it meanwhile, whoever brought it may have looked before
+ * the mark: move it on ourselves (walk_done's CAS settles the race). */
+static inline void ahead_done(rp_thread *m, const rp_item *e, uint64_t meta, uint64_t ptr, uint64_t size,
+                              uint64_t aux, uint64_t aux2) {
+  uint64_t r = e->rseq;
+  digest_of(m, e->seq, meta, ptr, size, aux, aux2);
+  m->last_done = e->seq + 1;
+  m->ran_ahead++;
+  consume_of(m);
+  atomic_store(&rp_e.done[r & (OWN_CAP - 1)], r + 1);
+  if (unlikely(atomic_load(&rp_e.turn) == r)) {
+    uint64_t x = r;
+    if (atomic_compare_exchange_strong(&rp_e.turn, &x, r + 1)) walk_done(r + 1);
+  }
 }
 
 /* rec_emit_call when its item is not at hand or not due: wait for it;
@@ -548,6 +637,7 @@ static __attribute__((noinline)) void emit_call_slow(uint64_t meta, uint64_t ptr
   uint32_t tid = HAK_META_TID(meta), cls = HAK_META_CLS(meta);
   rp_item *e;
   rp_thread *m = me;
+  if (m) m->ahead = 0;   /* not at hand, or not the call expected: at its turn */
   if (likely(m && m->checked) && (e = item_at(atomic_load_explicit(&m->head, memory_order_relaxed)))) {
     wait_turn(e);
     if (likely(same_call(m, e, kind, fn, tid, cls, ptr, size, aux, aux2))) {
@@ -570,11 +660,16 @@ static void rec_emit_call(uint64_t meta, uint64_t ptr, uint64_t size, uint64_t a
     const rp_item *e = &m->q[h & QMASK];
     unsigned kind = HAK_META_KIND(meta), fn = HAK_META_FN(meta);
     uint32_t tid = HAK_META_TID(meta), cls = HAK_META_CLS(meta);
-    if (likely(h < m->tail_seen && m->checked && e->rseq == atomic_load_explicit(&rp_e.turn, memory_order_acquire) &&
-               e->seq < rp_e.o.stop_at && !atomic_load_explicit(&rp_e.stop, memory_order_relaxed) &&
+    if (likely(h < m->tail_seen && m->checked && !atomic_load_explicit(&rp_e.stop, memory_order_relaxed) &&
                same_call(m, e, kind, fn, tid, cls, ptr, size, aux, aux2))) {
-      call_done(m, e, meta, ptr, size, aux, aux2);
-      return;
+      if (likely(e->rseq == atomic_load_explicit(&rp_e.turn, memory_order_acquire) && e->seq < rp_e.o.stop_at)) {
+        call_done(m, e, meta, ptr, size, aux, aux2);
+        return;
+      }
+      if (m->ahead) {   /* drive_checked checked stop_at */
+        ahead_done(m, e, meta, ptr, size, aux, aux2);
+        return;
+      }
     }
   }
   emit_call_slow(meta, ptr, size, aux, aux2, caller);
@@ -617,6 +712,24 @@ static void guess_call(rp_item *first) {
   me->checked = 1;
 }
 
+/* Whether the call `it`, at m's head h (it made no internal event before
+ * its own when recorded), runs before its turn: a malloc (a malloc's
+ * internal events come before its MALLOC: so this one was a cache pop),
+ * or a free whose FREE is followed by the thread's next call or exit (a
+ * free's come after its FREE, so this one was a push into the thread's
+ * cache; one with a remote push also looked the block's SuperSlab up
+ * before it, in shared state); not at its turn already, before any
+ * --stop-at, not on a thread revived after its exit (the dead heap). */
+static inline int may_run_ahead(const rp_thread *m, const rp_item *it, uint64_t h) {
+  if (!rp_e.ahead_ok || m->revived || it->seq >= rp_e.o.stop_at) return 0;
+  if (it->kind == HKT_EV_FREE) {
+    if (h + 1 >= m->tail_seen || !(m->q[(h + 1) & QMASK].flags & (IT_DRIVE | IT_EXIT))) return 0;
+  } else if (it->kind != HKT_EV_MALLOC) {
+    return 0;
+  }
+  return atomic_load_explicit(&rp_e.turn, memory_order_acquire) != it->rseq;
+}
+
 /* RP_HAKMEM: each call is driven once its first event (the call's own,
  * or the first internal event it makes) is due; the allocator's hooks
  * check what it makes (rec_wait, rec_emit, rec_emit_call). Returns at
@@ -626,11 +739,13 @@ static void drive_checked(rp_thread *m) {
     rp_item *it = next_drive(m);
     if (likely(it && !(it->flags & IT_EXIT))) {
       uint64_t h = atomic_load_explicit(&m->head, memory_order_relaxed);
-      wait_turn(m->drive == h + 1 ? it : item_of(m, h));   /* the call's first event: often the call */
+      if (m->drive == h + 1 && may_run_ahead(m, it, h)) m->ahead = 1;
+      else wait_turn(m->drive == h + 1 ? it : item_of(m, h));   /* the call's first event: often the call */
       /* the common calls straight to the allocator, the rest by rp_call_hak */
       if (it->kind == HKT_EV_MALLOC) hak_malloc(it->size);
       else if (it->kind == HKT_EV_FREE) hak_free((void *)(uintptr_t)xl(it->ptr));
       else rp_call_hak(it);
+      m->ahead = 0;
       continue;
     }
     if (_hak_tls->state == HAK_HEAP_EMPTY) {
@@ -666,6 +781,7 @@ void *rp_thread_main(void *arg) {
   }
   if (rp_e.o.mode == RP_HAKMEM) {
     drive_checked(me);
+    thread_sums();
     atomic_fetch_sub(&rp_e.running, 1);
     wake_reader();
     return NULL;
@@ -735,7 +851,6 @@ int rp_run(const rp_options *o, rp_result *res) {
   memset(&rp_e, 0, sizeof rp_e);
   rp_e.o = *o;
   rp_e.res = res;
-  rp_e.digest = 0xcbf29ce484222325ull;
   rp_e.reader_wake = UINT64_MAX;
   rp_e.ahead = MAX_AHEAD;
   const char *ahead = getenv("HAKMEM_REPLAY_AHEAD");   /* docs/environment.md: for tests */
@@ -791,6 +906,15 @@ int rp_run(const rp_options *o, rp_result *res) {
     }
   }
   if (o->mode != RP_FUNCS) _hak_recorder_attach(&recorder);
+  /* Running ahead (above): checked replays where the allocator's miss
+   * paths make the plain calls' events (_hak_instr 2: no debug level, whose
+   * checks and quarantine are not all the thread's own), no fault
+   * injection (its counts are the process's), unless asked not to. */
+  const char *strict = getenv("HAKMEM_REPLAY_STRICT");
+  if (o->mode == RP_HAKMEM && _hak_instr == 2 && !_hak_inject_kind && !(strict && *strict && strcmp(strict, "0"))) {
+    rp_e.done = rp_ring_map(OWN_CAP * sizeof *rp_e.done);
+    rp_e.ahead_ok = rp_e.done != MAP_FAILED;
+  }
 
   double t0 = now_s(), last_move = t0, last_print = t0;
   uint64_t last_turn = 0;
@@ -837,7 +961,9 @@ int rp_run(const rp_options *o, rp_result *res) {
   if (atomic_load(&rp_e.reader_done)) pthread_join(rt, NULL);
   res->events = atomic_load(&rp_e.nread);
   res->replayed = atomic_load(&rp_e.turn);
-  res->digest = rp_e.digest;
+  res->digest = atomic_load(&rp_e.digest);
+  res->ran_ahead = atomic_load(&rp_e.ran_ahead);
+  res->ahead = rp_e.ahead_ok;
   if (rp_e.w) {   /* the run ended as a clean exit of the replay; threads are parked */
     pthread_mutex_lock(&rp_e.lock);
     struct timespec ts;

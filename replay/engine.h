@@ -63,6 +63,10 @@ typedef struct rp_thread {
   _Alignas(64) _Atomic uint64_t tail;   /* items published by the reader */
   _Alignas(64) _Atomic uint64_t head;   /* items consumed (checked or driven) */
   uint64_t drive;                /* next item to look at for a call */
+  int ahead;                     /* the call being driven runs before its turn (drive_checked) */
+  uint64_t digest;               /* of the events this thread made (digest_of); summed at its end */
+  uint64_t last_done;            /* seq + 1 of the last event it made; the max goes to rp_e.done_seq */
+  uint64_t ran_ahead;            /* events made before their turn */
   uint64_t tail_seen;            /* `tail` when last read (it only grows) */
   int spin_score;                /* spinning for a turn near pays (>= 0) (wait_turn_slow) */
   unsigned shared_run;           /* waits in a row with the owner on our CPU (spread_check) */
@@ -79,7 +83,8 @@ typedef struct rp_thread {
 typedef struct rp_engine {
   _Alignas(64) _Atomic uint64_t turn;   /* written by the thread whose turn it is */
   _Atomic uint64_t done_seq;     /* seq of the last event replayed, +1 (0: none) */
-  uint64_t digest;
+  _Atomic uint64_t digest;       /* the threads' digests, added as each ends */
+  _Atomic uint64_t ran_ahead;
   _Alignas(64) _Atomic uint64_t nread;  /* the reader's */
   /* The reader, at its bound, sleeps until the turn reaches this (then it
    * has a quarter of the bound of room), so a replay does not wake it per
@@ -102,6 +107,11 @@ typedef struct rp_engine {
   hkt_reader *rd;
   const hkt_header *hdr;
   _Atomic(rp_thread *) *owner;   /* rseq -> the thread that makes it (a ring) */
+  /* rseq -> rseq + 1 once its event was made before its turn (a ring of
+   * OWN_CAP, like owner; the value says which rseq, so no slot is ever
+   * cleared). Only with ahead_ok. */
+  _Atomic uint64_t *done;
+  int ahead_ok;                  /* calls may run before their turn (engine.c, "Running ahead") */
   rp_thread **by_tid;
   rp_thread reader;              /* the reader's own wait slot */
   rp_thread *pool;

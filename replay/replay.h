@@ -54,7 +54,9 @@ typedef struct rp_result {
   uint32_t ndet, ndet_total;
   rp_detection det[RP_MAX_DET];
   double seconds;
-  uint64_t digest;          /* of the emitted events, in order */
+  uint64_t digest;          /* of the emitted events, each with its seq (engine.c, digest_of) */
+  int ahead;                /* calls that touched only their thread's cache ran before their turn */
+  uint64_t ran_ahead;       /* ... so many events */
   uint64_t rec_base, rep_base;   /* arena bases: recorded, this replay */
   int inj_fired;            /* RP_LENIENT: the injected fault fired (first time, in call order) */
   uint64_t inj_seq, inj_after;   /* ... in the call at this seq, at this count of its site (`@after`) */

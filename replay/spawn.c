@@ -100,6 +100,7 @@ void rp_result_write(int fd, const rp_result *r, int crash_sig) {
     fprintf(f, "det %" PRIu64 " %u %" PRIu64 " %u\n", r->det[i].seq, r->det[i].kind, r->det[i].ptr, r->det[i].tid);
   fprintf(f, "ndet %u\nseconds %.6f\ndigest %" PRIx64 "\nbases %" PRIx64 " %" PRIx64 "\n", r->ndet_total,
           r->seconds, r->digest, r->rec_base, r->rep_base);
+  fprintf(f, "ahead %d %" PRIu64 "\n", r->ahead, r->ran_ahead);
   if (r->inj_fired) fprintf(f, "inject %" PRIu64 " %" PRIu64 " %u\n", r->inj_seq, r->inj_after, r->inj_tid);
   if (r->read_err) fprintf(f, "read_err %d %s\n", r->read_err, r->read_msg);
   if (crash_sig) fprintf(f, "crash %d %" PRId64 "\n", crash_sig, rp_last_done());
@@ -143,6 +144,7 @@ static int result_parse(const char *text, rp_result *r, rp_child *c) {
     } else if (!strcmp(line, "ndet")) r->ndet_total = (uint32_t)strtoul(v, NULL, 10);
     else if (!strcmp(line, "seconds")) r->seconds = strtod(v, NULL);
     else if (!strcmp(line, "digest")) r->digest = strtoull(v, NULL, 16);
+    else if (!strcmp(line, "ahead")) sscanf(v, "%d %" SCNu64, &r->ahead, &r->ran_ahead);
     else if (!strcmp(line, "inject"))
       r->inj_fired = sscanf(v, "%" SCNu64 " %" SCNu64 " %u", &r->inj_seq, &r->inj_after, &r->inj_tid) == 3;
     else if (!strcmp(line, "bases")) sscanf(v, "%" SCNx64 " %" SCNx64, &r->rec_base, &r->rep_base);

@@ -607,6 +607,247 @@ static void test_throughput(void **state) {
   result_free(&r);
 }
 
+/* ---- running ahead (docs/replay.md) ---- */
+
+/* 4 threads that mostly allocate and free their own blocks (a small
+ * working set: cache pops and pushes, which a replay may run before their
+ * turn), and each round hand 8 blocks to the next thread, which frees them
+ * (remote frees, which wait for their turn). argv[1]: rounds. */
+static const char *prog_own =
+  "#include <pthread.h>\n#include <stdlib.h>\n#include <string.h>\n"
+  "#define N 4\n#define SLOTS 48\nstatic void *handoff[N][8];\nstatic pthread_barrier_t bar;\n"
+  "static int rounds;\n"
+  "static void *work(void *arg) {\n"
+  "  long id = (long)arg; unsigned s = id * 7919 + 1; void *own[SLOTS] = {0};\n"
+  "  for (int round = 0; round < rounds; round++) {\n"
+  "    for (int i = 0; i < 1500; i++) {\n"
+  "      s = s * 1103515245 + 12345; unsigned k = (s >> 8) % SLOTS;\n"
+  "      if (own[k]) { free(own[k]); own[k] = 0; } else { own[k] = malloc(16 + (s >> 4) % 240); memset(own[k], 2, 16); }\n"
+  "    }\n"
+  "    for (int i = 0; i < 8; i++) handoff[id][i] = malloc(24 + 8 * i);\n"
+  "    pthread_barrier_wait(&bar);\n"
+  "    for (int i = 0; i < 8; i++) free(handoff[(id + 1) % N][i]);\n"
+  "    pthread_barrier_wait(&bar);\n"
+  "  }\n"
+  "  for (int k = 0; k < SLOTS; k++) free(own[k]);\n"
+  "  return NULL;\n"
+  "}\n"
+  "int main(int argc, char **argv) {\n"
+  "  rounds = argc > 1 ? atoi(argv[1]) : 10;\n"
+  "  void *keep = malloc(100);\n"
+  "  pthread_barrier_init(&bar, NULL, N);\n"
+  "  pthread_t t[N];\n"
+  "  for (long i = 0; i < N; i++) pthread_create(&t[i], NULL, work, (void *)i);\n"
+  "  for (int i = 0; i < N; i++) pthread_join(t[i], NULL);\n"
+  "  free(keep);\n"
+  "  return 0;\n"
+  "}\n";
+
+/* `hakmem replay T ARGS...` with HAKMEM_REPLAY_STRICT=1 when strict. */
+static result replay_mode(int strict, const char *t, const char *a1, const char *a2) {
+  const char *env[] = {"HAKMEM_REPLAY_STRICT=1", NULL};
+  return runv(strict ? env : NULL, (const char *[]){hakmem_bin, "replay", t, a1, a2, NULL});
+}
+
+/* The "digest" of a JSON report: "0x" and 16 hex digits, as a number. */
+static uint64_t json_digest(const char *json) {
+  const char *v = json_get(json, "digest");
+  if (!v) fail_msg("no \"digest\" in %s", json);
+  char *end;
+  uint64_t d = strtoull(v + 3, &end, 16);
+  if (strncmp(v, "\"0x", 3) || end != v + 19 || *end != '"') fail_msg("digest is not \"0x<16 hex>\": %.40s", v);
+  return d;
+}
+
+/* Replays `t` 3 times in each mode (run-ahead, then strict): each run
+ * identical, all with one digest (returned); ran_ahead 0 when strict and,
+ * if need_ahead, > 0 in every run-ahead run. */
+static uint64_t same_in_both_modes(const char *t, const char *what, int need_ahead) {
+  uint64_t digest = 0;
+  for (int strict = 0; strict < 2; strict++) {
+    for (int i = 0; i < 3; i++) {
+      result r = replay_mode(strict, t, "--json", NULL);
+      const char *mode = strict ? "strict" : "ahead";
+      if (r.status != 0) fail_msg("%s, %s run %d: exit %d\n%s\n%s", what, mode, i + 1, r.status, r.out, r.err);
+      assert_non_null(strstr(r.out, "\"identical\":true"));
+      uint64_t d = json_digest(r.out), ahead = json_u64(r.out, "ran_ahead");
+      if (!strict && !i) digest = d;
+      else if (d != digest)
+        fail_msg("%s, %s run %d: digest 0x%016" PRIx64 ", first run 0x%016" PRIx64, what, mode, i + 1, d, digest);
+      if (strict && ahead) fail_msg("%s, strict run %d: ran_ahead %" PRIu64 "", what, i + 1, ahead);
+      if (!strict && need_ahead && !ahead) fail_msg("%s, run %d: nothing ran ahead\n%s", what, i + 1, r.out);
+      if (!i) print_message("%s, %s: %" PRIu64 " events, ran_ahead %" PRIu64 ", digest 0x%016" PRIx64 "\n", what,
+                            mode, json_u64(r.out, "events"), ahead, d);
+      result_free(&r);
+    }
+  }
+  return digest;
+}
+
+/* Run-ahead makes the same events as strict order: prog_mt (cross-thread
+ * frees, churn, reallocs) and prog_own (mostly thread-local, so much runs
+ * ahead) replay identically in both modes, with one digest per trace; a
+ * one-thread trace runs nothing ahead. */
+static void test_ahead_same_as_strict(void **state) {
+  skip_under_sanitizer();
+  build("mt", prog_mt);
+  build("own", prog_own);
+  build("st", prog_st);
+  uint64_t dmt = same_in_both_modes(record("mt.hkt.zst", NULL, "mt", "2", "10"), "prog_mt", 0);
+  uint64_t down = same_in_both_modes(record("own.hkt.zst", NULL, "own", "10", NULL), "prog_own", 1);
+  assert_true(dmt != down);                                 /* a digest of the events, not a constant */
+  result r = HAKMEM("replay", record("st.hkt.zst", NULL, "st", "20000", NULL), "--json");
+  assert_int_equal(r.status, 0);
+  assert_int_equal(json_u64(r.out, "ran_ahead"), 0);
+  result_free(&r);
+}
+
+/* 20 replays of the mostly thread-local trace, running ahead (the first
+ * run's count says they do): every one identical to the recording and to
+ * the others. */
+static void test_ahead_repeat(void **state) {
+  skip_under_sanitizer();
+  build("own", prog_own);
+  const char *t = record("own.hkt.zst", NULL, "own", "10", NULL);
+  result r = HAKMEM("replay", t, "--repeat", "20", "--json");
+  if (r.status != 0) fail_msg("replay --repeat 20: exit %d\n%s\n%s", r.status, r.out, r.err);
+  assert_non_null(strstr(r.out, "\"identical\":true"));
+  assert_int_equal(json_u64(r.out, "runs_identical"), 20);
+  assert_non_null(strstr(r.out, "\"runs_same_as_each_other\":true"));
+  assert_true(json_u64(r.out, "ran_ahead") > 0);
+  result_free(&r);
+}
+
+/* A malloc that can run ahead: the first past the middle of the trace made
+ * by a thread other than the first, a tiny block, whose previous event in
+ * its thread is a call (a cache pop: no internal event before it). Its seq;
+ * *ptr its recorded address. */
+static uint64_t ahead_malloc(const char *path, uint64_t *ptr) {
+  static uint16_t last_kind[4096];
+  uint64_t total, found = UINT64_MAX;
+  find_seq(path, HKT_EV_NONE, -1, &total);
+  memset(last_kind, 0, sizeof last_kind);
+  hkt_reader *rd;
+  hkt_event ev;
+  uint32_t first_tid = UINT32_MAX;
+  assert_int_equal(hkt_reader_open(&rd, path), 0);
+  while (found == UINT64_MAX && hkt_reader_next(rd, &ev) == 1) {
+    if (first_tid == UINT32_MAX) first_tid = ev.tid;
+    if (ev.tid >= 4096) continue;
+    if (ev.seq > total / 2 && ev.kind == HKT_EV_MALLOC && ev.tid != first_tid && ev.ptr && ev.cls != HKT_NO_CLASS &&
+        last_kind[ev.tid] >= HKT_EV_MALLOC && last_kind[ev.tid] <= HKT_EV_FREE) {
+      found = ev.seq;
+      *ptr = ev.ptr;
+    }
+    last_kind[ev.tid] = ev.kind;
+  }
+  hkt_reader_close(rd);
+  if (found == UINT64_MAX) fail_msg("%s: no malloc that could run ahead", path);
+  return found;
+}
+
+/* Copy `src` to tmpdir/name event by event, same header; the event with
+ * seq `damage` gets its ptr moved by 16 bytes. */
+static const char *copy_trace(const char *src, const char *name, uint64_t damage) {
+  static char dst[256];
+  snprintf(dst, sizeof dst, "%s/%s", tmpdir, name);
+  hkt_reader *rd;
+  hkt_writer *w;
+  hkt_event ev;
+  assert_int_equal(hkt_reader_open(&rd, src), 0);
+  assert_int_equal(hkt_writer_open(&w, dst, hkt_reader_header(rd)), 0);
+  while (hkt_reader_next(rd, &ev) == 1) {
+    if (ev.seq == damage) ev.ptr += 16;
+    assert_int_equal(hkt_writer_put(w, &ev), 0);
+  }
+  assert_int_equal(hkt_writer_close(w, 1), 0);
+  hkt_reader_close(rd);
+  return dst;
+}
+
+/* A damaged malloc that could run ahead diverges at its own seq in every
+ * run, in both modes, with what was recorded and what happened. */
+static void test_ahead_divergence_same_seq(void **state) {
+  skip_under_sanitizer();
+  build("own", prog_own);
+  const char *t = record("own.hkt.zst", NULL, "own", "10", NULL);
+  uint64_t ptr, target = ahead_malloc(t, &ptr);
+  result r = HAKMEM("replay", copy_trace(t, "own-copy.hkt.zst", UINT64_MAX), "--json");
+  if (r.status != 0) fail_msg("the undamaged copy: exit %d\n%s\n%s", r.status, r.out, r.err);
+  result_free(&r);
+  const char *bad = copy_trace(t, "own-moved.hkt.zst", target);
+  char expected[64], got[64];
+  snprintf(expected, sizeof expected, "\"ptr\":\"0x%" PRIx64 "\"", ptr + 16);
+  snprintf(got, sizeof got, "\"ptr\":\"0x%" PRIx64 "\"", ptr);
+  for (int i = 0; i < 11; i++) {
+    int strict = i == 10;
+    r = replay_mode(strict, bad, "--json", NULL);
+    if (r.status != 1) fail_msg("%s run %d: exit %d\n%s\n%s", strict ? "strict" : "ahead", i + 1, r.status, r.out, r.err);
+    assert_non_null(strstr(r.out, "\"identical\":false"));
+    const char *d = json_get(r.out, "first_divergence");
+    assert_non_null(d);
+    uint64_t seq = strtoull(json_get(d, "seq"), NULL, 10);
+    if (seq != target)
+      fail_msg("%s run %d: diverged at seq %" PRIu64 ", the moved malloc is seq %" PRIu64 "\n%s",
+               strict ? "strict" : "ahead", i + 1, seq, target, r.out);
+    const char *e = json_get(d, "expected"), *g = json_get(d, "got");
+    assert_non_null(e);
+    assert_non_null(g);
+    assert_true(strncmp(e, "{\"seq\":", 7) == 0 && strncmp(g, "{", 1) == 0);
+    const char *at = strstr(e, expected);                   /* expected: the moved address */
+    assert_true(at && at < g);
+    assert_non_null(strstr(g, got));                        /* got: the block hakmem gives there */
+    result_free(&r);
+  }
+}
+
+/* Live blocks after the events before `stop` (the trace's calls). */
+static uint64_t live_before(const char *path, uint64_t stop) {
+  hkt_reader *rd;
+  hkt_event ev;
+  int64_t live = 0;
+  assert_int_equal(hkt_reader_open(&rd, path), 0);
+  while (hkt_reader_next(rd, &ev) == 1 && ev.seq < stop) {
+    if (ev.kind == HKT_EV_MALLOC || ev.kind == HKT_EV_CALLOC || ev.kind == HKT_EV_ALIGNED) live += ev.ptr != 0;
+    else if (ev.kind == HKT_EV_FREE) live -= ev.ptr != 0;
+    else if (ev.kind == HKT_EV_REALLOC) live += (ev.ptr != 0) - (ev.aux != 0 && (ev.ptr != 0 || ev.size == 0));
+  }
+  hkt_reader_close(rd);
+  return (uint64_t)live;
+}
+
+/* --stop-at a malloc that could run ahead: the allocator state printed
+ * before it is the same, byte for byte, in 3 runs of each mode, and holds
+ * exactly the blocks the trace has live there. */
+static void test_ahead_stop_at(void **state) {
+  skip_under_sanitizer();
+  build("own", prog_own);
+  const char *t = record("own.hkt.zst", NULL, "own", "10", NULL);
+  uint64_t ptr, stop = ahead_malloc(t, &ptr);
+  char seq[32], stopped[64], live[64];
+  snprintf(seq, sizeof seq, "%" PRIu64, stop);
+  snprintf(stopped, sizeof stopped, "result: stopped before seq %" PRIu64 " ", stop);
+  snprintf(live, sizeof live, "\nlive blocks: %" PRIu64 " (", live_before(t, stop));
+  char *first = NULL;
+  for (int i = 0; i < 6; i++) {
+    int strict = i >= 3;
+    result r = replay_mode(strict, t, "--stop-at", seq);
+    if (r.status != 0) fail_msg("--stop-at %s, %s: exit %d\n%s\n%s", seq, strict ? "strict" : "ahead", r.status, r.out, r.err);
+    assert_non_null(strstr(r.out, stopped));
+    const char *s = strstr(r.out, "allocator state before that event:");
+    if (!s) fail_msg("no allocator state:\n%s", r.out);
+    if (!strstr(s, live)) fail_msg("%s run %d: not %s\n%s", strict ? "strict" : "ahead", i % 3 + 1, live + 1, s);
+    assert_non_null(strstr(s, "\nSuperSlabs registered: "));
+    assert_non_null(strstr(s, "\nthread caches:\n"));
+    if (!first) first = strdup(s);
+    else if (strcmp(s, first))
+      fail_msg("%s run %d: another state than the first run's\n--- first:\n%s--- this:\n%s",
+               strict ? "strict" : "ahead", i % 3 + 1, first, s);
+    result_free(&r);
+  }
+  free(first);
+}
+
 static int setup(void **state) {
   const char *b = getenv("HAKMEM_BUILD");
   snprintf(hakmem_bin, sizeof hakmem_bin, "%s/bin/hakmem", b && *b ? b : "build");
@@ -635,6 +876,10 @@ int main(void) {
     cmocka_unit_test(test_minimize_injected_mt),
     cmocka_unit_test(test_long_span_replayed),
     cmocka_unit_test(test_throughput),
+    cmocka_unit_test(test_ahead_same_as_strict),
+    cmocka_unit_test(test_ahead_repeat),
+    cmocka_unit_test(test_ahead_divergence_same_seq),
+    cmocka_unit_test(test_ahead_stop_at),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
