@@ -461,7 +461,7 @@ print('-' if v is None else v if isinstance(v, str) else json.dumps(v))" 2>/dev/
 ru_field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" "$2"; }
 
 section_replay() {
-  echo "== replay throughput (hakmem replay --json; the same trace against hakmem, glibc, mimalloc) =="
+  echo "== replay throughput (hakmem replay --json; the same trace against hakmem, glibc, mimalloc; median of $SIDE_REPS alternated runs) =="
   if [ ! -f "$HAKMEM_SO" ] || ! cmd_built replay; then
     echo "  skipped: needs $HAKMEM_SO and 'hakmem replay' (not built yet)"; return
   fi
@@ -478,22 +478,35 @@ section_replay() {
     local against strict=hakmem-strict
     [ "$name" = mixed ] && strict=   # one thread never runs ahead
     # hakmem-strict: every event at its turn (HAKMEM_REPLAY_STRICT=1, no
-    # call runs ahead: docs/replay.md, "Running ahead")
-    for against in hakmem $strict system ${MIMALLOC:+mimalloc}; do
-      local arg=$against json rc ev eps res st=0
-      [ "$against" = mimalloc ] && arg=$MIMALLOC
-      [ "$against" = hakmem-strict ] && { arg=hakmem; st=1; }
-      json=$(HAKMEM_REPLAY_STRICT=$st "$BIN/rusage" -o "$TMP/ru" -- "$HAKMEM_BIN" replay "$f" --against "$arg" --json 2>"$TMP/replay.err")
-      rc=$?
-      ev=$(echo "$json" | json_field events); eps=$(echo "$json" | json_field events_per_s)
-      if [ "$arg" = hakmem ]; then
-        res="identical=$(echo "$json" | json_field identical)"
-        [ $st = 0 ] && res="$res ran_ahead=$(echo "$json" | python3 -c 'import json, sys
+    # call runs ahead: docs/replay.md, "Running ahead"). SIDE_REPS runs of
+    # each, alternated; the row is the run with the median rate, and its
+    # result says whether every run was as it (identical, clean).
+    local -A runs=()
+    local rep
+    for ((rep = 1; rep <= SIDE_REPS; rep++)); do
+      for against in hakmem $strict system ${MIMALLOC:+mimalloc}; do
+        local arg=$against json rc ev eps res st=0
+        [ "$against" = mimalloc ] && arg=$MIMALLOC
+        [ "$against" = hakmem-strict ] && { arg=hakmem; st=1; }
+        json=$(HAKMEM_REPLAY_STRICT=$st "$BIN/rusage" -o "$TMP/ru" -- "$HAKMEM_BIN" replay "$f" --against "$arg" --json 2>"$TMP/replay.err")
+        rc=$?
+        ev=$(echo "$json" | json_field events); eps=$(echo "$json" | json_field events_per_s)
+        if [ "$arg" = hakmem ]; then
+          res="identical=$(echo "$json" | json_field identical)"
+          [ $st = 0 ] && res="$res ran_ahead=$(echo "$json" | python3 -c 'import json, sys
 j = json.load(sys.stdin); print("%.0f%%" % (100 * j["ran_ahead"] / max(j["events"], 1)))' 2>/dev/null || echo -)"
-      else res="outcome=$(echo "$json" | json_field outcome)"; fi
-      [ $rc = 0 ] || res="exit $rc: $(head -n1 "$TMP/replay.err")"
-      printf '%-22s %-13s %10s %14s %10s %10s  %s\n' "$name" "$against" "$ev" "$(mops "$eps")" \
-        "$(ru_field wall_s "$TMP/ru")" "$(mib "$(ru_field maxrss_kb "$TMP/ru")")" "$res"
+        else res="outcome=$(echo "$json" | json_field outcome)"; fi
+        [ $rc = 0 ] || res="exit $rc: $(head -n1 "$TMP/replay.err")"
+        runs[$against]+="${eps:--}|$ev|$(ru_field wall_s "$TMP/ru")|$(mib "$(ru_field maxrss_kb "$TMP/ru")")|$res"$'\n'
+      done
+    done
+    for against in hakmem $strict system ${MIMALLOC:+mimalloc}; do
+      local row all
+      row=$(printf '%s' "${runs[$against]}" | sort -t'|' -k1,1g | awk -v n="$SIDE_REPS" 'NR == int((n + 1) / 2)')
+      all=$(printf '%s' "${runs[$against]}" | cut -d'|' -f5 | sed 's/ ran_ahead=.*//' | sort -u | wc -l)
+      IFS='|' read -r eps ev wall rss res <<<"$row"
+      [ "$all" -gt 1 ] && res="$res (NOT the same in all $SIDE_REPS runs)"
+      printf '%-22s %-13s %10s %14s %10s %10s  %s\n' "$name" "$against" "$ev" "$(mops "$eps")" "$wall" "$rss" "$res"
     done
     rm -f "$f"
   done
