@@ -110,7 +110,7 @@ void rp_track(const rp_item *e, uint32_t tid, uint64_t got_ptr) {
  * does not track them as it goes). */
 void rp_blocks_rebuild(void) {
   if (rp_e.o.mode != RP_HAKMEM || !rp_e.o.path) return;
-  uint64_t upto = atomic_load(&rp_e.done_seq);
+  uint64_t upto = (uint64_t)(rp_last_done() + 1);
   hkt_reader *rd;
   hkt_event ev;
   if (HKT_IS_ERR(hkt_reader_open(&rd, rp_e.o.path))) { if (rd) hkt_reader_close(rd); return; }

@@ -534,8 +534,8 @@ static void thread_sums(void) {
   atomic_fetch_add(&rp_e.digest, me->digest);
   atomic_fetch_add(&rp_e.ran_ahead, me->ran_ahead);
   me->digest = me->ran_ahead = 0;
-  uint64_t d = atomic_load(&rp_e.done_seq);
-  while (me->last_done > d && !atomic_compare_exchange_weak(&rp_e.done_seq, &d, me->last_done)) {}
+  uint64_t d = atomic_load(&rp_e.ahead_seq);
+  while (me->last_done > d && !atomic_compare_exchange_weak(&rp_e.ahead_seq, &d, me->last_done)) {}
 }
 
 /* same() for a malloc-family call given by its fields (emit_call). */
@@ -984,7 +984,10 @@ int rp_run(const rp_options *o, rp_result *res) {
 }
 
 /* For a crash report: the seq of the last event replayed, -1 if none. */
-int64_t rp_last_done(void) { return (int64_t)atomic_load(&rp_e.done_seq) - 1; }
+int64_t rp_last_done(void) {
+  uint64_t d = atomic_load(&rp_e.done_seq), a = atomic_load(&rp_e.ahead_seq);
+  return (int64_t)(d > a ? d : a) - 1;
+}
 
 /* ---- shared helpers ---- */
 

@@ -65,7 +65,7 @@ typedef struct rp_thread {
   uint64_t drive;                /* next item to look at for a call */
   int ahead;                     /* the call being driven runs before its turn (drive_checked) */
   uint64_t digest;               /* of the events this thread made (digest_of); summed at its end */
-  uint64_t last_done;            /* seq + 1 of the last event it made; the max goes to rp_e.done_seq */
+  uint64_t last_done;            /* seq + 1 of the last event it made ahead; the max goes to rp_e.ahead_seq */
   uint64_t ran_ahead;            /* events made before their turn */
   uint64_t tail_seen;            /* `tail` when last read (it only grows) */
   int spin_score;                /* spinning for a turn near pays (>= 0) (wait_turn_slow) */
@@ -82,7 +82,11 @@ typedef struct rp_thread {
 
 typedef struct rp_engine {
   _Alignas(64) _Atomic uint64_t turn;   /* written by the thread whose turn it is */
-  _Atomic uint64_t done_seq;     /* seq of the last event replayed, +1 (0: none) */
+  _Atomic uint64_t done_seq;     /* seq of the last event replayed at its turn, +1 (0: none) */
+  /* The same for events made ahead, the max over the threads that have
+   * ended (thread_sums): apart from done_seq, which each event made at its
+   * turn stores, so that one made later at a lower seq does not lower it. */
+  _Atomic uint64_t ahead_seq;
   _Atomic uint64_t digest;       /* the threads' digests, added as each ends */
   _Atomic uint64_t ran_ahead;
   _Alignas(64) _Atomic uint64_t nread;  /* the reader's */

@@ -848,6 +848,63 @@ static void test_ahead_stop_at(void **state) {
   free(first);
 }
 
+/* A recording cut by abort() in main, its last event a large malloc made
+ * at its turn, while the other thread's last events after it are cache
+ * pops (made ahead, then that thread parks at its queue's end). */
+static const char *prog_cut =
+  "#include <pthread.h>\n#include <stdlib.h>\n#include <unistd.h>\n"
+  "static volatile int go, stage; void *volatile sink;\n"
+  "static void *spin(void *arg) {\n"
+  "  static void *keep[64], *more[16];\n"
+  "  for (int i = 0; i < 64; i++) sink = keep[i] = malloc(16);\n"
+  "  for (int i = 0; i < 16; i++) more[i] = malloc(16);\n"
+  "  for (int i = 0; i < 16; i++) free(more[i]);\n"
+  "  go = 1;\n"
+  "  while (!stage) ;\n"
+  "  for (int i = 0; i < 10; i++) sink = more[i] = malloc(16);\n"
+  "  for (;;) pause();\n"
+  "}\n"
+  "int main(void) {\n"
+  "  pthread_t t; pthread_create(&t, NULL, spin, NULL);\n"
+  "  while (!go) ;\n"
+  "  sink = malloc(100000);\n"
+  "  stage = 1; usleep(20000); abort();\n"
+  "}\n";
+
+/* The state printed at the end of a trace cut by a crash holds every live
+ * block of the trace, in both modes: events made ahead by a thread that
+ * parked before a lower seq was made at its turn count too. */
+static void test_ahead_crash_cut_state(void **state) {
+  skip_under_sanitizer();
+  build("cut", prog_cut);
+  char path[256], bin[256];
+  snprintf(path, sizeof path, "%s/cut.hkt.zst", tmpdir);
+  snprintf(bin, sizeof bin, "%s/cut", tmpdir);
+  result r = runv(NULL, (const char *[]){hakmem_bin, "record", "-o", path, "--", bin, NULL});
+  result_free(&r);
+  /* The trace's shape: main's large malloc, then the other thread's pops. */
+  uint64_t big = find_seq(path, HKT_EV_LARGE_MAP, -1, NULL), last_malloc = 0;
+  hkt_reader *rd;
+  hkt_event ev;
+  assert_int_equal(hkt_reader_open(&rd, path), 0);
+  while (hkt_reader_next(rd, &ev) == 1)
+    if (ev.kind == HKT_EV_MALLOC) last_malloc = ev.seq;
+  hkt_reader_close(rd);
+  if (big == UINT64_MAX || last_malloc < big + 10) fail_msg("cut: not the trace expected (large malloc %" PRIu64
+                                                            ", last malloc %" PRIu64 ")", big, last_malloc);
+  char live[64];
+  snprintf(live, sizeof live, "\nlive blocks: %" PRIu64 " (", live_before(path, UINT64_MAX));
+  for (int i = 0; i < 6; i++) {
+    int strict = i == 5;
+    r = replay_mode(strict, path, NULL, NULL);
+    if (r.status != 0) fail_msg("%s run %d: exit %d\n%s\n%s", strict ? "strict" : "ahead", i + 1, r.status, r.out, r.err);
+    const char *s = strstr(r.out, "allocator state at the last event:");
+    if (!s) fail_msg("no allocator state:\n%s", r.out);
+    if (!strstr(s, live)) fail_msg("%s run %d: not %s\n%s", strict ? "strict" : "ahead", i + 1, live + 1, s);
+    result_free(&r);
+  }
+}
+
 static int setup(void **state) {
   const char *b = getenv("HAKMEM_BUILD");
   snprintf(hakmem_bin, sizeof hakmem_bin, "%s/bin/hakmem", b && *b ? b : "build");
@@ -880,6 +937,7 @@ int main(void) {
     cmocka_unit_test(test_ahead_repeat),
     cmocka_unit_test(test_ahead_divergence_same_seq),
     cmocka_unit_test(test_ahead_stop_at),
+    cmocka_unit_test(test_ahead_crash_cut_state),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
