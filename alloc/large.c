@@ -94,11 +94,20 @@ static void account(int64_t bytes) {
   if (bytes > 0) _hak_stat_max(&_hak_g.large_peak, live);
 }
 
+/* Recording, a thread whose first call is a large one: its THREAD_START
+ * (made when the heap is set up) must come before the event this call
+ * makes, which names the thread (replay starts the thread there). The
+ * set-up takes the global lock: here, before we take it. */
+static inline void rec_thread_known(void) {
+  if (HAK_REC_ON() && _hak_tls->state == HAK_HEAP_EMPTY) _hak_heap_init();
+}
+
 void *_hak_large_alloc(size_t size, size_t align) {
   if (size > _hak_arena.lg_size || align > _hak_arena.lg_size) return NULL;
   uint64_t n = (size + HAK_PAGE - 1) / HAK_PAGE;
   if (n == 0) n = 1;
   uint64_t extra = align > HAK_PAGE ? align / HAK_PAGE - 1 : 0;
+  rec_thread_known();
   _hak_rec_wait();
   hak_lock(&_hak_global);
   if (!links) links = _hak_os_alloc_meta((_hak_arena.lg_size / HAK_PAGE) * sizeof(span_link));
@@ -128,6 +137,7 @@ static int64_t span_of(const void *p) {
 }
 
 int _hak_large_free(void *p) {
+  rec_thread_known();
   _hak_rec_wait();
   hak_lock(&_hak_global);
   int64_t s = span_of(p);
@@ -153,6 +163,7 @@ int _hak_large_resize(void *p, size_t size) {
   hak_arena *a = &_hak_arena;
   if (size > a->lg_size) return -1;
   uint64_t need = (size + HAK_PAGE - 1) / HAK_PAGE;
+  rec_thread_known();
   _hak_rec_wait();
   hak_lock(&_hak_global);
   int64_t s = span_of(p);

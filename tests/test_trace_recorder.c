@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -398,6 +399,62 @@ static void test_threads(void **state) {
   assert_true(frees >= 4 * 20000);
   liveset_free(&live);
   free(t.ev);
+}
+
+/* ---- 2a. a thread whose first call is a large one: its THREAD_START
+ * comes first, before the LARGE_MAP that names it (replay starts the
+ * thread at its THREAD_START), and the trace replays identically. ---- */
+
+static const char first_large_src[] =
+  "#include <pthread.h>\n#include <stdlib.h>\n"
+  "void *volatile sink;\n"
+  "static void *work(void *arg) {\n"
+  "  void *big = sink = malloc(200000 + 4096 * (long)arg), *small = sink = malloc(40);\n"
+  "  free(big); free(small);\n"
+  "  return NULL;\n"
+  "}\n"
+  "int main(void) {\n"
+  "  for (long r = 0; r < 3; r++) {\n"
+  "    pthread_t t[4];\n"
+  "    for (long i = 0; i < 4; i++) pthread_create(&t[i], NULL, work, (void *)(r * 4 + i));\n"
+  "    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);\n"
+  "  }\n"
+  "  return 0;\n"
+  "}\n";
+
+static void test_first_call_large(void **state) {
+  (void)state;
+  NEED_PRELOAD();
+  recording rc;
+  recording_prepare(&rc, "first_large", first_large_src);
+  const char *env[] = { rc.env_trace, rc.env_pre, NULL };
+  char *argv[] = { rc.exe, NULL };
+  int st = run(argv, env, 0);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  trace t;
+  load(rc.out, &t, NULL);
+  assert_int_equal(t.rc, 0);
+  static uint8_t started[256];
+  memset(started, 0, sizeof started);
+  int maps = 0;
+  for (size_t i = 0; i < t.n; i++) {
+    const hkt_event *e = &t.ev[i];
+    if (e->kind == HKT_EV_THREAD_START && e->tid < sizeof started) started[e->tid] = 1;
+    if (e->kind != HKT_EV_LARGE_MAP && e->kind != HKT_EV_LARGE_UNMAP) continue;
+    if (e->tid >= sizeof started || !started[e->tid])
+      fail_msg("seq %" PRIu64 ": a large %s by thread %u before its THREAD_START", e->seq,
+               e->kind == HKT_EV_LARGE_MAP ? "map" : "unmap", e->tid);
+    maps += e->kind == HKT_EV_LARGE_MAP;
+  }
+  assert_true(maps >= 12);
+  free(t.ev);
+  char *replay[] = { hakmem_bin, "replay", rc.out, "--json", NULL };
+  st = run(replay, NULL, 0);
+  char path[800];
+  snprintf(path, sizeof path, "%s/out", tmp);
+  const char *out = slurp(path);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(out, "\"identical\":true"))
+    fail_msg("replay: status %d\n%s", st, out);
 }
 
 /* ---- 2b. blocks handed between threads: the merge of local and global
@@ -1090,6 +1147,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_own_calls),
     cmocka_unit_test(test_threads),
+    cmocka_unit_test(test_first_call_large),
     cmocka_unit_test(test_queue_handoff),
     cmocka_unit_test(test_crashes),
     cmocka_unit_test(test_recover_frame_not_told),
