@@ -207,6 +207,32 @@ static int serve_one(const char *path, rp_mode mode, double timeout) {
 
 /* ---- the user's command ---- */
 
+/* Two runs the same: for runs that went to the end, one digest of every
+ * event made; for runs that stopped at a divergence or a stall, the same
+ * place, the same events there and the same detections before it (the
+ * digest is no measure there: threads running ahead made some events past
+ * that place, more or fewer from run to run). The fields compared are the
+ * ones same() compares (engine.c): not time, caller, or a thread's OS id. */
+static int same_event(const hkt_event *a, const hkt_event *b) {
+  int os_tid = a->kind == HKT_EV_THREAD_START || a->kind == HKT_EV_THREAD_EXIT;
+  return a->seq == b->seq && a->kind == b->kind && a->fn == b->fn && a->tid == b->tid && a->cls == b->cls &&
+         a->ptr == b->ptr && a->size == b->size && (os_tid || a->aux == b->aux) && a->aux2 == b->aux2 &&
+         a->aux3 == b->aux3;
+}
+
+static int same_run(const rp_result *a, const rp_result *b) {
+  if (a->diverged != b->diverged) return 0;
+  if (!a->diverged) return a->digest == b->digest;
+  if (a->stalled != b->stalled || a->replayed != b->replayed || a->ndet_total != b->ndet_total ||
+      a->ndet != b->ndet || a->div_exp_none != b->div_exp_none || a->div_got_none != b->div_got_none)
+    return 0;
+  for (uint32_t i = 0; i < a->ndet; i++)
+    if (a->det[i].seq != b->det[i].seq || a->det[i].kind != b->det[i].kind || a->det[i].ptr != b->det[i].ptr ||
+        a->det[i].tid != b->det[i].tid)
+      return 0;
+  return same_event(&a->div_expected, &b->div_expected) && same_event(&a->div_got, &b->div_got);
+}
+
 static int replay_repeat(const report_opts *ro, int n, double timeout) {
   rp_result first, r;
   rp_child c;
@@ -230,7 +256,7 @@ static int replay_repeat(const report_opts *ro, int n, double timeout) {
     }
     int code = exit_code(&r, c.crash_sig);
     if (i == 0) first = r;
-    else if (r.digest != first.digest || r.diverged != first.diverged) same = 0;
+    else if (!same_run(&r, &first)) same = 0;
     if (code != EXIT_DIVERGED) identical++;
     else if (first_bad < 0) first_bad = i;
     if (code == EXIT_DIVERGED || (code == EXIT_REPRODUCED && worst == EXIT_IDENTICAL)) worst = code;

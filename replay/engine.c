@@ -285,9 +285,9 @@ static int yield_once(uint64_t *since) {
 
 static int next_in_line(uint64_t turn, uint64_t mine) {
   if (mine - turn > RUN_LOOK) return 0;
-  rp_thread *cur = owner_of(turn), *o;
+  rp_thread *cur = owner_of(turn);
   for (uint64_t i = turn + 1; i < mine; i++)
-    if ((o = owner_of(i)) != cur && o != me) return 0;   /* ours before `mine` are done (ahead) */
+    if (owner_of(i) != cur) return 0;
   return 1;
 }
 

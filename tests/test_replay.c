@@ -801,6 +801,23 @@ static void test_ahead_divergence_same_seq(void **state) {
   }
 }
 
+/* --repeat of a trace that diverges: every run at the same seq, with the
+ * same events there, so the runs are the same as each other, though threads
+ * running ahead made some events past it, more or fewer each run. */
+static void test_ahead_divergence_repeat(void **state) {
+  skip_under_sanitizer();
+  build("own", prog_own);
+  const char *t = record("own.hkt.zst", NULL, "own", "10", NULL);
+  uint64_t ptr, target = ahead_malloc(t, &ptr);
+  const char *bad = copy_trace(t, "own-moved.hkt.zst", target);
+  result r = HAKMEM("replay", bad, "--repeat", "8", "--json");
+  if (r.status != 1) fail_msg("replay --repeat 8: exit %d\n%s\n%s", r.status, r.out, r.err);
+  assert_int_equal(json_u64(r.out, "runs_identical"), 0);
+  assert_int_equal(strtoull(json_get(json_get(r.out, "first_divergence"), "seq"), NULL, 10), target);
+  if (!strstr(r.out, "\"runs_same_as_each_other\":true")) fail_msg("the runs differ:\n%s", r.out);
+  result_free(&r);
+}
+
 /* Live blocks after the events before `stop` (the trace's calls). */
 static uint64_t live_before(const char *path, uint64_t stop) {
   hkt_reader *rd;
@@ -905,6 +922,41 @@ static void test_ahead_crash_cut_state(void **state) {
   }
 }
 
+/* Threads whose first call is a large one: malloc, realloc of a large
+ * block made by main (in place or moved), posix_memalign. */
+static const char *prog_bigfirst =
+  "#include <pthread.h>\n#include <stdlib.h>\n#include <string.h>\n"
+  "void *volatile sink;\n"
+  "static void *big_first(void *arg) { void *p = malloc(100000); memset(p, 1, 64); sink = p; free(p); return NULL; }\n"
+  "static void *resize_first(void *arg) { void *p = realloc(arg, 300000); sink = p; free(p); return NULL; }\n"
+  "static void *aligned_first(void *arg) { void *p; if (!posix_memalign(&p, 4096, 200000)) { sink = p; free(p); } return NULL; }\n"
+  "int main(void) {\n"
+  "  for (int r = 0; r < 4; r++) {\n"
+  "    pthread_t t[3]; void *big = malloc(70000); sink = big;\n"
+  "    pthread_create(&t[0], NULL, big_first, NULL);\n"
+  "    pthread_create(&t[1], NULL, resize_first, big);\n"
+  "    pthread_create(&t[2], NULL, aligned_first, NULL);\n"
+  "    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);\n"
+  "    free(malloc(32));\n"
+  "  }\n"
+  "  return 0;\n"
+  "}\n";
+
+/* A thread's first call a large one (alloc, resize, aligned): the trace
+ * replays identically in both orders. */
+static void test_large_first_call(void **state) {
+  skip_under_sanitizer();
+  build("bigfirst", prog_bigfirst);
+  const char *t = record("bigfirst.hkt.zst", NULL, "bigfirst", NULL, NULL);
+  for (int strict = 0; strict < 2; strict++) {
+    result r = replay_mode(strict, t, "--json", "--timeout=3");
+    if (r.status != 0) fail_msg("%s: exit %d\n%s\n%s", strict ? "strict" : "ahead", r.status, r.out, r.err);
+    assert_non_null(strstr(r.out, "\"identical\":true"));
+    assert_int_equal(json_u64(r.out, "threads"), 13);
+    result_free(&r);
+  }
+}
+
 static int setup(void **state) {
   const char *b = getenv("HAKMEM_BUILD");
   snprintf(hakmem_bin, sizeof hakmem_bin, "%s/bin/hakmem", b && *b ? b : "build");
@@ -936,8 +988,10 @@ int main(void) {
     cmocka_unit_test(test_ahead_same_as_strict),
     cmocka_unit_test(test_ahead_repeat),
     cmocka_unit_test(test_ahead_divergence_same_seq),
+    cmocka_unit_test(test_ahead_divergence_repeat),
     cmocka_unit_test(test_ahead_stop_at),
     cmocka_unit_test(test_ahead_crash_cut_state),
+    cmocka_unit_test(test_large_first_call),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
