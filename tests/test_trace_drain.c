@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,10 +245,45 @@ static void test_seq_in_flight(void **state) {
   sim_close(&m);
 }
 
+/* The last seq before the end, in flight when the end is taken (a crash
+ * in another thread): nothing published follows it, and the final step
+ * still waits for it (the thread publishes it and its call returns), not
+ * only for seqs that published ones follow. */
+typedef struct late_pub { hkt_rec *r; uint64_t seq; } late_pub;
+
+static void *publish_late(void *arg) {
+  late_pub *p = arg;
+  struct timespec ts = { 0, 30000000 };
+  nanosleep(&ts, NULL);
+  __atomic_store_n(&p->r->seq1, p->seq + 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static void test_last_seq_in_flight_at_end(void **state) {
+  (void)state;
+  sim m;
+  sim_open(&m, 4u << 20, 4096);
+  for (int k = 0; k < 300; k++) emit(&m, (uint32_t)(rnd() % 4), 0);
+  late_pub p = { .seq = m.seq };
+  p.r = emit(&m, 1, 1);
+  atomic_store(&m.s.h->end_seq, m.seq);   /* the end, taken after it */
+  step(&m);
+  assert_int_equal(hkt_drain_next_seq(m.d), p.seq);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, publish_late, &p), 0);
+  assert_true(hkt_drain_step(m.d, 1, 500) >= 0);   /* as the writer when finishing */
+  pthread_join(th, NULL);
+  assert_int_equal(hkt_drain_next_seq(m.d), m.seq);
+  m.exp[p.seq].kind = p.r->kind;
+  check_trace(&m);
+  sim_close(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_interleaved_lanes),
     cmocka_unit_test(test_seq_in_flight),
+    cmocka_unit_test(test_last_seq_in_flight_at_end),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
