@@ -116,8 +116,8 @@ static void landed(uint64_t t) {
  *
  * A call that touched only its thread's own cache when it was recorded (a
  * malloc that popped it, a free that pushed a block of a SuperSlab the
- * thread owns: its item heads the thread's queue, no internal event before
- * it) does not wait for its turn: nothing another thread does can change
+ * thread owns: no internal event of the call around its item, see
+ * may_run_ahead) does not wait for its turn: nothing another thread does can change
  * what it does, nor can it change what another thread does (hook.h: the
  * allocator calls wait() before anything that orders shared state, and
  * then the thread waits for its turn as before). So only the wall-clock
