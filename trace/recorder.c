@@ -219,16 +219,45 @@ static void read_cmdline(char *dst, size_t cap) {
 
 static void tls_dtor(void *arg);
 
+/* A crash is ending the process (on_crash) and this thread's event took a
+ * seq after the end's: it stops here, before publishing, so no call returns
+ * after the trace's end. An event whose seq came before the end's goes on
+ * (the writer waits for it); the thread stops at its next one. Signals stay
+ * blocked: the crashing thread takes them, and the process dies with it. */
+static __attribute__((noreturn, noinline, cold)) void halt_here(void) {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  static uint32_t never;
+  for (;;) syscall(SYS_futex, &never, FUTEX_WAIT, 0, NULL, NULL, 0);
+}
+
+static __attribute__((noinline, cold)) void halt_if_after_end(uint64_t seq) {
+  hkt_spool_hdr *h = R.sp.h;
+  uint64_t end;
+  while ((end = atomic_load_explicit(&h->end_seq, memory_order_acquire)) == UINT64_MAX) sched_yield();
+  if (seq < end) return;
+  halt_here();
+}
+
+static inline __attribute__((always_inline)) int rec_halted(const struct rec_tls *t) {
+  return hkt_unlikely(atomic_load_explicit(&R.halt, memory_order_relaxed)) && !t->exempt;
+}
+
+/* Recording has stopped: 1. A thread halted by a crash that ends the
+ * process (the trace is finished) stops here instead: its event is after
+ * the trace's end, and its call must not return unrecorded. */
+static int recording_over(const struct rec_tls *t) {
+  if (atomic_load_explicit(&R.active, memory_order_acquire)) return 0;
+  if (rec_halted(t)) halt_here();
+  return 1;
+}
+
 /* Seal this thread's chunk and claim a free one. Returns 0 when recording
  * cannot go on for this event. */
-static void halt_here(void);
-static int rec_halted(const struct rec_tls *t);
 static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, uint32_t tid) {
   hkt_spool *s = &R.sp;
-  /* The trace was finished by a crash that ends the process: this event
-   * is after its end, and the call must not return unrecorded. */
-  if (!atomic_load_explicit(&R.active, memory_order_acquire) && rec_halted(t)) halt_here();
-  if (!atomic_load_explicit(&R.active, memory_order_acquire) || need > HKT_CHUNK_RECS) return 0;
+  if (recording_over(t) || need > HKT_CHUNK_RECS) return 0;
   if (t->ch) atomic_store_explicit(&t->ch->state, HKT_CHUNK_SEALED, memory_order_release);
   t->ch = NULL;
   t->cur = t->end = NULL;
@@ -268,36 +297,12 @@ static __attribute__((noinline)) int refill(struct rec_tls *t, unsigned need, ui
     }
     struct timespec ts = { 0, 200000 };
     nanosleep(&ts, NULL);
-    if (!atomic_load_explicit(&R.active, memory_order_acquire)) {
-      if (rec_halted(t)) halt_here();   /* as above */
-      return 0;
-    }
+    if (recording_over(t)) return 0;
   }
   if (!atomic_exchange(&R.dropped_reported, 1))
     say("hakmem: trace %s: the spool is full and its writer makes no progress; events are being dropped",
         R.trace_path);
   return 0;
-}
-
-/* A crash is ending the process (on_crash) and this thread's event took a
- * seq after the end's: it stops here, before publishing, so no call returns
- * after the trace's end. An event whose seq came before the end's goes on
- * (the writer waits for it); the thread stops at its next one. Signals stay
- * blocked: the crashing thread takes them, and the process dies with it. */
-static __attribute__((noreturn, noinline, cold)) void halt_here(void) {
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
-  static uint32_t never;
-  for (;;) syscall(SYS_futex, &never, FUTEX_WAIT, 0, NULL, NULL, 0);
-}
-
-static __attribute__((noinline, cold)) void halt_if_after_end(uint64_t seq) {
-  hkt_spool_hdr *h = R.sp.h;
-  uint64_t end;
-  while ((end = atomic_load_explicit(&h->end_seq, memory_order_acquire)) == UINT64_MAX) sched_yield();
-  if (seq < end) return;
-  halt_here();
 }
 
 /* This thread's first seq. */
@@ -326,10 +331,6 @@ static inline __attribute__((always_inline)) void rec_prefetch(const hkt_rec *r)
 /* The event's seq (seq_join has run for this thread). */
 static inline __attribute__((always_inline)) uint64_t rec_seq(struct rec_tls *t) {
   return hkt_solo_seq(&SQ, &t->seq_mode, &R.sp.h->next_seq);
-}
-
-static inline __attribute__((always_inline)) int rec_halted(const struct rec_tls *t) {
-  return hkt_unlikely(atomic_load_explicit(&R.halt, memory_order_relaxed)) && !t->exempt;
 }
 
 /* seq1 last (release): the writer takes the record from here on. */
@@ -690,9 +691,6 @@ static void start_writer(void) {
 
 /* ---- the end ---- */
 
-/* Take the end's seq, let the writer drain up to it, wait for the trace to
- * be complete (giving up after timeout_ms without progress: a loaded
- * machine may need longer in all). Returns 1 if it is. */
 /* Modules loaded since the writer's last look (it looks every 2 ms at
  * most: a program that dlopens and exits would have none) get their
  * MODULE_LOAD before the end: the writer is asked to look once more and
@@ -711,6 +709,9 @@ static void last_module_check(void) {
   }
 }
 
+/* Take the end's seq, let the writer drain up to it, wait for the trace to
+ * be complete (giving up after timeout_ms without progress: a loaded
+ * machine may need longer in all). Returns 1 if it is. */
 static int finish(uint32_t kind, uint32_t status, unsigned timeout_ms) {
   if (!atomic_load(&R.active)) return 0;
   hkt_spool_hdr *h = R.sp.h;
@@ -737,8 +738,7 @@ static int finish(uint32_t kind, uint32_t status, unsigned timeout_ms) {
   atomic_store(&R.active, 0);
   /* A crash that ends the process (R.halt) leaves the recorder attached
    * until it dies: another thread's next call then stops at its event,
-   * after the end, instead of returning unrecorded (found by
-   * test_crash_halts_others, about 1 run in 50). */
+   * after the end, instead of returning unrecorded (recording_over). */
   if (!atomic_load(&R.halt)) _hak_recorder_attach(NULL);
   return 1;
 }
