@@ -854,19 +854,26 @@ HOT_PATHS(rec, hot_of_rec(r, time_ns), const hkt_rec *r, uint64_t time_ns)
 static __attribute__((noinline)) int put_general(hkt_writer *w, const hkt_event *ev, unsigned kind);
 
 /* An event to its path; rare: its fields no hot path writes (non-zero). */
+/* The hot path that takes an event of these fields: the hot kinds with no
+ * field but theirs (HKT_EV_NONE: the general path, for anything else).
+ * One rule for events and for spool records (_hkt_writer_put_rec). */
+static inline __attribute__((always_inline)) unsigned hot_kind(const hkt_writer *w, unsigned kind, uint64_t rare,
+                                                              uint64_t ptr, uint64_t size, uint64_t caller,
+                                                              uint64_t aux, uint64_t aux2) {
+  if (hkt_unlikely(rare || w->n == 0 || ptr == 0)) return HKT_EV_NONE;
+  if (kind == HKT_EV_MALLOC) return hkt_likely(size != 0 && caller != 0 && !(aux | aux2)) ? kind : HKT_EV_NONE;
+  if (kind == HKT_EV_FREE) return hkt_likely(caller != 0 && !(size | aux | aux2)) ? kind : HKT_EV_NONE;
+  if (kind == HKT_EV_REMOTE_PUSH && aux != 0 && !size) return kind;
+  return HKT_EV_NONE;
+}
+
 static inline __attribute__((always_inline)) int put_dispatch(hkt_writer *w, const hkt_event *ev, uint64_t rare) {
   if (hkt_unlikely(w->err)) return w->err;
   unsigned kind = ev->kind;
-  if (hkt_likely(!rare && w->n != 0 && ev->ptr != 0)) {
-    /* the hot kinds with no field but theirs (the general path for anything else) */
-    uint64_t aux = ev->aux | ev->aux2;
-    if (kind == HKT_EV_MALLOC) {
-      if (hkt_likely(ev->size != 0 && ev->caller != 0 && !aux)) return put_malloc(w, ev);
-    } else if (kind == HKT_EV_FREE) {
-      if (hkt_likely(ev->caller != 0 && !(ev->size | aux))) return w->popcnt ? put_free_popcnt(w, ev) : put_free(w, ev);
-    } else if (kind == HKT_EV_REMOTE_PUSH && ev->aux != 0 && !ev->size) {
-      return put_push(w, ev);
-    }
+  switch (hot_kind(w, kind, rare, ev->ptr, ev->size, ev->caller, ev->aux, ev->aux2)) {
+  case HKT_EV_MALLOC: return put_malloc(w, ev);
+  case HKT_EV_FREE: return w->popcnt ? put_free_popcnt(w, ev) : put_free(w, ev);
+  case HKT_EV_REMOTE_PUSH: return put_push(w, ev);
   }
   if (hkt_unlikely(kind == 0 || kind >= 64)) return HKT_ERR_ARG;
   return put_general(w, ev, kind);
@@ -893,16 +900,10 @@ static __attribute__((noinline)) int rec_general(hkt_writer *w, const hkt_rec *r
  * place, as put_dispatch would route the event. */
 int _hkt_writer_put_rec(hkt_writer *w, const hkt_rec *r, uint64_t time_ns) {
   if (hkt_unlikely(w->err)) return w->err;
-  unsigned kind = r->kind;
-  if (hkt_likely(!r->fn && w->n != 0 && r->ptr != 0)) {
-    uint64_t aux = r->aux | r->aux2;
-    if (kind == HKT_EV_MALLOC) {
-      if (hkt_likely(r->size != 0 && r->caller != 0 && !aux)) return rec_malloc(w, r, time_ns);
-    } else if (kind == HKT_EV_FREE) {
-      if (hkt_likely(r->caller != 0 && !(r->size | aux))) return w->popcnt ? rec_free_popcnt(w, r, time_ns) : rec_free(w, r, time_ns);
-    } else if (kind == HKT_EV_REMOTE_PUSH && r->aux != 0 && !r->size) {
-      return rec_push(w, r, time_ns);
-    }
+  switch (hot_kind(w, r->kind, r->fn, r->ptr, r->size, r->caller, r->aux, r->aux2)) {
+  case HKT_EV_MALLOC: return rec_malloc(w, r, time_ns);
+  case HKT_EV_FREE: return w->popcnt ? rec_free_popcnt(w, r, time_ns) : rec_free(w, r, time_ns);
+  case HKT_EV_REMOTE_PUSH: return rec_push(w, r, time_ns);
   }
   return rec_general(w, r, time_ns);
 }
