@@ -39,8 +39,20 @@ void _hak_init_slow(void) {
  * structures, then let both sides go on. The child keeps the forking
  * thread's heap; SuperSlabs of the parent's other threads stay owned by
  * threads that do not exist here (their blocks can still be freed: those
- * frees go to the remote queues). */
-static void fork_prepare(void) { hak_lock(&_hak_global); }
+ * frees go to the remote queues). A recorder marks the fork, lock held:
+ * the child's trace starts from the heap as it is at that event (its
+ * replay replays the parent's trace up to there), so every change of
+ * shared state must be on one side of it (a thread's own cache it is not:
+ * the child never touches another thread's). */
+static void fork_prepare(void) {
+  uint32_t tid = HAK_REC_ON() ? _hak_thread_index() : 0;   /* sets the thread up: before the lock */
+  hak_lock(&_hak_global);
+  if (HAK_REC_ON()) {
+    hkt_event ev = {.kind = HKT_EV_FORK, .tid = tid, .cls = HKT_NO_CLASS,
+                    .caller = (uint64_t)(uintptr_t)__builtin_return_address(0)};
+    _hak_emit(&ev);
+  }
+}
 static void fork_parent(void) { hak_unlock(&_hak_global); }
 /* The child has one thread: a SuperSlab's remote lock (taken only while
  * recording) that another thread of the parent held is free here. */

@@ -69,9 +69,16 @@ static void json_report(FILE *f, const report_opts *o, const rp_result *r, int c
   cli_json_str(f, o->path);
   fprintf(f, ",\"against\":\"hakmem\",\"events\":%" PRIu64 ",\"replayed\":%" PRIu64 ",\"threads\":%u", r->events,
           r->replayed, r->threads);
+  fprintf(f, ",\"parent_events\":%" PRIu64, r->seq_base);
   fprintf(f, ",\"identical\":%s,\"first_divergence\":", identical ? "true" : "false");
   if (r->diverged) {
-    fprintf(f, "{\"seq\":%" PRIu64 ",\"expected\":", r->div_exp_none ? r->div_got.seq : r->div_expected.seq);
+    fprintf(f, "{\"seq\":%" PRIu64 ",", r->div_exp_none ? r->div_got.seq : r->div_expected.seq);
+    if (r->div_parent[0]) {
+      fputs("\"parent_trace\":", f);
+      cli_json_str(f, r->div_parent);
+      fputc(',', f);
+    }
+    fputs("\"expected\":", f);
     if (r->div_exp_none) fputs("null", f); else rp_event_json(f, &r->div_expected);
     fputs(",\"got\":", f);
     if (r->div_got_none) fputs("null", f); else rp_event_json(f, &r->div_got);
@@ -106,8 +113,14 @@ static void text_report(FILE *f, const report_opts *o, const rp_result *r, int c
   if (r->rec_base != r->rep_base)
     fprintf(f, "note: the recorded arena base 0x%" PRIx64 " is taken in this process; replayed at 0x%" PRIx64
                " with mapped addresses\n", r->rec_base, r->rep_base);
+  if (r->seq_base)
+    fprintf(f, "note: a forked child's trace: replayed after the %" PRIu64 " events of its parent's trace before "
+               "the fork (its heap started as the parent's)\n", r->seq_base);
   if (r->diverged) {
     if (r->stalled) fprintf(f, "result: STALLED: the event due next never came (watchdog)\n");
+    else if (r->div_parent[0])
+      fprintf(f, "result: DIVERGED in the parent's part, at seq %" PRIu64 " of %s (before the fork: replay that "
+                 "trace itself to see why)\n", r->div_exp_none ? r->div_got.seq : r->div_expected.seq, r->div_parent);
     else fprintf(f, "result: DIVERGED at seq %" PRIu64 "\n", r->div_exp_none ? r->div_got.seq : r->div_expected.seq);
     if (r->div_exp_none) fprintf(f, "  expected: nothing (the trace has no more events for this thread)\n");
     else { rp_event_text(b, sizeof b, &r->div_expected); fprintf(f, "  expected: seq %" PRIu64 " %s\n", r->div_expected.seq, b); }
@@ -148,7 +161,8 @@ static report_opts g_ro;
 static int g_result_fd = -1;
 
 static void on_crash(int sig) {
-  int64_t after = rp_last_done();
+  int64_t after = rp_last_done_own();
+  rp_result_rebase(&g_res);
   if (g_result_fd >= 0) {
     rp_result_write(g_result_fd, &g_res, sig);
   } else {
@@ -180,6 +194,7 @@ static int run_here(const report_opts *ro, rp_mode mode, double timeout, int res
     for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
   }
   int e = rp_run(&o, &g_res);
+  rp_result_rebase(&g_res);
   if (HKT_IS_ERR(e)) {
     if (result_fd >= 0) {
       g_res.read_err = e;
@@ -416,6 +431,16 @@ int cmd_replay(int argc, char **argv) {
   hkt_reader *rd;
   if (HKT_IS_ERR(cli_open_trace("replay", ro.path, &rd))) return EXIT_ERROR;
   const hkt_header *h = hkt_reader_header(rd);
+  if (h->forked) {   /* its parents' traces are needed too: say so here, once */
+    rp_chain ch;
+    char why[512];
+    if (rp_chain_open(&ch, ro.path, why, sizeof why)) {
+      cli_err("replay", "%s", why);
+      hkt_reader_close(rd);
+      return EXIT_ERROR;
+    }
+    rp_chain_close(&ch);
+  }
 
   if (strcmp(ro.against, "hakmem")) {
     hkt_reader_close(rd);

@@ -111,16 +111,22 @@ void rp_track(const rp_item *e, uint32_t tid, uint64_t got_ptr) {
 void rp_blocks_rebuild(void) {
   if (rp_e.o.mode != RP_HAKMEM || !rp_e.o.path) return;
   uint64_t upto = (uint64_t)(rp_last_done() + 1);
-  hkt_reader *rd;
-  hkt_event ev;
-  if (HKT_IS_ERR(hkt_reader_open(&rd, rp_e.o.path))) { if (rd) hkt_reader_close(rd); return; }
+  rp_chain ch;   /* a forked child's blocks include those it inherited */
+  char msg[512];
+  static hkt_event ev[256];
+  if (rp_chain_open(&ch, rp_e.o.path, msg, sizeof msg)) return;
   rp_map_free(&rp_blocks);
-  if (rp_map_init(&rp_blocks)) { hkt_reader_close(rd); return; }
-  while (hkt_reader_next(rd, &ev) == 1 && ev.seq < upto) {
-    if (!rp_is_call(ev.kind)) continue;
-    rp_item it = {.seq = ev.seq, .ptr = ev.ptr, .size = ev.size, .aux = ev.aux, .kind = ev.kind};
-    rp_track(&it, ev.tid, xl(ev.ptr));
+  if (rp_map_init(&rp_blocks)) { rp_chain_close(&ch); return; }
+  int n;
+  while ((n = rp_chain_batch(&ch, ev, 256)) > 0) {
+    for (int i = 0; i < n; i++) {
+      if (ev[i].seq >= upto) goto done;
+      if (!rp_is_call(ev[i].kind)) continue;
+      rp_item it = {.seq = ev[i].seq, .ptr = ev[i].ptr, .size = ev[i].size, .aux = ev[i].aux, .kind = ev[i].kind};
+      rp_track(&it, ev[i].tid, xl(ev[i].ptr));
+    }
   }
-  hkt_reader_close(rd);
+done:
+  rp_chain_close(&ch);
 }
 

@@ -411,7 +411,9 @@ static __attribute__((noinline)) rp_item *item_wait(uint64_t i) {
      * thread has time to spare (it catches up): take the next frame's
      * decompression off the reader. With more threads running, the turn
      * owner has none, and the reader mostly waits at its bound. */
-    if (atomic_load_explicit(&rp_e.running, memory_order_relaxed) == 1 && _hkt_reader_help(rp_e.rd)) continue;
+    if (atomic_load_explicit(&rp_e.running, memory_order_relaxed) == 1 &&
+        _hkt_reader_help(__atomic_load_n(&rp_e.rd, __ATOMIC_ACQUIRE)))
+      continue;
     if (!starving && holds_turn_beyond(i)) {
       starving = 1;
       atomic_fetch_add(&rp_e.starved, 1);
@@ -478,6 +480,7 @@ static void diverge(const rp_thread *t, const rp_item *exp, const hkt_event *got
 }
 
 static void add_detection(uint64_t seq, const hkt_event *ev, uint64_t rec_ptr) {
+  if (seq < rp_e.chain.base) return;   /* a parent's, before the fork: its own replay's */
   pthread_mutex_lock(&rp_e.lock);
   rp_result *r = rp_e.res;
   if (r->ndet < RP_MAX_DET)
@@ -591,7 +594,8 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   }
   wait_turn(e);
   if (!same(e, ev)) { diverge(me, e, ev); park(); }
-  ev->seq = e->seq;   /* as a recorder does: the allocator's messages quote it */
+  /* as a recorder does: the allocator's messages quote it (the trace's own) */
+  ev->seq = e->seq >= rp_e.chain.base ? e->seq - rp_e.chain.base : e->seq;
   if (ev->kind == HKT_EV_DETECTION) add_detection(e->seq, ev, e->ptr);
   /* Live blocks are not tracked here (a map update per call would cost a
    * cache miss each): rp_blocks_rebuild() re-reads the trace when a report
@@ -734,6 +738,18 @@ static inline int may_run_ahead(const rp_thread *m, const rp_item *it, uint64_t 
  * or the first internal event it makes) is due; the allocator's hooks
  * check what it makes (rec_wait, rec_emit, rec_emit_call). Returns at
  * the thread's recorded exit. */
+/* A FORK: what the allocator's prepare handler does that others see (it
+ * sets the thread up: a thread may fork before any call of its own). No
+ * fork here, and no event to check: the recorder made that one. */
+static void fork_here(rp_item *it) {
+  _hak_thread_index();
+  wait_turn(it);
+  digest_of(me, it->seq, HAK_CALL_META(it->kind, it->fn, it->cls, item_tid(me, it)), 0, 0, 0, 0);
+  atomic_store_explicit(&rp_e.done_seq, it->seq + 1, memory_order_relaxed);
+  consume();
+  advance();
+}
+
 static void drive_checked(rp_thread *m) {
   for (;;) {
     rp_item *it = next_drive(m);
@@ -744,6 +760,7 @@ static void drive_checked(rp_thread *m) {
       /* the common calls straight to the allocator, the rest by rp_call_hak */
       if (it->kind == HKT_EV_MALLOC) hak_malloc(it->size);
       else if (it->kind == HKT_EV_FREE) hak_free((void *)(uintptr_t)xl(it->ptr));
+      else if (it->kind == HKT_EV_FORK) fork_here(it);
       else rp_call_hak(it);
       m->ahead = 0;
       continue;
@@ -798,7 +815,7 @@ void *rp_thread_main(void *arg) {
       continue;
     }
     cur_call = it;
-    if (rp_e.o.shared_seq) *rp_e.o.shared_seq = it->seq;
+    if (rp_e.o.shared_seq) *rp_e.o.shared_seq = it->seq >= rp_e.chain.base ? it->seq - rp_e.chain.base : UINT64_MAX;
     if (it->flags & IT_EXIT) {
       if (rp_e.o.mode == RP_LENIENT && _hak_tls->state == HAK_HEAP_LIVE) _hak_heap_exit(_hak_tls);
       consume();
@@ -863,15 +880,13 @@ int rp_run(const rp_options *o, rp_result *res) {
     else rp_e.ahead = a;
   }
   pthread_mutex_init(&rp_e.lock, NULL);
-  int e = hkt_reader_open(&rp_e.rd, o->path);
-  if (HKT_IS_ERR(e)) {
-    const char *m = hkt_reader_errmsg(rp_e.rd);
-    snprintf(res->read_msg, sizeof res->read_msg, "%s", m && *m ? m : hkt_strerror(e));
-    if (rp_e.rd) hkt_reader_close(rp_e.rd);
-    return e;
-  }
-  rp_e.hdr = hkt_reader_header(rp_e.rd);
-  _hkt_reader_async(rp_e.rd);   /* an error leaves the reader as it was */
+  if (rp_chain_open(&rp_e.chain, o->path, res->read_msg, sizeof res->read_msg)) return HKT_ERR_IO;
+  rp_e.rd = rp_e.chain.rd[0];
+  rp_e.hdr = hkt_reader_header(rp_e.chain.rd[rp_e.chain.n - 1]);
+  for (unsigned i = 0; i < rp_e.chain.n; i++) _hkt_reader_async(rp_e.chain.rd[i]);   /* an error leaves it as it was */
+  /* A forked child's trace: its own seqs come after its parents' (chain.c) */
+  res->seq_base = rp_e.chain.base;
+  if (o->stop_at != UINT64_MAX) rp_e.o.stop_at = o->stop_at + rp_e.chain.base;
   res->rec_base = rp_e.hdr->arena_base;
   rp_e.arm_seq = UINT64_MAX;
   const char *at = rp_e.hdr->config ? strstr(rp_e.hdr->config, RP_INJECT_AT) : NULL;
@@ -981,6 +996,40 @@ int rp_run(const rp_options *o, rp_result *res) {
     }
   }
   return 0;
+}
+
+/* ---- a forked child's seqs (chain.c) ---- */
+
+/* A seq of the chain as the trace's own; in a parent's part, that trace's
+ * own seq and *parent its path. */
+static uint64_t own_seq(uint64_t v, const char **parent) {
+  const rp_chain *c = &rp_e.chain;
+  *parent = NULL;
+  if (v == UINT64_MAX || v >= c->base) return v == UINT64_MAX ? v : v - c->base;
+  for (unsigned i = c->n - 1; i-- > 0;)
+    if (v >= c->base_of[i]) { *parent = c->path[i]; return v - c->base_of[i]; }
+  return v;
+}
+
+void rp_result_rebase(rp_result *r) {
+  uint64_t b = rp_e.chain.base;
+  if (r->rebased || !b) { r->rebased = 1; return; }
+  r->rebased = 1;
+  const char *p1, *p2;
+  r->events = r->events > b ? r->events - b : 0;
+  r->replayed = r->replayed > b ? r->replayed - b : 0;
+  r->last_seq = own_seq(r->last_seq, &p1);
+  for (uint32_t i = 0; i < r->ndet; i++) r->det[i].seq -= b;   /* add_detection keeps the trace's own only */
+  if (r->diverged) {
+    r->div_expected.seq = own_seq(r->div_expected.seq, &p1);
+    r->div_got.seq = own_seq(r->div_got.seq, &p2);
+    if (p1 || p2) snprintf(r->div_parent, sizeof r->div_parent, "%s", p1 ? p1 : p2);
+  }
+}
+
+int64_t rp_last_done_own(void) {
+  int64_t d = rp_last_done();
+  return d < 0 || (uint64_t)d < rp_e.chain.base ? -1 : d - (int64_t)rp_e.chain.base;
 }
 
 /* For a crash report: the seq of the last event replayed, -1 if none. */

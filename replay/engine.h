@@ -108,7 +108,8 @@ typedef struct rp_engine {
   _Atomic int64_t yield_debt;
   _Alignas(64) rp_options o;
   rp_result *res;
-  hkt_reader *rd;
+  hkt_reader *rd;                /* the chain's reader now (the reader thread moves it on) */
+  rp_chain chain;                /* the trace, after its parents' if it is a forked child's */
   const hkt_header *hdr;
   _Atomic(rp_thread *) *owner;   /* rseq -> the thread that makes it (a ring) */
   /* rseq -> rseq + 1 once its event was made before its turn (a ring of

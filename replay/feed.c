@@ -109,13 +109,23 @@ static void publish(rp_thread **dirty) {
   *dirty = NULL;
 }
 
+/* Kinds a replay does not make again: they record the program (a marker,
+ * a module load, the end), not the allocator. */
+static int not_replayed(unsigned k) {
+  return k == HKT_EV_NONE || k >= HKT_EV__COUNT || k == HKT_EV_MARK || k == HKT_EV_MODULE_LOAD ||
+         k == HKT_EV_END;
+}
+
 /* What the event is to a replay thread; 0 = not queued. */
 static unsigned classify(const hkt_event *ev, rp_thread *t) {
   unsigned k = ev->kind;
-  if (ev->tid == HKT_TID_RECORDER || k == HKT_EV_NONE || k >= HKT_EV__COUNT || k == HKT_EV_MARK ||
-      k == HKT_EV_MODULE_LOAD || k == HKT_EV_END)
-    return 0;
+  if (ev->tid == HKT_TID_RECORDER || not_replayed(k)) return 0;
   unsigned f = 0;
+  if (k == HKT_EV_FORK) {
+    /* Driven against hakmem (what the prepare handler does: engine.c,
+     * fork_here); nothing elsewhere: a replay does not fork. */
+    return rp_e.o.mode == RP_HAKMEM ? IT_KEEP | IT_DRIVE : 0;
+  }
   if (k == HKT_EV_DETECTION && rp_det_from_realloc(ev, t ? t->last_kind : 0, t ? t->last_ptr : 0)) {
     f = IT_DRIVE | IT_RINVALID;
   } else if (is_call(k)) {
@@ -190,8 +200,8 @@ static uint8_t kind_path[HKT_EV__COUNT];
 static void kind_paths(void) {
   for (unsigned k = HKT_EV_MALLOC; k < HKT_EV__COUNT; k++) {
     if (is_call(k)) kind_path[k] = PATH_CALL;
-    else if (k == HKT_EV_THREAD_START || k == HKT_EV_THREAD_EXIT || k == HKT_EV_DETECTION || k == HKT_EV_MARK ||
-             k == HKT_EV_MODULE_LOAD || k == HKT_EV_END || rp_e.o.mode != RP_HAKMEM)
+    else if (k == HKT_EV_THREAD_START || k == HKT_EV_THREAD_EXIT || k == HKT_EV_DETECTION || k == HKT_EV_FORK ||
+             not_replayed(k) || rp_e.o.mode != RP_HAKMEM)
       kind_path[k] = PATH_SLOW;
     else kind_path[k] = PATH_KEEP;
   }
@@ -325,8 +335,9 @@ void *rp_reader_main(void *arg) {
   /* Events by the batch, decoded straight into an array of this thread's;
    * their time and caller are never needed here (a reader already read
    * from is left as it is: skip only saves work). */
-  hkt_reader_skip(rp_e.rd, HKT_SKIP_TIME | HKT_SKIP_CALLER);
-  while ((r = hkt_reader_batch_into(rp_e.rd, evs, RD_BATCH)) > 0) {
+  for (unsigned i = 0; i < rp_e.chain.n; i++) hkt_reader_skip(rp_e.chain.rd[i], HKT_SKIP_TIME | HKT_SKIP_CALLER);
+  while ((r = rp_chain_batch(&rp_e.chain, evs, RD_BATCH)) > 0) {
+    __atomic_store_n(&rp_e.rd, rp_e.chain.rd[rp_e.chain.cur], __ATOMIC_RELEASE);   /* for item_wait's help */
     for (k = 0; k < r; k++) {
       const hkt_event *ev = &evs[k];
       uint32_t tid = ev->tid;
@@ -412,7 +423,7 @@ done:
   publish(&dirty);
   if (HKT_IS_ERR(r) && !rp_e.res->read_err) {
     rp_e.res->read_err = r;
-    if (!rp_e.res->read_msg[0]) snprintf(rp_e.res->read_msg, sizeof rp_e.res->read_msg, "%s", hkt_reader_errmsg(rp_e.rd));
+    if (!rp_e.res->read_msg[0]) snprintf(rp_e.res->read_msg, sizeof rp_e.res->read_msg, "%s", rp_e.chain.msg);
   }
   atomic_store(&rp_e.total, rseq);
   atomic_store(&rp_e.reader_done, 1);

@@ -498,6 +498,12 @@ int cmd_minimize(int argc, char **argv) {
   mz z = {.path = argv[optind], .tty = isatty(2), .t0 = now_s()};
   if (HKT_IS_ERR(cli_open_trace("minimize", z.path, &z.rd))) return 2;
   z.hdr = hkt_reader_header(z.rd);
+  if (z.hdr->forked) {   /* candidates would need the parent's heap under them (replay/chain.c) */
+    cli_err("minimize", "%s: a forked child's trace (its heap starts as its parent's): minimize does not "
+            "take these yet; minimize the parent's trace, or replay this one", z.path);
+    hkt_reader_close(z.rd);
+    return 2;
+  }
   int rc = load(&z);
   if (rc) { hkt_reader_close(z.rd); free(z.ev); return rc; }
   uint64_t total_events = z.total;

@@ -61,7 +61,30 @@ typedef struct rp_result {
   int inj_fired;            /* RP_LENIENT: the injected fault fired (first time, in call order) */
   uint64_t inj_seq, inj_after;   /* ... in the call at this seq, at this count of its site (`@after`) */
   uint32_t inj_tid;         /* ... in this thread */
+  /* A forked child's trace replays after its parents' events up to its
+   * fork (chain.c): the seqs above are the trace's own; seq_base of the
+   * chain's came before it. A divergence in a parent's part: div_parent
+   * names that trace, and the divergence's seq is that trace's own. */
+  uint64_t seq_base;
+  char div_parent[256];
+  int rebased;              /* rp_result_rebase has run */
 } rp_result;
+
+/* ---- a forked child's trace after its parents' (chain.c) ---- */
+#define RP_CHAIN_MAX 16
+typedef struct rp_chain {
+  unsigned n, cur;                  /* segments, the oldest ancestor first, the trace itself last */
+  hkt_reader *rd[RP_CHAIN_MAX];
+  uint64_t end[RP_CHAIN_MAX];       /* segment i's events with seq < end[i] (its child's fork) */
+  uint64_t base_of[RP_CHAIN_MAX];   /* added to segment i's seqs */
+  uint64_t base;                    /* the trace's own seq = the chain's - base */
+  char path[RP_CHAIN_MAX][1024];
+  char msg[512];                    /* rp_chain_batch's error */
+} rp_chain;
+/* 0, or -1 with msg set (a file missing or bad, a parent's trace not found). */
+int  rp_chain_open(rp_chain *c, const char *path, char *msg, size_t msg_len);
+int  rp_chain_batch(rp_chain *c, hkt_event *out, unsigned max);
+void rp_chain_close(rp_chain *c);
 
 /* A candidate trace's header config line (not a HAKMEM_ setting): the
  * injected fault's count is held, and from the call at this seq on it fires
@@ -73,6 +96,10 @@ typedef struct rp_result {
  * parked: the caller reports and exits. */
 int rp_run(const rp_options *o, rp_result *res);
 int64_t rp_last_done(void);
+/* A replay's result in the trace's own seqs (a forked child's: rp_result,
+ * seq_base), once, before it leaves the replay process. */
+void rp_result_rebase(rp_result *r);
+int64_t rp_last_done_own(void);   /* rp_last_done, as the trace's own seq (-1: none, or a parent's) */
 void rp_blocks_rebuild(void);
 /* The allocator's state now: live blocks, SuperSlabs, thread caches. */
 void rp_dump_state(FILE *f, unsigned max_lines);

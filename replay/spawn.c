@@ -102,8 +102,9 @@ void rp_result_write(int fd, const rp_result *r, int crash_sig) {
           r->seconds, r->digest, r->rec_base, r->rep_base);
   fprintf(f, "ahead %d %" PRIu64 "\n", r->ahead, r->ran_ahead);
   if (r->inj_fired) fprintf(f, "inject %" PRIu64 " %" PRIu64 " %u\n", r->inj_seq, r->inj_after, r->inj_tid);
+  if (r->seq_base) fprintf(f, "fork %" PRIu64 " %s\n", r->seq_base, r->div_parent);
   if (r->read_err) fprintf(f, "read_err %d %s\n", r->read_err, r->read_msg);
-  if (crash_sig) fprintf(f, "crash %d %" PRId64 "\n", crash_sig, rp_last_done());
+  if (crash_sig) fprintf(f, "crash %d %" PRId64 "\n", crash_sig, rp_last_done_own());
   fputs("done\n", f);
   long n = ftell(f);
   fclose(f);
@@ -148,6 +149,11 @@ static int result_parse(const char *text, rp_result *r, rp_child *c) {
     else if (!strcmp(line, "inject"))
       r->inj_fired = sscanf(v, "%" SCNu64 " %" SCNu64 " %u", &r->inj_seq, &r->inj_after, &r->inj_tid) == 3;
     else if (!strcmp(line, "bases")) sscanf(v, "%" SCNx64 " %" SCNx64, &r->rec_base, &r->rep_base);
+    else if (!strcmp(line, "fork")) {
+      char *m = strchr(v, ' ');
+      r->seq_base = strtoull(v, NULL, 10);
+      snprintf(r->div_parent, sizeof r->div_parent, "%s", m ? m + 1 : "");
+    }
     else if (!strcmp(line, "read_err")) {
       char *m = strchr(v, ' ');
       r->read_err = atoi(v);

@@ -285,11 +285,9 @@ static void test_divergence_reported(void **state) {
 
 /* An invalid free recorded with HAKMEM_ON_ERROR=continue is made again by
  * the allocator at its recorded seq, every time. */
-static void test_invalid_free_reproduced(void **state) {
-  skip_under_sanitizer();
-  build("bad", prog_bad);
-  const char *env[] = {"HAKMEM_ON_ERROR=continue", NULL};
-  const char *t = record("interior.hkt.zst", env, "bad", "interior", NULL);
+/* The trace's interior free is detected again at its seq, in 3 replays
+ * identical otherwise; its seq. */
+static uint64_t interior_free_3_times(const char *t) {
   uint64_t det = find_seq(t, HKT_EV_DETECTION, HKT_DET_INTERIOR_FREE, NULL);
   assert_true(det != UINT64_MAX);
   for (int i = 0; i < 3; i++) {
@@ -302,6 +300,14 @@ static void test_invalid_free_reproduced(void **state) {
     assert_non_null(strstr(d, "\"kind\":\"interior_free\""));
     result_free(&r);
   }
+  return det;
+}
+
+static void test_invalid_free_reproduced(void **state) {
+  skip_under_sanitizer();
+  build("bad", prog_bad);
+  const char *env[] = {"HAKMEM_ON_ERROR=continue", NULL};
+  interior_free_3_times(record("interior.hkt.zst", env, "bad", "interior", NULL));
 }
 
 /* Every fault-injection class (HAKMEM_INJECT, debug level 1) is detected
@@ -957,6 +963,120 @@ static void test_large_first_call(void **state) {
   }
 }
 
+/* ---- a forked child's trace (replay/chain.c) ---- */
+
+/* A thread forks while another allocates and frees; the child frees half
+ * of the blocks it inherited and makes its own (argv[1] "interior": one
+ * interior free of an inherited block too). */
+static const char *prog_fork =
+  "#include <pthread.h>\n#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n#include <sys/wait.h>\n"
+  "static void *kept[3000];\nstatic volatile int go = 1;\nstatic int bad;\n"
+  "static void *churn(void *a) {\n"
+  "  void *q[64] = {0};\n"
+  "  for (int i = 0; go && i < 3000000; i++) { int k = i & 63; free(q[k]); q[k] = malloc((i * 7) % 900 + 1); }\n"
+  "  for (int k = 0; k < 64; k++) free(q[k]);\n  return a;\n}\n"
+  "static void *forker(void *a) {\n"
+  "  pid_t pid = fork();\n"
+  "  if (pid == 0) {\n"
+  "    for (int i = 0; i < 3000; i += 2) free(kept[i]);\n"
+  "    void *mine[500]; for (int i = 0; i < 500; i++) mine[i] = malloc(i * 3 + 1);\n"
+  "    if (bad) free((char *)kept[699] + 16);\n"
+  "    for (int i = 0; i < 500; i += 2) free(mine[i]);\n"
+  "    _exit(0);\n  }\n"
+  "  int st; waitpid(pid, &st, 0);\n  return a;\n}\n"
+  "int main(int argc, char **argv) {\n"
+  "  bad = argc > 1 && !strcmp(argv[1], \"interior\");\n"
+  "  for (int i = 0; i < 3000; i++) kept[i] = malloc(i % 700 + 1);\n"
+  "  pthread_t c, f;\n  pthread_create(&c, 0, churn, 0);\n"
+  "  for (int i = 0; i < 20000; i++) free(malloc(i % 300 + 1));\n"
+  "  pthread_create(&f, 0, forker, 0);\n  pthread_join(f, 0);\n"
+  "  go = 0; pthread_join(c, 0);\n"
+  "  for (int i = 1; i < 3000; i += 2) free(kept[i]);\n  return 0;\n}\n";
+
+/* The child's trace of a recording into dir/NAME.hkt.zst (the one other file there). */
+static const char *child_trace(const char *dir, const char *name) {
+  static char path[512];
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "ls %s/%s.*.hkt.zst", dir, name);
+  FILE *ls = popen(cmd, "r");
+  assert_non_null(ls);
+  assert_non_null(fgets(path, sizeof path, ls));
+  path[strcspn(path, "\n")] = 0;
+  pclose(ls);
+  return path;
+}
+
+/* The child's header names the parent's FORK; the child replays, after
+ * the parent's events up to there, identically, every time; so does the
+ * parent, its FORK event not made again. */
+static void test_fork_child_replayed(void **state) {
+  skip_under_sanitizer();
+  build("fork", prog_fork);
+  char parent[256];
+  snprintf(parent, sizeof parent, "%s", record("fork.hkt.zst", NULL, "fork", NULL, NULL));
+  const char *child = child_trace(tmpdir, "fork");
+  uint64_t fork_seq = find_seq(parent, HKT_EV_FORK, -1, NULL), child_events;
+  assert_true(fork_seq != UINT64_MAX);
+  find_seq(child, HKT_EV_MALLOC, -1, &child_events);
+
+  hkt_reader *rd;
+  assert_int_equal(hkt_reader_open(&rd, child), 0);
+  const hkt_header *h = hkt_reader_header(rd);
+  assert_int_equal(h->forked, 1);
+  assert_int_equal(h->fork_seq, fork_seq);
+  assert_non_null(strstr(h->parent_trace, "/fork.hkt.zst"));
+  hkt_reader_close(rd);
+
+  result r = HAKMEM("replay", child, "--json", "--repeat", "5");
+  if (r.status) fail_msg("replay of the child: exit %d\n%s%s", r.status, r.out, r.err);
+  assert_int_equal(json_u64(r.out, "runs_identical"), 5);
+  assert_int_equal(json_u64(r.out, "parent_events"), fork_seq);
+  assert_int_equal(json_u64(r.out, "events"), child_events);
+  result_free(&r);
+  r = HAKMEM("replay", parent, "--json");
+  if (r.status) fail_msg("replay of the parent: exit %d\n%s%s", r.status, r.out, r.err);
+  assert_int_equal(json_u64(r.out, "parent_events"), 0);
+  result_free(&r);
+}
+
+/* A detection in the child is reproduced at the child's own seq; --stop-at
+ * takes the child's own seq. */
+static void test_fork_child_detection(void **state) {
+  skip_under_sanitizer();
+  build("fork", prog_fork);
+  const char *env[] = {"HAKMEM_ON_ERROR=continue", NULL};
+  char dir[256], cmd[1280];
+  snprintf(dir, sizeof dir, "%s/det", tmpdir);
+  snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+  assert_int_equal(system(cmd), 0);
+  record("det/fork.hkt.zst", env, "fork", "interior", NULL);
+  const char *child = child_trace(dir, "fork");
+  uint64_t det = interior_free_3_times(child);   /* the child's own seq */
+  char stop[32];
+  snprintf(stop, sizeof stop, "%llu", (unsigned long long)det);
+  result r = HAKMEM("replay", child, "--stop-at", stop);
+  assert_int_equal(r.status, 0);
+  char want[96];
+  snprintf(want, sizeof want, "stopped before seq %llu", (unsigned long long)det);
+  assert_non_null(strstr(r.out, want));
+  result_free(&r);
+
+  /* Without its parent's trace, one line that says what is missing. */
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/alone && cp %s %s/alone/", tmpdir, child, tmpdir);
+  assert_int_equal(system(cmd), 0);
+  const char *base = strrchr(child, '/') + 1;
+  char alone[1024];
+  snprintf(alone, sizeof alone, "%s/alone/%s", tmpdir, base);
+  snprintf(cmd, sizeof cmd, "mv %s/fork.hkt.zst %s/fork.moved", dir, dir);
+  assert_int_equal(system(cmd), 0);
+  r = HAKMEM("replay", alone);
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, "forked child"));
+  assert_non_null(strstr(r.err, "not there"));
+  assert_null(strchr(strchr(r.err, '\n') + 1, '\n'));   /* one line */
+  result_free(&r);
+}
+
 static int setup(void **state) {
   const char *b = getenv("HAKMEM_BUILD");
   snprintf(hakmem_bin, sizeof hakmem_bin, "%s/bin/hakmem", b && *b ? b : "build");
@@ -992,6 +1112,8 @@ int main(void) {
     cmocka_unit_test(test_ahead_stop_at),
     cmocka_unit_test(test_ahead_crash_cut_state),
     cmocka_unit_test(test_large_first_call),
+    cmocka_unit_test(test_fork_child_replayed),
+    cmocka_unit_test(test_fork_child_detection),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -81,6 +81,9 @@ static void print_text(const char *path, const hkt_header *h, const trace_stats 
   printf("file             %s\n", path);
   printf("format version   %u\n", h->version);
   printf("pid              %u (parent %u)\n", h->pid, h->ppid);
+  if (h->forked)
+    printf("forked           at seq %llu of %s\n", (unsigned long long)h->fork_seq,
+           *h->parent_trace ? h->parent_trace : "(the parent's trace: not named)");
   printf("command          %s\n", h->cmdline ? h->cmdline : "");
   printf("arena base       0x%llx\n", (unsigned long long)h->arena_base);
   printf("clock            %s\n", h->clock ? h->clock : "");
@@ -118,6 +121,14 @@ static void print_json(const char *path, const hkt_header *h, const trace_stats 
   printf(",\"arena_base\":");
   cli_json_addr(stdout, h->arena_base);
   printf(",\"start_realtime_ns\":%llu,\"modules\":%u", (unsigned long long)h->start_realtime_ns, h->num_modules);
+  printf(",\"fork\":");
+  if (h->forked) {
+    printf("{\"seq\":%llu,\"parent_trace\":", (unsigned long long)h->fork_seq);
+    cli_json_str(stdout, h->parent_trace);
+    printf("}");
+  } else {
+    printf("null");
+  }
   printf(",\"events\":%llu,\"threads\":%llu,\"duration_ns\":%llu,\"bytes\":%llu,\"bytes_per_event\":%.6f",
          (unsigned long long)st->events, (unsigned long long)st->threads,
          (unsigned long long)st->duration_ns, (unsigned long long)st->bytes,

@@ -27,6 +27,7 @@ static const char *const kind_names[HKT_EV__COUNT] = {
   [HKT_EV_DETECTION] = "detection",
   [HKT_EV_END] = "end",
   [HKT_EV_SS_EMPTY] = "ss_empty",
+  [HKT_EV_FORK] = "fork",
 };
 
 const char *hkt_kind_name(unsigned kind) {

@@ -407,8 +407,22 @@ static int parse_header(hkt_reader *r) {
     return set_err(r, c.bad ? HKT_ERR_CORRUPT : HKT_ERR_NOMEM, 0, "header frame: %s",
                    c.bad ? "bad module table" : "out of memory");
   }
+  /* Fields added since: a forked child's link to its parent (absent in
+   * traces written before them: not a fork child, as far as they say). */
+  uint64_t fork1 = 0, poff = UINT64_MAX;
+  if (c.p < c.end) {
+    fork1 = hkt_get_varint(&c);
+    if (c.bad) fork1 = 0;
+    if (fork1 && (!store_str(r, &c, &poff) || r->hstore.failed)) {
+      hkt_mem_free(moff);
+      return set_err(r, HKT_ERR_CORRUPT, 0, "header frame: bad fork fields");
+    }
+  }
   /* trailing bytes are allowed: later versions may add fields */
   const char *base = (const char *)r->hstore.p;
+  h->forked = fork1 != 0;
+  h->fork_seq = fork1 ? fork1 - 1 : 0;
+  h->parent_trace = poff != UINT64_MAX ? base + poff : "";
   h->clock = base + soff[0];
   h->cmdline = base + soff[1];
   h->config = base + soff[2];

@@ -68,6 +68,7 @@ static struct {
   _Atomic int dropped_reported;
   _Atomic uint64_t stalled_at;  /* writer progress when it was found stalled (0: not) */
   char trace_path[1024];
+  char trace_abs[1024];       /* the same, absolute: what a forked child's header names */
   char spool_path[1040];      /* FILE.spool: the spool, or a link to it */
   char spool_real[1040];      /* where the spool is (tmpfs when there is one) */
   int npred;
@@ -175,6 +176,19 @@ static void note_pred(const char *trace) {
 }
 
 /* Claim the trace file name (see the top of this file). */
+/* R.trace_abs from R.trace_path (getcwd with a buffer: no allocation). */
+static void note_abs_path(void) {
+  char cwd[1024];
+  size_t n = strlen(R.trace_path), c;
+  if (R.trace_path[0] != '/' && getcwd(cwd, sizeof cwd) && (c = strlen(cwd)) + 1 + n < sizeof R.trace_abs) {
+    memcpy(R.trace_abs, cwd, c);
+    R.trace_abs[c] = '/';
+    memcpy(R.trace_abs + c + 1, R.trace_path, n + 1);
+  } else {
+    memcpy(R.trace_abs, R.trace_path, n + 1);
+  }
+}
+
 static int claim_trace(const char *base, int forked) {
   char path[1024];
   const char *root = getenv("HAKMEM_TRACE_ROOT");
@@ -340,6 +354,10 @@ static inline __attribute__((always_inline)) void rec_publish(struct rec_tls *t,
   t->cur = r + n;
 }
 
+/* The seq + 1 of this thread's last FORK event: a child it forks (the
+ * copy of this thread) names it in its own trace's header. */
+static __thread uint64_t fork_seq1;
+
 static void rec_emit(void *ctx, hkt_event *ev) {
   (void)ctx;
   struct rec_tls *t = &T;
@@ -357,6 +375,7 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   hkt_rec_fill(r, ev, nx, sl, bl);
   rec_publish(t, r, seq, 1 + nx);
   ev->seq = seq;
+  if (hkt_unlikely(ev->kind == HKT_EV_FORK)) fork_seq1 = seq + 1;
 }
 
 /* hak_recorder.emit_call off its hot path: a new chunk, a stack, a thread
@@ -436,6 +455,7 @@ static int start(const char *base, int forked) {
   R.npred = 0;
   R.trace_fd = claim_trace(base, forked);
   if (R.trace_fd < 0) return -1;
+  note_abs_path();
   snprintf(R.spool_path, sizeof R.spool_path, "%s.spool", R.trace_path);
   R.backtrace = (unsigned)env_u64("HAKMEM_BACKTRACE", 0, HKT_MAX_STACK_DEPTH);
   uint64_t mb = env_u64("HAKMEM_TRACE_SPOOL_MB", 32, 1u << 16);
@@ -790,8 +810,17 @@ static void fork_child(void) {
   _hak_recorder_attach(NULL);
   if (R.trace_fd >= 0) close(R.trace_fd);
   R.trace_fd = -1;
+  static char parent[sizeof R.trace_abs];   /* start() names this process's own trace */
+  memcpy(parent, R.trace_abs, sizeof parent);
   const char *p = getenv("HAKMEM_TRACE");
   if (!p || start(p, 1)) return;
+  /* The heap here is the parent's at its FORK event (made by the
+   * allocator's prepare handler): the header says where that is. */
+  if (fork_seq1) {
+    R.sp.h->fork_seq1 = fork_seq1;
+    memcpy(R.sp.h->parent_trace, parent, sizeof R.sp.h->parent_trace);
+    R.sp.h->parent_trace[sizeof R.sp.h->parent_trace - 1] = 0;
+  }
   fill_config();
   snapshot_modules();   /* the parent's list belongs to the parent's writer */
   start_writer();

@@ -125,6 +125,9 @@ void hkt_spool_header(const hkt_spool *s, hkt_header *h) {
   h->time_shift = sh->time_shift;
   uint64_t mult = atomic_load(&((hkt_spool_hdr *)sh)->tsc_mult);
   h->tsc_per_sec = sh->clock_tsc && mult ? (uint64_t)((1000000000ull << 32) / mult) : 0;
+  h->forked = sh->fork_seq1 != 0;
+  h->fork_seq = sh->fork_seq1 ? sh->fork_seq1 - 1 : 0;
+  h->parent_trace = sh->parent_trace;
 }
 
 uint64_t hkt_spool_ns(const hkt_spool *s, uint64_t stamp) {

@@ -24,7 +24,7 @@
 #include "hkt_internal.h"
 
 #define HKT_SPOOL_MAGIC   "HKSPOOL1"
-#define HKT_SPOOL_VERSION 1
+#define HKT_SPOOL_VERSION 2
 #define HKT_SPOOL_PAGE    4096u
 #define HKT_SPOOL_CMDLINE_OFF (1 * HKT_SPOOL_PAGE)
 #define HKT_SPOOL_CMDLINE_MAX (2 * HKT_SPOOL_PAGE)
@@ -54,6 +54,8 @@ typedef struct hkt_spool_hdr {
   uint32_t num_classes, backtrace;
   uint32_t class_size[64];
   char trace_path[1024];
+  uint64_t fork_seq1;                 /* a forked child: the parent's FORK seq + 1; 0 otherwise */
+  char parent_trace[1024];            /* ... and the parent's trace */
   /* live state; the counter every recorded thread bumps has its own line */
   _Alignas(64) _Atomic uint64_t next_seq;   /* the global sequence counter */
   _Alignas(64) _Atomic uint64_t written_seq;       /* spool seqs below this are in whole frames of the trace */

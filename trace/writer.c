@@ -226,6 +226,10 @@ void hkt_header_encode(hkt_buf *b, const hkt_header *h) {
     hkt_buf_varint(b, bl);
     hkt_buf_put(b, m->build_id, bl);
   }
+  hkt_buf_varint(b, h->forked ? h->fork_seq + 1 : 0);
+  const char *pt = h->forked && h->parent_trace ? h->parent_trace : "";
+  size_t n = strlen(pt);
+  hkt_buf_str(b, pt, n > HKT_MAX_STR ? HKT_MAX_STR : n);
 }
 
 static void wlive_reset(hkt_writer *w) {

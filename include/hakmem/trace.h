@@ -59,6 +59,7 @@ enum hkt_kind {
   HKT_EV_DETECTION = 20,    /* fn = enum hkt_detect, ptr, aux = SuperSlab base or 0, aux2 = extra (size, offset) */
   HKT_EV_END = 21,          /* fn = enum hkt_end; aux = exit status or signal number */
   HKT_EV_SS_EMPTY = 22,     /* ptr = SuperSlab base, cls, aux2 = id: the owner parked it, empty, in the cache (owner none) */
+  HKT_EV_FORK = 23,         /* the thread calls fork(): the child's trace starts from the heap as it is here (hkt_header.fork_seq) */
   HKT_EV__COUNT
 };
 
@@ -138,6 +139,12 @@ typedef struct hkt_header {
   const hkt_module *modules;
   uint32_t time_shift;      /* time_ns was stored in units of 2^time_shift ns (0: exact) */
   uint64_t tsc_per_sec;     /* clock "tsc": the measured TSC rate, else 0 */
+  /* A forked child's trace starts in a process that already has a heap: its
+   * parent's, as it was at the parent's FORK event. forked: 1 for such a
+   * trace (0 also for traces written before these fields existed). */
+  uint32_t forked;
+  uint64_t fork_seq;        /* forked: the seq of that FORK event in the parent's trace */
+  const char *parent_trace; /* forked: the parent's trace as the recorder named it ("" unknown) */
 } hkt_header;
 
 /* ---- errors ------------------------------------------------------------ */
