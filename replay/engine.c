@@ -1002,7 +1002,7 @@ int rp_run(const rp_options *o, rp_result *res) {
 
 /* A seq of the chain as the trace's own; in a parent's part, that trace's
  * own seq and *parent its path. */
-static uint64_t own_seq(uint64_t v, const char **parent) {
+uint64_t rp_own_seq(uint64_t v, const char **parent) {
   const rp_chain *c = &rp_e.chain;
   *parent = NULL;
   if (v == UINT64_MAX || v >= c->base) return v == UINT64_MAX ? v : v - c->base;
@@ -1018,11 +1018,11 @@ void rp_result_rebase(rp_result *r) {
   const char *p1, *p2;
   r->events = r->events > b ? r->events - b : 0;
   r->replayed = r->replayed > b ? r->replayed - b : 0;
-  r->last_seq = own_seq(r->last_seq, &p1);
+  r->last_seq = rp_own_seq(r->last_seq, &p1);
   for (uint32_t i = 0; i < r->ndet; i++) r->det[i].seq -= b;   /* add_detection keeps the trace's own only */
   if (r->diverged) {
-    r->div_expected.seq = own_seq(r->div_expected.seq, &p1);
-    r->div_got.seq = own_seq(r->div_got.seq, &p2);
+    r->div_expected.seq = rp_own_seq(r->div_expected.seq, &p1);
+    r->div_got.seq = rp_own_seq(r->div_got.seq, &p2);
     if (p1 || p2) snprintf(r->div_parent, sizeof r->div_parent, "%s", p1 ? p1 : p2);
   }
 }

@@ -99,7 +99,11 @@ int64_t rp_last_done(void);
 /* A replay's result in the trace's own seqs (a forked child's: rp_result,
  * seq_base), once, before it leaves the replay process. */
 void rp_result_rebase(rp_result *r);
-int64_t rp_last_done_own(void);   /* rp_last_done, as the trace's own seq (-1: none, or a parent's) */
+int64_t rp_last_done_own(void);
+/* A seq of the replay (a forked child's: its parents' first) as the
+ * trace's own, or, in a parent's part, as that trace's own with *parent
+ * set to its path. */
+uint64_t rp_own_seq(uint64_t seq, const char **parent);   /* rp_last_done, as the trace's own seq (-1: none, or a parent's) */
 void rp_blocks_rebuild(void);
 /* The allocator's state now: live blocks, SuperSlabs, thread caches. */
 void rp_dump_state(FILE *f, unsigned max_lines);

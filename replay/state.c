@@ -24,8 +24,10 @@ static void live_blocks(FILE *f, unsigned max) {
   for (uint64_t i = 0; i < rp_blocks.cap && shown < max; i++) {
     const rp_block *b = &rp_blocks.t[i];
     if (!b->rec || !b->live) continue;
-    fprintf(f, "  0x%" PRIx64 " size %" PRIu64 ", allocated at seq %" PRIu64 " by thread %u", b->rec,
-            b->size, b->seq, b->tid);
+    const char *parent;
+    uint64_t seq = rp_own_seq(b->seq, &parent);
+    fprintf(f, "  0x%" PRIx64 " size %" PRIu64 ", allocated at seq %" PRIu64 "%s%s by thread %u", b->rec, b->size,
+            seq, parent ? " of the parent's trace " : "", parent ? parent : "", b->tid);
     if (b->rep != b->rec) fprintf(f, " (replay address 0x%" PRIx64 ")", b->rep);
     fputc('\n', f);
     shown++;
