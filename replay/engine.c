@@ -64,6 +64,19 @@ static __attribute__((noreturn)) void park(void) {
  * inside calls), not at its own end event. */
 static int trace_cut(void) { return !rp_e.res->complete || rp_e.res->end_kind == HKT_END_SIGNAL; }
 
+/* A forked child's trace (chain.c): the thread's events end in a parent's
+ * part. It vanished at the fork, maybe inside a call that had made some of
+ * its events (a call of another thread than the forking one): cut there,
+ * as a crash cuts a trace. */
+static int cut_at_fork(const rp_thread *m) {
+  uint64_t t = atomic_load_explicit(&m->tail, memory_order_acquire);
+  return rp_e.chain.base && t && m->q[(t - 1) & QMASK].seq < rp_e.chain.base;
+}
+
+/* Events of this thread end here, and not at an exit: the replay thread
+ * stops where the recording did. */
+static int thread_cut(const rp_thread *m) { return trace_cut() || cut_at_fork(m); }
+
 /* The reader sleeps only at its bound (MAX_AHEAD events ahead of the
  * turn), until the turn has made a quarter of the bound of room (it set
  * rp_e.reader_wake): it needs to see the turn move that far, not every
@@ -558,7 +571,7 @@ static void rec_wait(void *ctx) {
   /* Past the thread's last recorded event in a trace cut by a crash: stop
    * here, before the allocator takes the lock it is about to take, not in
    * emit with that lock held (another thread may still need it). */
-  if (trace_cut()) { rp_e.res->beyond_end = 1; park(); }
+  if (thread_cut(me)) { rp_e.res->beyond_end = 1; park(); }
 }
 
 static void rec_emit(void *ctx, hkt_event *ev) {
@@ -568,7 +581,7 @@ static void rec_emit(void *ctx, hkt_event *ev) {
      * of the calls, so they make a trace of their own. */
     if (ev->kind == HKT_EV_DETECTION && cur_call) add_detection(cur_call->seq, ev, cur_call->ptr);
     if (cur_call) ev->seq = cur_call->seq;
-    if (rp_e.w) {
+    if (rp_e.w && !rp_e.in_parents) {   /* a forked child's trace is written without its parents' part */
       struct timespec ts;
       clock_gettime(CLOCK_MONOTONIC, &ts);
       ev->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - rp_e.t0_ns;
@@ -588,7 +601,7 @@ static void rec_emit(void *ctx, hkt_event *ev) {
      * this is where the recording stopped: the replay is there too. A
      * trace that ends with a fatal signal is cut the same way: other
      * threads were inside calls when the recorder closed it. */
-    if (trace_cut()) { rp_e.res->beyond_end = 1; park(); }
+    if (thread_cut(me)) { rp_e.res->beyond_end = 1; park(); }
     diverge(me, NULL, ev);
     park();
   }
@@ -777,7 +790,7 @@ static void drive_checked(rp_thread *m) {
       }
     }
     if (!it) {
-      rp_item *left = trace_cut() ? item_at(atomic_load(&m->head)) : NULL;
+      rp_item *left = thread_cut(m) ? item_at(atomic_load(&m->head)) : NULL;
       if (left) guess_call(left);
       park();
     }
@@ -808,6 +821,7 @@ void *rp_thread_main(void *arg) {
     if (!it) park();
     /* RP_LENIENT, RP_FUNCS: hold the turn for the whole call. */
     wait_turn(it);
+    rp_e.in_parents = it->seq < rp_e.chain.base;
     if (it->flags & IT_START) {   /* RP_LENIENT: the allocator registers the thread now */
       _hak_thread_index();
       consume();

@@ -292,7 +292,7 @@ static uint64_t interior_free_3_times(const char *t) {
   assert_true(det != UINT64_MAX);
   for (int i = 0; i < 3; i++) {
     result r = HAKMEM("replay", t, "--json");
-    assert_int_equal(r.status, 3);                          /* reproduced, identical otherwise */
+    if (r.status != 3) fail_msg("replay %s: exit %d\n%s%s", t, r.status, r.out, r.err);   /* reproduced, identical otherwise */
     assert_non_null(strstr(r.out, "\"identical\":true"));
     const char *d = json_get(r.out, "detections");
     assert_non_null(d);
@@ -1052,7 +1052,7 @@ static void test_fork_child_detection(void **state) {
   record("det/fork.hkt.zst", env, "fork", "interior", NULL);
   const char *child = child_trace(dir, "fork");
   uint64_t det = interior_free_3_times(child);   /* the child's own seq */
-  char stop[32];
+  char stop[32], out[300], outc[300];
   snprintf(stop, sizeof stop, "%llu", (unsigned long long)det);
   result r = HAKMEM("replay", child, "--stop-at", stop);
   assert_int_equal(r.status, 0);
@@ -1060,6 +1060,19 @@ static void test_fork_child_detection(void **state) {
   snprintf(want, sizeof want, "stopped before seq %llu", (unsigned long long)det);
   assert_non_null(strstr(r.out, want));
   result_free(&r);
+
+  /* minimize keeps the child's detection; OUT is a child's trace again */
+  snprintf(out, sizeof out, "%s/min.hkt.zst", dir);
+  snprintf(outc, sizeof outc, "%s/min.c", dir);
+  r = HAKMEM("minimize", child, "-o", out, "--emit-c", outc);
+  if (r.status) fail_msg("minimize: exit %d\n%s%s", r.status, r.out, r.err);
+  assert_non_null(strstr(r.out, "reproduces it"));
+  assert_non_null(strstr(r.out, "C reproducer: not written"));
+  result_free(&r);
+  uint64_t n;
+  find_seq(out, HKT_EV_MALLOC, -1, &n);
+  assert_true(n < 20);
+  interior_free_3_times(out);
 
   /* Without its parent's trace, one line that says what is missing. */
   snprintf(cmd, sizeof cmd, "mkdir -p %s/alone && cp %s %s/alone/", tmpdir, child, tmpdir);
