@@ -31,7 +31,9 @@ void hka_map_free(hka_map *m);
 /* ---- blocks ------------------------------------------------------------- */
 
 enum { HKA_B_EMPTY = 0, HKA_B_LIVE = 1, HKA_B_FREED = 2 };
-enum { HKA_BF_REMOTE = 1 };       /* last free went to a remote queue */
+enum { HKA_BF_REMOTE = 1,         /* last free went to a remote queue */
+       HKA_BF_PARENT = 2 };       /* allocated in the parent before the fork (inherit.c):
+                                     alloc_seq and alloc_tid are the parent trace's */
 
 /* One address handed out by the allocator: its current allocation and a
  * free — while FREED the last one, while LIVE the one before this
@@ -137,6 +139,9 @@ typedef struct hka_ss {
   uint32_t nholders;
   hka_holder holders[HKA_MAX_HOLDERS]; /* who held blocks at unregister */
   uint64_t held_unattributed;
+  uint64_t parent_reg_seq;            /* inherited from the parent's trace: its register seq there;
+                                         HKA_NONE otherwise */
+  uint32_t parent_reg_tid;
 } hka_ss;
 
 /* ---- correlations: detections and bad frees ------------------------------ */
@@ -174,6 +179,9 @@ typedef struct hka_thread {
   uint64_t allocs, frees, bytes;
   uint64_t *refill;                   /* [64]: last_refill's values of this thread's classes
                                          (NULL until its first refill); see hka_state */
+  uint64_t inh_ptr, inh_seq, inh_calls; /* this thread's last free of an unknown inherited
+                                         block, and its calls then: a free-kind detection of
+                                         it before the thread's next call undoes that */
 } hka_thread;
 
 /* ---- timeline: a fixed number of buckets over seq, merged in pairs ------- */
@@ -212,6 +220,34 @@ typedef struct hka_leak {
 
 typedef struct hka_symbolizer hka_symbolizer;
 
+/* ---- a trace that starts in a running process (a forked child) ------------ */
+
+/* A forked child's trace starts with its parent's heap: it frees and
+ * reallocs blocks it never allocated. Such frees are not invalid_free.
+ * With the parent's trace (header forked, parent_trace found) the blocks
+ * and SuperSlabs live at the fork are seeded first (inherit.c), so they
+ * resolve to the parent's allocation; without it they are counted. */
+typedef struct hka_inheritance {
+  int heap;                           /* the trace starts in a process that has a heap: header
+                                         forked, or its first event is not a THREAD_START */
+  int started;                        /* the first event of a program thread was seen */
+  int parent_whole;                   /* the parent's trace was read and starts with its
+                                         process: the heap at the fork is known whole */
+  int unknown_ok;                     /* heap && !parent_whole: a free of an unknown address
+                                         may be of a block from before the trace */
+  uint64_t unknown_frees;             /* such frees (and reallocs), counted: in no SuperSlab
+                                         either trace registered, allocated by neither */
+  /* the parent's trace: read when the header says forked and it is found */
+  char *parent_path;                  /* the file read; NULL if none was */
+  char *parent_note;                  /* forked but not read: why (one line) */
+  const char *parent_why;             /* the same in a word: "unnamed", "not_found", "unreadable",
+                                         "not_the_parent", "no_fork_event", "ends_before_fork" */
+  uint64_t fork_seq;                  /* the FORK event's seq in the parent's trace */
+  uint64_t blocks, bytes, superslabs; /* the parent's live blocks and SuperSlabs at the fork */
+  uint64_t freed, freed_bytes;        /* of those blocks, freed or realloc'ed by this trace */
+  uint64_t live_end, live_end_bytes;  /* still live at the end: left out of the leaks */
+} hka_inheritance;
+
 /* ---- the whole state ---------------------------------------------------- */
 
 #define HKA_MAX_CORR 1000
@@ -226,7 +262,7 @@ typedef struct hka_module {
 typedef struct hka_state {
   const char *path;                   /* as given on the command line */
   hkt_header hdr;                     /* copy; strings point into the reader until hka_finish */
-  char *cmdline, *clock, *config;
+  char *cmdline, *clock, *config, *parent_trace;
   hka_module *modules;
   uint32_t nmodules, modules_cap;
 
@@ -286,6 +322,7 @@ typedef struct hka_state {
   uint64_t corr_dropped;
 
   hka_timeline tl;
+  hka_inheritance inh;
 
   /* filled by hka_finish */
   hka_leak *leaks;
@@ -317,6 +354,13 @@ static inline void hka_tl_raise(hka_state *s) {
 
 /* collect.c */
 int  hka_init(hka_state *s, const char *path, const hkt_header *h);
+/* inherit.c: after hka_init, before the pass: a forked child's trace
+ * (header forked) starts from its parent's heap, read from the parent's
+ * trace up to the fork when it is found (else s->inh.parent_note says why).
+ * 0, or HKT_ERR_NOMEM. */
+int  hka_inherit(hka_state *s);
+/* collect.c, for inherit.c: a SuperSlab record at base (new_ss). */
+hka_ss *hka_ss_new(hka_state *s, uint64_t base, uint64_t size);
 int  hka_event(hka_state *s, const hkt_event *ev);
 /* n events of a batch in order, block slots prefetched a few events ahead;
  * 0 or the first error. */

@@ -78,10 +78,13 @@ int cmd_analyze(int argc, char **argv) {
     return CLI_EXIT_PROBLEM;
   }
 
+  /* a forked child: its parent's heap at the fork first, from the parent's
+   * trace (and its modules, when the child's header has none) */
+  int err = hka_inherit(s), rc = 0;
   /* symbolization starts up while the pass runs (libc's debug info alone
    * is ~55 ms of inflating) */
   hka_symbolizer *z = hka_sym_start(s);
-  int err, rc = hka_pass(s, r, isatty(2), &err);
+  if (!HKT_IS_ERR(err)) rc = hka_pass(s, r, isatty(2), &err);
   if (HKT_IS_ERR(err)) {
     cli_err(CMD, "%s: %s at seq %llu", path, hkt_strerror(err), (unsigned long long)s->last_seq);
     hka_sym_close(z);

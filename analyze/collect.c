@@ -47,9 +47,13 @@ int hka_init(hka_state *s, const char *path, const hkt_header *h) {
   s->cmdline = dupstr(h->cmdline);
   s->clock = dupstr(h->clock);
   s->config = dupstr(h->config);
+  s->parent_trace = dupstr(h->forked && h->parent_trace ? h->parent_trace : "");
   s->hdr.cmdline = s->cmdline;
   s->hdr.clock = s->clock;
   s->hdr.config = s->config;
+  s->hdr.parent_trace = s->parent_trace;
+  s->inh.heap = s->inh.unknown_ok = h->forked != 0;   /* else: the first event tells (note_start) */
+  s->inh.fork_seq = h->forked ? h->fork_seq : HKA_NONE;
   s->hdr.modules = NULL;
   for (uint32_t i = 0; i < h->num_modules; i++) {
     const hkt_module *m = &h->modules[i];
@@ -188,12 +192,16 @@ static hka_ss *new_ss(hka_state *s, uint64_t base, uint64_t size) {
   ss->invariant_seq = HKA_NONE;
   ss->last_drain_seq = 0;
   ss->cls = HKT_NO_CLASS;
+  ss->parent_reg_seq = HKA_NONE;
+  ss->parent_reg_tid = HKA_NO_TID;
   s->ss_lg_mask |= 1ULL << lg_ceil(ss->size);
   if (ss->size & (ss->size - 1)) s->ss_odd_size = 1;
   s->ss_lg_min = (unsigned)__builtin_ctzll(s->ss_lg_mask);
   ss_memo_clear(s);
   return ss;
 }
+
+hka_ss *hka_ss_new(hka_state *s, uint64_t base, uint64_t size) { return new_ss(s, base, size); }
 
 static void add_holders(hka_ss *ss, uint32_t tid, uint32_t kind, uint64_t n) {
   for (uint32_t i = 0; i < ss->nholders; i++)
@@ -328,13 +336,28 @@ static hka_corr *add_corr(hka_state *s, const hkt_event *ev, const char *kind,
   return c;
 }
 
+static int free_detection(uint32_t det) {
+  return det == HKT_DET_INVALID_FREE || det == HKT_DET_INTERIOR_FREE || det == HKT_DET_DOUBLE_FREE ||
+         det == HKT_DET_STALE_FREE;
+}
+
 static int on_detection(hka_state *s, const hkt_event *ev) {
   uint32_t det = ev->fn;
   s->detect_counts[det < HKT_DET__COUNT ? det : HKT_DET__COUNT]++;
   const char *kind = det && det < HKT_DET__COUNT ? hkt_detect_name(det) : "unknown_detection";
+  /* A free the analysis took for one of a block from before the trace,
+   * which the allocator (it saw the real heap) found bad before the
+   * thread's next call: not inherited after all. */
+  uint64_t free_seq = HKA_NONE;
+  hka_thread *t = s->inh.unknown_ok && ev->ptr && free_detection(det) ? thread_of(s, ev->tid) : NULL;
+  if (t && t->inh_ptr == ev->ptr && t->inh_calls == t->allocs + t->frees) {
+    s->inh.unknown_frees--;
+    t->inh_ptr = 0;
+    free_seq = t->inh_seq;
+  }
   /* The detection of a bad free follows its FREE event (same thread, same
    * pointer), which the analysis may already have flagged: one entry. */
-  if (s->ncorr) {
+  if (s->ncorr && free_seq == HKA_NONE) {
     hka_corr *last = &s->corr[s->ncorr - 1];
     if (!last->detect && last->ptr == ev->ptr && last->tid == ev->tid && last->seq < ev->seq) {
       last->free_seq = last->seq;
@@ -370,7 +393,7 @@ static int on_detection(hka_state *s, const hkt_event *ev) {
     b = NULL;                       /* ptr names the SuperSlab, not a block */
   }
   hka_corr *c = add_corr(s, ev, kind, det, ev->ptr, b, ss1);
-  if (c) c->extra = ev->aux2;
+  if (c) { c->extra = ev->aux2; c->free_seq = free_seq; }
   return 0;
 }
 
@@ -419,6 +442,13 @@ static inline void drop_live(hka_state *s, hka_block *b) {
   if (b->ss && s->ss[b->ss - 1].live) s->ss[b->ss - 1].live--;
 }
 
+/* The same for a block inherited from the parent (HKA_BF_PARENT): it is in
+ * none of the trace's own counts. */
+static void drop_parent(hka_state *s, hka_block *b) {
+  s->blocks.live--;
+  if (b->ss && s->ss[b->ss - 1].live) s->ss[b->ss - 1].live--;
+}
+
 /* t: the event's thread record, NULL when it has none (thread_of).
  * Inline into the batch loop for a malloc (on_alloc for the rest). */
 static inline __attribute__((always_inline)) int alloc_inl(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t ptr, uint64_t size) {
@@ -433,7 +463,8 @@ static inline __attribute__((always_inline)) int alloc_inl(hka_state *s, hka_thr
   int unreg = ss1 && s->ss[ss1 - 1].unreg_seq != HKA_NONE;
   if (b->state == HKA_B_LIVE) {   /* handed out twice */
     add_corr(s, ev, "alloc_of_live", 0, ptr, b, ss1);
-    drop_live(s, b);
+    if (b->flags & HKA_BF_PARENT) drop_parent(s, b);
+    else drop_live(s, b);
   } else if (unreg) {
     add_corr(s, ev, "alloc_unregistered", 0, ptr, b, ss1);
   }
@@ -479,6 +510,38 @@ static inline __attribute__((always_inline)) int alloc_inl(hka_state *s, hka_thr
   return 0;
 }
 
+/* In a trace that starts in a running process, a free (or realloc) of an
+ * address that no allocation of the trace made and that no SuperSlab it
+ * registered holds: a block from before the trace, not an invalid free.
+ * Counted; on_detection undoes it when the allocator reports that free.
+ * Not when the parent's trace gave the whole heap at the fork (inherit.c):
+ * then such a free is an invalid_free, as in any trace. */
+static __attribute__((noinline)) int unknown_inherited_free(hka_state *s, hka_thread *t, const hkt_event *ev,
+                                                            uint64_t ptr) {
+  s->inh.unknown_frees++;
+  if (t) { t->inh_ptr = ptr; t->inh_seq = ev->seq; t->inh_calls = t->allocs + t->frees; }
+  return 0;
+}
+
+/* A live block the parent allocated before the fork, freed here: it leaves
+ * the inherited set (not the trace's own counts) and stays as a ghost with
+ * its history, so a second free is a double_free. unreg_ss1: its
+ * SuperSlab when no longer registered. */
+static __attribute__((noinline)) int parent_free(hka_state *s, const hkt_event *ev, hka_block *b, uint32_t unreg_ss1) {
+  if (unreg_ss1) add_corr(s, ev, "free_unregistered", 0, b->ptr, b, unreg_ss1);
+  s->inh.freed++;
+  s->inh.freed_bytes += b->size;
+  if (b->ss) s->ss[b->ss - 1].frees++;
+  drop_parent(s, b);
+  b->state = HKA_B_FREED;
+  b->free_seq = ev->seq;
+  b->free_tid = ev->tid;
+  b->free_caller = ev->caller;
+  b->flags = HKA_BF_PARENT;
+  s->blocks.ghosts++;
+  return hka_blocks_maybe_trim(&s->blocks);
+}
+
 static inline __attribute__((always_inline)) int free_inl(hka_state *s, hka_thread *t, const hkt_event *ev, uint64_t ptr) {
   if (t) t->frees++;
   hka_block *b = hka_blocks_find(&s->blocks, ptr);
@@ -489,11 +552,13 @@ static inline __attribute__((always_inline)) int free_inl(hka_state *s, hka_thre
     ss1 = ss_index_memo(s, ptr);
   int unreg = ss1 && s->ss[ss1 - 1].unreg_seq != HKA_NONE;
   if (!b || b->state != HKA_B_LIVE) {
+    if (!b && !ss1 && s->inh.unknown_ok) return unknown_inherited_free(s, t, ev, ptr);
     const char *kind = unreg ? "free_unregistered"
                      : b && b->state == HKA_B_FREED ? "double_free" : "invalid_free";
     add_corr(s, ev, kind, 0, ptr, b, ss1);
     return 0;
   }
+  if (b->flags) return parent_free(s, ev, b, unreg ? ss1 : 0);   /* a live block's only flag */
   if (unreg) add_corr(s, ev, "free_unregistered", 0, ptr, b, ss1);
 
   s->frees++;
@@ -650,7 +715,21 @@ static inline __attribute__((always_inline)) int apply(hka_state *s, const hkt_e
   return rc;
 }
 
+/* Whether the trace starts in a running process (a forked child): its
+ * first event of a program thread (the recorder's MODULE_LOADs aside) is
+ * not a THREAD_START. Decided before that event is applied. */
+static void note_start(hka_state *s, const hkt_event *ev, int n) {
+  for (int i = 0; i < n; i++) {
+    if (ev[i].tid == HKT_TID_RECORDER) continue;
+    s->inh.started = 1;
+    if (ev[i].kind != HKT_EV_THREAD_START) s->inh.heap = 1;
+    s->inh.unknown_ok = s->inh.heap && !s->inh.parent_whole;
+    return;
+  }
+}
+
 int hka_event(hka_state *s, const hkt_event *ev) {
+  if (!s->inh.started) note_start(s, ev, 1);
   if (s->first_seq == HKA_NONE) s->first_seq = ev->seq;
   s->events++;
   s->last_seq = ev->seq;
@@ -674,6 +753,7 @@ static inline uint64_t block_of(const hkt_event *ev) {
  * dominate: each event's slot is prefetched AHEAD events early, and the
  * event lines themselves (written on the decoder's core) twice that. */
 int hka_events(hka_state *s, const hkt_event *ev, int n) {
+  if (!s->inh.started) note_start(s, ev, n);
   if (n > 0 && s->first_seq == HKA_NONE) s->first_seq = ev[0].seq;
   for (int i = 0; i < n && i < AHEAD; i++) {
     uint64_t p = block_of(&ev[i]);
@@ -726,6 +806,11 @@ int hka_finish(hka_state *s, hkt_reader *r, int rc) {
   for (size_t i = 0; i < s->blocks.cap; i++) {
     const hka_block *b = &s->blocks.slot[i];
     if (b->state != HKA_B_LIVE) continue;
+    if (b->flags & HKA_BF_PARENT) {   /* the parent's: its own trace reports them */
+      s->inh.live_end++;
+      s->inh.live_end_bytes += b->size;
+      continue;
+    }
     uint64_t *v = hka_map_slot(&by_caller, b->alloc_caller);
     if (!v) { hka_map_free(&by_caller); return HKT_ERR_NOMEM; }
     if (!*v) {
@@ -798,6 +883,9 @@ void hka_free(hka_state *s) {
   free(s->cmdline);
   free(s->clock);
   free(s->config);
+  free(s->parent_trace);
+  free(s->inh.parent_path);
+  free(s->inh.parent_note);
   for (uint32_t i = 0; i < s->nmodules; i++) free(s->modules[i].path);
   free(s->modules);
   free(s->read_errmsg);

@@ -159,8 +159,9 @@ static void corr_html(FILE *f, const hka_state *s, hka_symbolizer *z, uint32_t i
                "the block</li>\n", c->tid);
   if (c->have_block) {
     const hka_block *b = &c->block;
-    fprintf(f, "<li>block of %s: allocated at seq %" PRIu64 " by thread %" PRIu32 " at ",
-            hka_bytes(b->size, a, sizeof a), b->alloc_seq, b->alloc_tid);
+    fprintf(f, "<li>block of %s: allocated %sat seq %" PRIu64 " by thread %" PRIu32 " at ",
+            hka_bytes(b->size, a, sizeof a), b->flags & HKA_BF_PARENT ? "in the parent " : "", b->alloc_seq,
+            b->alloc_tid);
     site(f, z, b->alloc_caller);
     fputs("</li>\n", f);
     if (b->state == HKA_B_FREED) {
@@ -241,6 +242,26 @@ int hka_report_html(const hka_state *s, hka_out *o) {
   fprintf(f, "<tr><th class=\"l\">threads</th><td class=\"l\">%" PRIu32 "</td></tr>\n", threads);
   fprintf(f, "<tr><th class=\"l\">allocated</th><td class=\"l\">%" PRIu64 " blocks, %s</td></tr>\n", s->allocs,
           hka_bytes(s->alloc_bytes, a, sizeof a));
+  if (s->inh.heap) {
+    fputs("<tr><th class=\"l\">inherited</th><td class=\"l\">", f);
+    if (s->inh.parent_path) {
+      fprintf(f, "the parent's heap at its fork (pid %" PRIu32 ", seq %" PRIu64 " of ", s->hdr.ppid, s->inh.fork_seq);
+      esc(f, s->inh.parent_path);
+      fprintf(f, "): %" PRIu64 " blocks, %" PRIu64 " freed here, %" PRIu64 " still live at the end (the parent's, "
+                 "not counted as leaks)", s->inh.blocks, s->inh.freed, s->inh.live_end);
+      if (s->inh.unknown_frees)
+        fprintf(f, "; %" PRIu64 " blocks freed that neither trace allocated", s->inh.unknown_frees);
+    } else {
+      fprintf(f, "%" PRIu64 " blocks freed that the trace did not allocate (%s: they are the parent's)",
+              s->inh.unknown_frees,
+              s->hdr.forked ? "a forked child" : "it starts in a running process, e.g. a forked child");
+      if (s->inh.parent_note) {
+        fputs("; not resolved: ", f);
+        esc(f, s->inh.parent_note);
+      }
+    }
+    fputs("</td></tr>\n", f);
+  }
   fprintf(f, "<tr><th class=\"l\">peak live</th><td class=\"l\">%s in %" PRIu64 " blocks at seq %" PRIu64 "</td></tr>\n",
           hka_bytes(s->peak_bytes, a, sizeof a), s->peak_bytes_blocks, s->peak_bytes_seq);
   fprintf(f, "<tr><th class=\"l\">leaked</th><td class=\"l\">%s in %" PRIu64 " blocks</td></tr>\n</table>\n",

@@ -77,6 +77,14 @@ static void superslab(jw *j, const char *key, const hka_ss *ss) {
   jw_u64(j, "owner", ss->owner);
   when(j, "registered", ss->reg_seq, ss->reg_time, ss->reg_tid);
   when(j, "unregistered", ss->unreg_seq, ss->unreg_time, ss->unreg_tid);
+  if (ss->parent_reg_seq != HKA_NONE) {
+    jw_open_compact(j, "registered_in_parent", '{');
+    jw_u64(j, "seq", ss->parent_reg_seq);
+    jw_opt(j, "thread", ss->parent_reg_tid, HKA_NO_TID);
+    jw_close(j, '}');
+  } else {
+    jw_null(j, "registered_in_parent");
+  }
   jw_u64(j, "peak_live_blocks", ss->peak_live);
   jw_opt(j, "peak_seq", ss->peak_live ? ss->peak_seq : HKA_NONE, HKA_NONE);
   jw_u64(j, "allocations", ss->allocs);
@@ -115,6 +123,7 @@ static void block_history(jw *j, const hka_out *o, const hka_corr *c) {
   jw_open(j, "allocated", '{');
   jw_u64(j, "seq", b->alloc_seq);
   jw_u64(j, "thread", b->alloc_tid);
+  jw_bool(j, "in_parent", b->flags & HKA_BF_PARENT);
   callsite(j, "callsite", o->sym, b->alloc_caller);
   stack(j, o, b->stack_id);
   jw_close(j, '}');
@@ -137,6 +146,38 @@ static void block_history(jw *j, const hka_out *o, const hka_corr *c) {
     jw_null(j, "freed");
     jw_null(j, "previously_freed");
   }
+  jw_close(j, '}');
+}
+
+/* A trace that starts in a running process (a forked child): the blocks
+ * from before it, and the parent's trace they were resolved from. */
+static void inherited(jw *j, const hka_state *s) {
+  const hka_inheritance *h = &s->inh;
+  jw_open_compact(j, "inherited", '{');
+  jw_bool(j, "heap", h->heap);
+  jw_bool(j, "forked", s->hdr.forked);
+  jw_u64(j, "unknown_blocks_freed", h->unknown_frees);
+  if (!s->hdr.forked) {
+    jw_null(j, "parent");
+    jw_close(j, '}');
+    return;
+  }
+  jw_open_compact(j, "parent", '{');
+  if (stable) jw_null(j, "pid"); else jw_u64(j, "pid", s->hdr.ppid);
+  jw_str(j, "trace", stable ? hka_base_name(s->parent_trace) : s->parent_trace);
+  jw_u64(j, "fork_seq", h->fork_seq);
+  jw_bool(j, "read", h->parent_path != NULL);
+  jw_str(j, "read_from", stable ? hka_base_name(h->parent_path) : h->parent_path);
+  jw_str(j, "not_read_because", h->parent_why);
+  jw_str(j, "note", stable ? NULL : h->parent_note);
+  jw_u64(j, "blocks_at_fork", h->blocks);
+  jw_u64(j, "bytes_at_fork", h->bytes);
+  jw_u64(j, "superslabs_at_fork", h->superslabs);
+  jw_u64(j, "blocks_freed", h->freed);
+  jw_u64(j, "bytes_freed", h->freed_bytes);
+  jw_u64(j, "blocks_live_at_end", h->live_end);
+  jw_u64(j, "bytes_live_at_end", h->live_end_bytes);
+  jw_close(j, '}');
   jw_close(j, '}');
 }
 
@@ -207,6 +248,7 @@ static void summary(jw *j, const hka_state *s) {
   jw_u64(j, "correlations_dropped", s->corr_dropped);
   jw_u64(j, "leaked_blocks", s->leak_blocks);
   jw_u64(j, "leaked_bytes", s->leak_bytes);
+  inherited(j, s);
   jw_close(j, '}');
 }
 

@@ -92,6 +92,9 @@ static void ss_lifecycle(tx *t, const hka_state *s, const hka_ss *ss, const char
   if (ss->reg_seq != HKA_NONE)
     line(t, "%s  registered    seq %-10" PRIu64 " thread %-4s%s", indent, ss->reg_seq,
          tid_str(ss->reg_tid, a, sizeof a), at_time(t, " at ", ss->reg_time, c, sizeof c));
+  else if (ss->parent_reg_seq != HKA_NONE)
+    line(t, "%s  registered    in the parent, its seq %" PRIu64 " thread %s", indent, ss->parent_reg_seq,
+         tid_str(ss->parent_reg_tid, a, sizeof a));
   else
     line(t, "%s  registered    before the trace starts", indent);
   if (ss->unreg_seq != HKA_NONE) {
@@ -152,8 +155,12 @@ static void correlation(tx *t, const hka_state *s, uint32_t i, cctx *x) {
   if (c->have_block) {
     const hka_block *k = &c->block;
     line(t, "   block: %s, %s", hka_bytes(k->size, b, sizeof b), cls_str(s, k->cls, d, sizeof d));
-    line(t, "     allocated  seq %-10" PRIu64 " thread %-4" PRIu32 " at %s", k->alloc_seq,
-         k->alloc_tid, site(t, k->alloc_caller, a, sizeof a));
+    if (k->flags & HKA_BF_PARENT)
+      line(t, "     allocated  in the parent, its seq %" PRIu64 " thread %" PRIu32 ", at %s", k->alloc_seq,
+           k->alloc_tid, site(t, k->alloc_caller, a, sizeof a));
+    else
+      line(t, "     allocated  seq %-10" PRIu64 " thread %-4" PRIu32 " at %s", k->alloc_seq,
+           k->alloc_tid, site(t, k->alloc_caller, a, sizeof a));
     if (k->state == HKA_B_FREED)
       line(t, "     freed      seq %-10" PRIu64 " thread %-4" PRIu32 " at %s%s", k->free_seq,
            k->free_tid, site(t, k->free_caller, a, sizeof a),
@@ -179,6 +186,33 @@ static void correlation(tx *t, const hka_state *s, uint32_t i, cctx *x) {
   }
 }
 
+/* A trace that starts in a running process (a forked child): what it freed
+ * of the heap it started with, and where that was resolved from. */
+static void inherited(tx *t, const hka_state *s) {
+  const hka_inheritance *h = &s->inh;
+  char a[64], b[64], pid[32] = "";
+  if (!h->heap) return;
+  if (!t->stable) snprintf(pid, sizeof pid, "pid %" PRIu32 ", ", s->hdr.ppid);
+  if (h->parent_path) {
+    line(t, "inherited  %" PRIu64 " blocks, %s in %" PRIu64 " superslabs: the parent's heap at its fork", h->blocks,
+         hka_bytes(h->bytes, a, sizeof a), h->superslabs);
+    line(t, "           (%sseq %" PRIu64 " of %s)", pid, h->fork_seq,
+         t->stable ? hka_base_name(h->parent_path) : h->parent_path);
+    line(t, "           %" PRIu64 " freed here (%s); %" PRIu64 " still live at the end (%s): "
+         "the parent's, not leaks here",
+         h->freed, hka_bytes(h->freed_bytes, a, sizeof a), h->live_end, hka_bytes(h->live_end_bytes, b, sizeof b));
+    if (h->unknown_frees)
+      line(t, "           %" PRIu64 " blocks freed that neither trace allocated (from before the parent's trace)",
+           h->unknown_frees);
+    return;
+  }
+  line(t, "inherited  %" PRIu64 " blocks freed that the trace did not allocate (%s)",
+       h->unknown_frees, s->hdr.forked ? "a forked child: they are the parent's"
+                                        : "it starts in a running process: from before it");
+  if (s->hdr.forked)
+    line(t, "           not resolved: %s", t->stable ? h->parent_why : h->parent_note);
+}
+
 static void summary(tx *t, const hka_state *s) {
   char a[64], b[64], c[64];
   heading(t, "Summary");
@@ -201,6 +235,7 @@ static void summary(tx *t, const hka_state *s) {
   line(t, "allocated  %" PRIu64 " blocks, %s (%" PRIu64 " failed)", s->allocs,
        hka_bytes(s->alloc_bytes, a, sizeof a), s->failed_allocs);
   line(t, "freed      %" PRIu64 " blocks, %s", s->frees, hka_bytes(s->free_bytes, a, sizeof a));
+  inherited(t, s);
   char when[80];
   if (!t->stable) snprintf(when, sizeof when, " (%s)", hka_secs(s->peak_bytes_time, b, sizeof b));
   else when[0] = 0;
@@ -261,6 +296,7 @@ static void superslabs(tx *t, const hka_state *s) {
       shown++;
       char reg[96], unreg[96];
       if (ss->reg_seq != HKA_NONE) snprintf(reg, sizeof reg, "%" PRIu64 "/t%s", ss->reg_seq, tid_str(ss->reg_tid, c, sizeof c));
+      else if (ss->parent_reg_seq != HKA_NONE) snprintf(reg, sizeof reg, "parent:%" PRIu64, ss->parent_reg_seq);
       else snprintf(reg, sizeof reg, "-");
       if (ss->unreg_seq != HKA_NONE) snprintf(unreg, sizeof unreg, "%" PRIu64 "/t%s", ss->unreg_seq, tid_str(ss->unreg_tid, c, sizeof c));
       else snprintf(unreg, sizeof unreg, "live");

@@ -47,11 +47,12 @@ static hkt_header hdr = {
 
 typedef struct tb { hkt_writer *w; uint64_t seq, t; } tb;
 
-static void tb_open(tb *b, const char *path) {
+static void tb_open_hdr(tb *b, const char *path, const hkt_header *h) {
   b->seq = 0;
   b->t = 0;
-  assert_int_equal(hkt_writer_open(&b->w, path, &hdr), 0);
+  assert_int_equal(hkt_writer_open(&b->w, path, h), 0);
 }
+static void tb_open(tb *b, const char *path) { tb_open_hdr(b, path, &hdr); }
 
 static void tb_put(tb *b, hkt_event e) {
   e.seq = b->seq++;
@@ -142,6 +143,7 @@ static int analyze_into(const char *path, hka_state *s) {
   hkt_reader *r;
   assert_int_equal(hkt_reader_open(&r, path), 0);
   assert_int_equal(hka_init(s, path, hkt_reader_header(r)), 0);
+  assert_int_equal(hka_inherit(s), 0);
   int err, rc = hka_pass(s, r, 0, &err);
   assert_int_equal(err, 0);
   assert_int_equal(hka_finish(s, r, rc), 0);
@@ -729,16 +731,27 @@ static const char LEAKPROG[] =
     "  return keep[0] == 0;\n"
     "}\n";
 
+/* The hakmem command into hakmem, and the program src compiled as
+ * tmpdir/name (cc flags: -g -O0 and these); 0: skip the test (under a
+ * sanitizer, it would preload libhakmem.so into the program; or not built). */
+static int build_program(char *hakmem, const char *name, const char *src, const char *flags) {
+  snprintf(hakmem, PATH_MAX, "%s/%s/bin/hakmem", repo, build);
+  if (getenv("HAKMEM_TEST_SAN")) return 0;
+  if (access(hakmem, X_OK) != 0) { printf("skip: %s not built\n", hakmem); return 0; }
+  char c[PATH_MAX];
+  snprintf(c, sizeof c, "%s.c", tmp(name));
+  FILE *f = fopen(c, "w");
+  assert_non_null(f);
+  fputs(src, f);
+  fclose(f);
+  assert_int_equal(sh("cc -g -O0 %s -o '%s' '%s'", flags, tmp(name), c), 0);
+  return 1;
+}
+
 static void test_leaks_of_a_program(void **state) {
   (void)state;
   char hakmem[PATH_MAX];
-  snprintf(hakmem, sizeof hakmem, "%s/%s/bin/hakmem", repo, build);
-  if (getenv("HAKMEM_TEST_SAN")) { skip(); return; }
-  if (access(hakmem, X_OK) != 0) { printf("skip: %s not built\n", hakmem); skip(); return; }
-  FILE *f = fopen(tmp("leakprog.c"), "w");
-  fputs(LEAKPROG, f);
-  fclose(f);
-  assert_int_equal(sh("cc -g -O0 -o '%s' '%s'", tmp("leakprog"), tmp("leakprog.c")), 0);
+  if (!build_program(hakmem, "leakprog", LEAKPROG, "")) { skip(); return; }
   int rc = sh("cd '%s' && '%s' record --backtrace 8 -o leak.hkt.zst -- ./leakprog >record.log 2>&1", tmpdir, hakmem);
   if (access(tmp("leak.hkt.zst"), F_OK) != 0) {
     printf("skip: `hakmem record` did not write a trace (exit %d): not built yet?\n", rc);
@@ -1161,6 +1174,294 @@ static void test_reader_batch(void **state) {
   free(one);
 }
 
+/* ---- a forked child's trace ---------------------------------------------- */
+
+/* The parent (pid 100): three blocks and a large one, one freed, then the
+ * fork at seq 8, then a block the child never sees. */
+#define FORK_SEQ 8
+#define WILD 0x300000000000ull
+static void write_fork_parent(const char *path, uint32_t pid) {
+  hkt_header h = hdr;
+  h.pid = pid;
+  h.cmdline = "./forker";
+  tb b;
+  tb_open_hdr(&b, path, &h);
+  EV(&b, .kind = HKT_EV_THREAD_START, .tid = 0, .aux = 3000, .cls = HKT_NO_CLASS);
+  EV(&b, .kind = HKT_EV_SS_REGISTER, .tid = 0, .ptr = SSA, .size = MiB, .cls = 2, .aux = 0, .aux2 = 1);
+  EV(&b, .kind = HKT_EV_MALLOC, .tid = 0, .ptr = SSA + 0x40, .size = 30, .cls = 2, .caller = 0x401100);
+  EV(&b, .kind = HKT_EV_MALLOC, .tid = 0, .ptr = SSA + 0x60, .size = 32, .cls = 2, .caller = 0x401100);
+  EV(&b, .kind = HKT_EV_MALLOC, .tid = 0, .ptr = SSA + 0x80, .size = 20, .cls = 2, .caller = 0x401200);
+  EV(&b, .kind = HKT_EV_LARGE_MAP, .tid = 0, .ptr = LARGE, .size = 102400, .cls = HKT_NO_CLASS);
+  EV(&b, .kind = HKT_EV_MALLOC, .tid = 0, .ptr = LARGE, .size = 100000, .cls = HKT_NO_CLASS, .caller = 0x401300);
+  EV(&b, .kind = HKT_EV_FREE, .tid = 0, .ptr = SSA + 0x60, .cls = 2, .caller = 0x401400);
+  EV(&b, .kind = HKT_EV_FORK, .tid = 0, .cls = HKT_NO_CLASS);                            /* FORK_SEQ */
+  EV(&b, .kind = HKT_EV_MALLOC, .tid = 0, .ptr = SSA + 0xa0, .size = 30, .cls = 2, .caller = 0x401500);
+  EV(&b, .kind = HKT_EV_END, .tid = 0, .fn = HKT_END_EXIT, .aux = 0, .cls = HKT_NO_CLASS);
+  tb_close(&b, 1);
+}
+
+/* The child (pid 101): frees a parent block, reallocs the parent's large
+ * one, leaks one of its own; then real bugs: the parent block again, an
+ * address of the inherited SuperSlab nobody allocated, a wild pointer (the
+ * allocator reports that one). forked: the header links to the parent
+ * (0: a trace written before those fields, which only its first event
+ * shows to be a child's). */
+static void write_fork_child(const char *path, const char *parent, uint64_t fork_seq, int forked) {
+  hkt_header h = hdr;
+  h.pid = 101;
+  h.ppid = 100;
+  h.cmdline = "./forker";
+  h.forked = (uint32_t)forked;
+  h.fork_seq = fork_seq;
+  h.parent_trace = parent;
+  tb b;
+  tb_open_hdr(&b, path, &h);
+  EV(&b, .kind = HKT_EV_FREE, .tid = 0, .ptr = SSA + 0x40, .cls = 2, .caller = 0x402000);
+  EV(&b, .kind = HKT_EV_REALLOC, .tid = 0, .ptr = SSA + 0xc0, .aux = LARGE, .size = 20, .cls = 2,
+     .fn = HKT_FN_REALLOC, .caller = 0x402100);
+  EV(&b, .kind = HKT_EV_MALLOC, .tid = 0, .ptr = SSA + 0xe0, .size = 24, .cls = 2, .caller = 0x402200);
+  EV(&b, .kind = HKT_EV_FREE, .tid = 0, .ptr = SSA + 0x40, .cls = 2, .caller = 0x402300);     /* 3: again */
+  EV(&b, .kind = HKT_EV_FREE, .tid = 0, .ptr = SSA + 0x100, .cls = 2, .caller = 0x402400);    /* 4: never allocated */
+  EV(&b, .kind = HKT_EV_FREE, .tid = 0, .ptr = WILD, .cls = HKT_NO_CLASS, .caller = 0x402500); /* 5: wild */
+  EV(&b, .kind = HKT_EV_DETECTION, .tid = 0, .fn = HKT_DET_INVALID_FREE, .ptr = WILD, .cls = HKT_NO_CLASS);
+  EV(&b, .kind = HKT_EV_END, .tid = 0, .fn = HKT_END_EXIT, .aux = 0, .cls = HKT_NO_CLASS);
+  tb_close(&b, 1);
+}
+
+/* What the child leaks is its own either way: its realloc and its malloc. */
+static void expect_child_leaks(const hka_state *s) {
+  assert_int_equal(s->allocs, 2);
+  assert_int_equal(s->frees, 0);
+  assert_int_equal(s->leak_blocks, 2);
+  assert_int_equal(s->leak_bytes, 44);
+  assert_int_equal(s->nleaks, 2);
+  assert_int_equal(s->leaks[0].caller, 0x402200);
+  assert_int_equal(s->leaks[1].caller, 0x402100);
+}
+
+/* Without the parent's blocks: the child's frees of them are counted as
+ * inherited, not invalid_free; the wild free the allocator reported is
+ * still a problem (not counted), with its free's seq. */
+static void expect_child_alone(const hka_state *s, int forked, const char *why) {
+  assert_true(s->inh.heap);
+  assert_int_equal(s->hdr.forked, forked);
+  assert_null(s->inh.parent_path);
+  if (why) assert_string_equal(s->inh.parent_why, why);
+  else assert_null(s->inh.parent_why);
+  assert_int_equal(s->inh.unknown_frees, 4);   /* seqs 0, 1 (the realloc), 3, 4 */
+  assert_int_equal(s->inh.blocks, 0);
+  assert_int_equal(s->inh.freed, 0);
+  assert_int_equal(s->ncorr, 1);
+  assert_string_equal(s->corr[0].kind, "invalid_free");
+  assert_int_equal(s->corr[0].detect, HKT_DET_INVALID_FREE);
+  assert_int_equal(s->corr[0].seq, 6);
+  assert_int_equal(s->corr[0].free_seq, 5);
+  expect_child_leaks(s);
+}
+
+static void test_forked_child(void **state) {
+  (void)state;
+  char parent[PATH_MAX], child[PATH_MAX];   /* tmp()'s buffers are reused */
+  snprintf(parent, sizeof parent, "%s", tmp("fk.hkt.zst"));
+  snprintf(child, sizeof child, "%s", tmp("fk.101.hkt.zst"));
+  write_fork_parent(parent, 100);
+  write_fork_child(child, parent, FORK_SEQ, 1);
+  hka_state s;
+  assert_int_equal(analyze_into(child, &s), 0);
+  assert_true(s.inh.heap);
+  assert_string_equal(s.inh.parent_path, parent);
+  assert_null(s.inh.parent_note);
+  assert_int_equal(s.inh.fork_seq, FORK_SEQ);
+  /* the heap at the fork: SSA+0x40, +0x80 and the large block; not +0x60
+   * (freed before) nor +0xa0 (allocated after) */
+  assert_int_equal(s.inh.blocks, 3);
+  assert_int_equal(s.inh.bytes, 100050);
+  assert_int_equal(s.inh.superslabs, 1);
+  assert_int_equal(s.inh.freed, 2);
+  assert_int_equal(s.inh.freed_bytes, 100030);
+  assert_int_equal(s.inh.live_end, 1);          /* SSA+0x80: the parent's, not a leak here */
+  assert_int_equal(s.inh.live_end_bytes, 20);
+  assert_int_equal(s.inh.unknown_frees, 0);
+  assert_int_equal(s.nss, 1);
+  assert_int_equal(s.ss[0].id, 1);
+  assert_int_equal(s.ss[0].reg_seq, HKA_NONE);
+  assert_int_equal(s.ss[0].parent_reg_seq, 1);
+  assert_int_equal(s.ss_live, 1);
+  /* the real bugs, each with its history; seqs are the child's */
+  assert_int_equal(s.ncorr, 3);
+  const hka_corr *c = &s.corr[0];
+  assert_string_equal(c->kind, "double_free");
+  assert_int_equal(c->seq, 3);
+  assert_true(c->have_block);
+  assert_true(c->block.flags & HKA_BF_PARENT);
+  assert_int_equal(c->block.alloc_seq, 2);      /* the parent's seq */
+  assert_int_equal(c->block.alloc_caller, 0x401100);
+  assert_int_equal(c->block.free_seq, 0);       /* the child's */
+  assert_int_equal(c->block.free_caller, 0x402000);
+  c = &s.corr[1];
+  assert_string_equal(c->kind, "invalid_free");
+  assert_int_equal(c->seq, 4);
+  assert_int_equal(c->ss, 1);
+  assert_true(c->ss_registered);
+  c = &s.corr[2];                               /* the parent's heap is known whole: wild is invalid */
+  assert_string_equal(c->kind, "invalid_free");
+  assert_int_equal(c->detect, HKT_DET_INVALID_FREE);
+  assert_int_equal(c->seq, 6);
+  assert_int_equal(c->free_seq, 5);
+  expect_child_leaks(&s);
+  hka_free(&s);
+
+  /* the reports say it */
+  const char *av[] = {"analyze", child, "--format", "json", "-o", tmp("fk.json")};
+  assert_int_equal(run_analyze(NULL, 6, av), 0);
+  assert_int_equal(py_ok("import json,sys\n"
+                         "d=json.load(open(sys.argv[1])); i=d[\"summary\"][\"inherited\"]; p=i[\"parent\"]\n"
+                         "assert (i[\"heap\"],i[\"forked\"],i[\"unknown_blocks_freed\"])==(True,True,0), i\n"
+                         "assert (p[\"pid\"],p[\"fork_seq\"],p[\"read\"],p[\"not_read_because\"])==(100,8,True,None), p\n"
+                         "assert (p[\"blocks_at_fork\"],p[\"blocks_freed\"],p[\"blocks_live_at_end\"])==(3,2,1), p\n"
+                         "x=d[\"detections\"]; assert [e[\"kind\"] for e in x]==[\"double_free\",\"invalid_free\",\"invalid_free\"], x\n"
+                         "a=x[0][\"block\"][\"allocated\"]; assert (a[\"in_parent\"],a[\"seq\"])==(True,2), a\n"
+                         "assert x[1][\"superslab\"][\"registered_in_parent\"][\"seq\"]==1, x[1]\n"
+                         "assert x[1][\"superslab\"][\"registered\"] is None, x[1]\n"
+                         "assert sorted(l[\"bytes\"] for l in d[\"leaks\"])==[20,24], d[\"leaks\"]\n",
+                         tmp("fk.json")), 0);
+  av[3] = "text";
+  av[5] = tmp("fk.txt");
+  assert_int_equal(run_analyze(NULL, 6, av), 0);
+  char *txt = slurp(tmp("fk.txt"), NULL);
+  assert_non_null(strstr(txt, "inherited  3 blocks, 97.7 KiB in 1 superslabs: the parent's heap at its fork\n"));
+  assert_non_null(strstr(txt, "           2 freed here (97.7 KiB); 1 still live at the end (20 B): the parent's, not leaks here\n"));
+  assert_non_null(strstr(txt, "     allocated  in the parent, its seq 2 thread 0, at 0x401100\n"));
+  assert_non_null(strstr(txt, "  registered    in the parent, its seq 1 thread 0\n"));
+  free(txt);
+  av[3] = "html";
+  av[5] = tmp("fk.html");
+  assert_int_equal(run_analyze(NULL, 6, av), 0);
+  txt = slurp(tmp("fk.html"), NULL);
+  assert_non_null(strstr(txt, "the parent's heap at its fork (pid 100, seq 8 of "));
+  assert_non_null(strstr(txt, "allocated in the parent at seq 2 by thread 0"));
+  free(txt);
+  assert_int_equal(py_ok(PY_HTML, tmp("fk.html")), 0);
+
+  /* the parent's trace is not there: counted, said once */
+  assert_int_equal(rename(parent, tmp("fk.moved")), 0);
+  assert_int_equal(analyze_into(child, &s), 0);
+  expect_child_alone(&s, 1, "not_found");
+  assert_non_null(strstr(s.inh.parent_note, "was not found"));
+  hka_free(&s);
+  av[3] = "text";
+  av[5] = tmp("fk.txt");
+  assert_int_equal(run_analyze(NULL, 6, av), 0);
+  txt = slurp(tmp("fk.txt"), NULL);
+  assert_non_null(strstr(txt, "inherited  4 blocks freed that the trace did not allocate (a forked child: they are the parent's)\n"));
+  assert_non_null(strstr(txt, "           not resolved: the parent's trace "));
+  assert_null(strstr(txt, "#2 "));             /* one problem: the wild free */
+  free(txt);
+
+  /* found in the child's directory when moved with it: the recorded name
+   * points elsewhere */
+  write_fork_child(child, "/nonexistent/dir/fk.moved", FORK_SEQ, 1);
+  assert_int_equal(analyze_into(child, &s), 0);
+  assert_non_null(s.inh.parent_path);
+  assert_int_equal(s.inh.freed, 2);
+  assert_int_equal(s.ncorr, 3);
+  hka_free(&s);
+
+  /* not the parent's pid; no FORK event at fork_seq; an old trace with no
+   * link: each falls back to counting */
+  write_fork_parent(parent, 999);
+  write_fork_child(child, parent, FORK_SEQ, 1);
+  assert_int_equal(analyze_into(child, &s), 0);
+  expect_child_alone(&s, 1, "not_the_parent");
+  hka_free(&s);
+  write_fork_parent(parent, 100);
+  write_fork_child(child, parent, FORK_SEQ - 1, 1);
+  assert_int_equal(analyze_into(child, &s), 0);
+  expect_child_alone(&s, 1, "no_fork_event");
+  hka_free(&s);
+  write_fork_child(child, parent, FORK_SEQ, 0);
+  assert_int_equal(analyze_into(child, &s), 0);
+  expect_child_alone(&s, 0, NULL);
+  hka_free(&s);
+}
+
+/* A real program that forks: the child frees four of the parent's blocks,
+ * reallocs a fifth and leaks one block of its own; with an argument it
+ * also frees a pointer inside a block (the allocator reports it at
+ * HAKMEM_DEBUG=1). The child's trace analyzed: no invalid_free for the
+ * parent's blocks, with the parent's trace or without it; the child's own
+ * leak by function and line; the real bad free still a problem. */
+static const char FORKPROG[] =
+    "#include <stdlib.h>\n"
+    "#include <sys/wait.h>\n"
+    "#include <unistd.h>\n"
+    "static void *keep[8];\n"
+    "__attribute__((noinline)) void parent_alloc(void) {\n"
+    "  for (int i = 0; i < 6; i++) keep[i] = malloc(40 + 8 * i);  /* LINE 6 */\n"
+    "}\n"
+    "__attribute__((noinline)) void child_leak(void) {\n"
+    "  keep[7] = malloc(300);  /* LINE 9 */\n"
+    "}\n"
+    "int main(int argc, char **argv) {\n"
+    "  parent_alloc();\n"
+    "  pid_t pid = fork();\n"
+    "  if (pid == 0) {\n"
+    "    for (int i = 0; i < 4; i++) free(keep[i]);\n"
+    "    keep[5] = realloc(keep[5], 500);\n"
+    "    child_leak();\n"
+    "    if (argc > 1) free((char *)keep[4] + 8);\n"
+    "    _exit(0);\n"
+    "  }\n"
+    "  waitpid(pid, 0, 0);\n"
+    "  free(keep[4]);\n"
+    "  free(keep[5]);\n"
+    "  return 0;\n"
+    "}\n";
+
+/* argv: the report, whether the parent's trace was there, whether the
+ * child made a bad free. The child's leaks are its own two blocks (the
+ * parent's still live are not); by function and line when the parent's
+ * trace gave the modules (a child's header has none). */
+static const char PY_FORK[] =
+    "import json,sys\n"
+    "d=json.load(open(sys.argv[1])); read=sys.argv[2]==\"1\"; bad=sys.argv[3]==\"1\"\n"
+    "i=d[\"summary\"][\"inherited\"]; p=i[\"parent\"]\n"
+    "assert i[\"heap\"] and i[\"forked\"] and p[\"read\"]==read, i\n"
+    "if read: assert (p[\"blocks_freed\"],i[\"unknown_blocks_freed\"])==(5,0) and p[\"blocks_at_fork\"]>=6, i\n"
+    "else: assert (p[\"blocks_freed\"],i[\"unknown_blocks_freed\"],p[\"not_read_because\"])==(0,5,\"not_found\"), i\n"
+    "x=d[\"detections\"]\n"
+    "if bad:\n"
+    "  assert [(e[\"kind\"],e[\"source\"]) for e in x]==[(\"interior_free\",\"detection\")], x\n"
+    "  assert x[0][\"free_seq\"] is not None and (not read or x[0][\"callsite\"][\"function\"]==\"main\"), x\n"
+    "else: assert x==[], x\n"
+    "assert sorted(l[\"bytes\"] for l in d[\"leaks\"])==[300,500], d[\"leaks\"]\n"
+    "L={(l[\"callsite\"][\"function\"],l[\"callsite\"][\"line\"]):l[\"bytes\"] for l in d[\"leaks\"]}\n"
+    "if read: assert L[(\"child_leak\",9)]==300, L\n";
+
+static void test_forked_child_program(void **state) {
+  (void)state;
+  char hakmem[PATH_MAX];
+  if (!build_program(hakmem, "forkprog", FORKPROG, "-fno-builtin")) { skip(); return; }
+  for (int bad = 0; bad < 2; bad++) {
+    /* the traces in a directory of their own: the child's is the other one */
+    assert_int_equal(sh("cd '%s' && rm -rf fk%d && mkdir fk%d && cd fk%d && HAKMEM_DEBUG=%d HAKMEM_ON_ERROR=continue "
+                        "'%s' record -o f.hkt.zst -- ../forkprog %s >record.log 2>&1",
+                        tmpdir, bad, bad, bad, bad, hakmem, bad ? "x" : ""), 0);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/fk%d", tmpdir, bad);
+    assert_int_equal(sh("cd '%s' && ls f.*.hkt.zst | wc -l | grep -qx 1", dir), 0);
+    for (int read = 1; read >= 0; read--) {
+      if (!read) assert_int_equal(sh("mv '%s/f.hkt.zst' '%s/parent.moved'", dir, dir), 0);
+      assert_int_equal(sh("cd '%s' && '%s' analyze f.*.hkt.zst --format json -o child.json", dir, hakmem), 0);
+      char json[PATH_MAX + 16];
+      snprintf(json, sizeof json, "%s/child.json", dir);
+      int rc = sh("python3 -c '%s' '%s' %d %d", PY_FORK, json, read, bad);
+      if (rc) sh("cd '%s' && '%s' analyze f.*.hkt.zst | head -40", dir, hakmem);
+      assert_int_equal(rc, 0);
+    }
+  }
+}
+
 static int setup(void **state) {
   (void)state;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/hkt-analyze-XXXXXX");
@@ -1183,6 +1484,8 @@ int main(void) {
     cmocka_unit_test(test_ss_lookup_and_xthread),
       cmocka_unit_test(test_refill_holders_and_bucket_ends),
     cmocka_unit_test(test_stale_correlation),
+    cmocka_unit_test(test_forked_child),
+    cmocka_unit_test(test_forked_child_program),
     cmocka_unit_test(test_formats),
     cmocka_unit_test(test_golden),
     cmocka_unit_test(test_golden_double_free),
