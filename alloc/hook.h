@@ -112,6 +112,8 @@ static inline void _hak_rec_wait(void) {
  * the first event, to attach the recorder when HAKMEM_TRACE asks for one.
  * It runs inside the first malloc of the process: it must not allocate. */
 void _hak_recorder_autostart(void) __attribute__((weak));
+/* trace/ defines this too: the process leaves by _exit (alloc/shim.c). */
+void _hak_recorder_exit(int status) __attribute__((weak));
 
 /* This thread's index, setting the thread up (THREAD_START) if it has not
  * touched the allocator yet: for events a recorder makes itself (MARK). */

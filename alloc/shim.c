@@ -5,6 +5,8 @@
  * No dlsym, no fallback allocator: hakmem serves every call itself from the
  * first one on, so start-up order (calls during the loader's or libc's own
  * set-up) needs nothing special. */
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "entry.h"
 
 #define RA __builtin_return_address(0)
@@ -33,3 +35,13 @@ HAK_API void   __libc_free(void *p) { _hak_e_free(p, RA); }
 HAK_API void  *__libc_calloc(size_t n, size_t s) { return _hak_e_calloc(n, s, RA); }
 HAK_API void  *__libc_realloc(void *p, size_t n) { return _hak_realloc_impl(p, n, 0, HKT_FN_REALLOC, RA); }
 HAK_API void  *__libc_memalign(size_t a, size_t n) { return _hak_aligned_impl(a, n, HKT_FN_MEMALIGN, RA); }
+
+/* _exit and _Exit skip exit's handlers, where a recorder writes how the
+ * run ended: a forked child's usual way out, and a signal handler's. The
+ * recorder (if any) is told first, then the process goes, as glibc's do. */
+static __attribute__((noreturn)) void exit_now(int status) {
+  if (_hak_recorder_exit) _hak_recorder_exit(status);
+  for (;;) syscall(SYS_exit_group, status);
+}
+HAK_API void _exit(int status) { exit_now(status); }
+HAK_API void _Exit(int status) { exit_now(status); }

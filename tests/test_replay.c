@@ -1025,7 +1025,11 @@ static void test_fork_child_replayed(void **state) {
   assert_int_equal(h->forked, 1);
   assert_int_equal(h->fork_seq, fork_seq);
   assert_non_null(strstr(h->parent_trace, "/fork.hkt.zst"));
+  assert_true(h->num_modules > 0);   /* its own: the parent's mappings, at the fork */
   hkt_reader_close(rd);
+  result s = HAKMEM("stats", child, "--json");   /* the child left by _exit(0) */
+  assert_non_null(strstr(s.out, "\"end\":{\"kind\":\"exit\",\"status\":0,"));
+  result_free(&s);
 
   result r = HAKMEM("replay", child, "--json", "--repeat", "5");
   if (r.status) fail_msg("replay of the child: exit %d\n%s%s", r.status, r.out, r.err);

@@ -666,6 +666,16 @@ static void crash_case(char mode, int sig, int use_record) {
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     assert_int_not_equal(access(spool, F_OK), 0);
   }
+  /* the modules at start are in the header, also of a trace finished
+   * from the spool (before any frame was written, it writes the header) */
+  hkt_reader *rd;
+  assert_int_equal(hkt_reader_open(&rd, out), 0);
+  const hkt_header *h = hkt_reader_header(rd);
+  int prog = 0;
+  for (uint32_t i = 0; i < h->num_modules; i++) prog |= strstr(h->modules[i].path, "/crash") != NULL;
+  uint32_t nmods = h->num_modules;
+  hkt_reader_close(rd);
+  if (!prog) fail_msg("mode %c: the program is not among the header's %u modules", mode, nmods);
   trace t;
   load(out, &t, NULL);
   assert_int_equal(t.rc, 0);

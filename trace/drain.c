@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include "recorder.h"   /* the spool's module table */
 #include "spool.h"
 
 struct hkt_drain {
@@ -531,8 +532,13 @@ int hkt_recover(const char *spool_path, const char *out, uint32_t end_kind, uint
   } else {
     if (w) { hkt_writer_close(w, 0); w = NULL; }
     hkt_header hdr;
+    hkt_modlist mods;
     hkt_spool_header(&s, &hdr);
+    hkt_modules_from_spool(&s, &mods);   /* what it holds, if damaged: the modules before that */
+    hdr.num_modules = mods.n;
+    hdr.modules = mods.mods;
     e = hkt_writer_open(&w, dst, &hdr);
+    hkt_modlist_free(&mods);
     if (HKT_IS_ERR(e)) {
       snprintf(why, why_len, "cannot write %s: %s", dst, e == HKT_ERR_IO ? strerror(errno) : hkt_strerror(e));
       hkt_spool_unmap(&s);

@@ -60,3 +60,73 @@ void hkt_modlist_free(hkt_modlist *l) {
   hkt_mem_free(l->paths);
   memset(l, 0, sizeof *l);
 }
+
+/* ---- the spool's module table: a u32 count, then per module its path
+ * (varint length, bytes), base, size, build-id length (varints) and
+ * build-id bytes, as in the header frame (docs/trace-format.md) ---- */
+
+static uint8_t *put_varint(uint8_t *o, const uint8_t *end, uint64_t v) {
+  while (o && o < end) {
+    if (v < 0x80) { *o++ = (uint8_t)v; return o; }
+    *o++ = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  return NULL;
+}
+
+static uint8_t *put_bytes(uint8_t *o, const uint8_t *end, const void *p, size_t n) {
+  if (!o || (size_t)(end - o) < n) return NULL;
+  memcpy(o, p, n);
+  return o + n;
+}
+
+void hkt_modules_to_spool(hkt_spool *s, const hkt_modlist *l) {
+  uint8_t *area = s->base + s->h->mods_off, *end = area + HKT_SPOOL_MODS_MAX, *o = area + 4;
+  uint32_t n = 0;
+  for (; n < l->n; n++) {
+    const hkt_module *m = &l->mods[n];
+    size_t pl = strlen(m->path);
+    uint8_t *q = put_varint(o, end, pl);
+    q = put_bytes(q, end, m->path, pl);
+    q = put_varint(q, end, m->base);
+    q = put_varint(q, end, m->size);
+    q = put_varint(q, end, m->build_id_len);
+    q = put_bytes(q, end, m->build_id, m->build_id_len);
+    if (!q) break;   /* full: the modules so far */
+    o = q;
+  }
+  memcpy(area, &n, 4);
+  atomic_store_explicit(&s->h->mods_len, (uint32_t)(o - area), memory_order_release);
+}
+
+int hkt_modules_from_spool(const hkt_spool *s, hkt_modlist *out) {
+  memset(out, 0, sizeof *out);
+  uint32_t len = atomic_load_explicit(&s->h->mods_len, memory_order_acquire), n;
+  if (len < 4 || len > HKT_SPOOL_MODS_MAX) return 0;
+  const uint8_t *area = s->base + s->h->mods_off;
+  memcpy(&n, area, 4);
+  if (n > HKT_MAX_MODULES) return HKT_ERR_CORRUPT;
+  out->mods = hkt_mem_alloc((n + 1) * sizeof *out->mods);
+  out->paths = hkt_mem_alloc((n + 1) * sizeof *out->paths);
+  if (!out->mods || !out->paths) { hkt_modlist_free(out); return HKT_ERR_NOMEM; }
+  out->cap = n + 1;
+  hkt_cur c = { area + 4, area + len, 0 };
+  for (uint32_t i = 0; i < n; i++) {
+    hkt_module *m = &out->mods[i];
+    uint64_t pl = hkt_get_varint(&c);
+    const uint8_t *p = c.bad ? NULL : hkt_get_bytes(&c, pl);
+    m->base = hkt_get_varint(&c);
+    m->size = hkt_get_varint(&c);
+    uint64_t bl = hkt_get_varint(&c);
+    const uint8_t *b = !c.bad && bl <= sizeof m->build_id ? hkt_get_bytes(&c, bl) : NULL;
+    if (!p || !b) return HKT_ERR_CORRUPT;   /* the modules before it are kept */
+    size_t keep = pl < HKT_MOD_PATH - 1 ? (size_t)pl : HKT_MOD_PATH - 1;
+    memcpy(out->paths[i], p, keep);
+    out->paths[i][keep] = 0;
+    m->path = out->paths[i];
+    memcpy(m->build_id, b, bl);
+    m->build_id_len = (uint32_t)bl;
+    out->n = i + 1;
+  }
+  return 0;
+}

@@ -770,6 +770,13 @@ static void on_exit_status(int status, void *arg) {
   finish(HKT_END_EXIT, (uint32_t)status & 0xff, 30000);
 }
 
+/* _exit (alloc/shim.c): no handler runs, so the end is recorded here. Not
+ * in a vfork child: it shares its parent's memory, this recorder with it
+ * (its own pid says so). */
+void _hak_recorder_exit(int status) {
+  if (atomic_load(&R.active) && (pid_t)syscall(SYS_getpid) == R.pid) finish(HKT_END_EXIT, (uint32_t)status & 0xff, 30000);
+}
+
 static void on_crash(int sig, siginfo_t *si, void *uc) {
   (void)uc;
   int saved = errno;
@@ -796,6 +803,7 @@ static void fill_config(void);
 static void snapshot_modules(void) {
   memset(&R.mods, 0, sizeof R.mods);
   hkt_modules_scan(&R.mods, NULL);
+  hkt_modules_to_spool(&R.sp, &R.mods);   /* for a trace finished from the spool */
   R.adds = hkt_modules_adds();
   atomic_store(&R.adds_seen, R.adds);
 }

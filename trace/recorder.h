@@ -18,6 +18,11 @@ HKT_INTERNAL int hkt_modules_scan(hkt_modlist *out, const hkt_modlist *known);
 /* dl_iterate_phdr's count of loads so far: cheap change detection. */
 HKT_INTERNAL uint64_t hkt_modules_adds(void);
 HKT_INTERNAL void hkt_modlist_free(hkt_modlist *l);
+/* The list into the spool's module table (as many as fit), so that a
+ * trace finished from the spool (`hakmem recover`, `hakmem record` after
+ * a SIGKILL) has them in its header; and back. */
+HKT_INTERNAL void hkt_modules_to_spool(hkt_spool *s, const hkt_modlist *l);
+HKT_INTERNAL int hkt_modules_from_spool(const hkt_spool *s, hkt_modlist *out);
 
 /* Load the unwinder (libgcc_s) for hkt_stack_capture: outside malloc, it
  * allocates. 0 if it is there. */

@@ -32,7 +32,8 @@ int hkt_spool_create(hkt_spool *s, const char *path, uint64_t bytes, uint32_t st
   uint64_t sframes_cap = (uint64_t)stack_cap * 16;
   uint64_t sframes_off = stacks_off + (uint64_t)stack_cap * (sizeof(hkt_stack_ent) + 2 * sizeof(uint32_t));
   sframes_off = (sframes_off + 4095) & ~4095ull;
-  uint64_t chunks_off = (sframes_off + sframes_cap * 8 + 4095) & ~4095ull;
+  uint64_t mods_off = (sframes_off + sframes_cap * 8 + 4095) & ~4095ull;
+  uint64_t chunks_off = mods_off + HKT_SPOOL_MODS_MAX;
   uint64_t len = chunks_off + nchunks * HKT_CHUNK_BYTES;
 
   int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -58,6 +59,7 @@ int hkt_spool_create(hkt_spool *s, const char *path, uint64_t bytes, uint32_t st
   h->stacks_off = stacks_off;
   h->sframes_off = sframes_off;
   h->sframes_cap = sframes_cap;
+  h->mods_off = mods_off;
   h->end_seq = UINT64_MAX;
   for (uint64_t i = 0; i < nchunks; i++) ((hkt_chunk_hdr *)((uint8_t *)m + HKT_SPOOL_DIR_OFF))[i].claim_seq = UINT64_MAX;
   layout(s);
@@ -84,7 +86,8 @@ int hkt_spool_map(hkt_spool *s, const char *path, char *why, size_t why_len) {
   if (hd.chunk_bytes != HKT_CHUNK_BYTES || !hd.nchunks || hd.file_bytes != (uint64_t)st.st_size ||
       hd.stacks_off < dir_end || hd.sframes_off < hd.stacks_off ||
       hd.sframes_off - hd.stacks_off < (uint64_t)hd.stack_cap * (sizeof(hkt_stack_ent) + 8) ||
-      hd.chunks_off < hd.sframes_off + hd.sframes_cap * 8 ||
+      hd.mods_off < hd.sframes_off + hd.sframes_cap * 8 || hd.chunks_off < hd.mods_off + HKT_SPOOL_MODS_MAX ||
+      hd.mods_len > HKT_SPOOL_MODS_MAX ||
       hd.chunks_off + (uint64_t)hd.nchunks * hd.chunk_bytes > hd.file_bytes) {
     close(fd);
     snprintf(why, why_len, "spool layout is damaged (or the file was cut)");

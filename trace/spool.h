@@ -13,6 +13,7 @@
  *   pages 3-4         configuration text
  *   chunk directory   nchunks x hkt_chunk_hdr (64 bytes each)
  *   stack table       (only with backtraces) entries, then frames
+ *   module table      the modules at start, for a header `recover` writes
  *   chunks            nchunks x chunk_bytes of 64-byte records
  */
 #ifndef HKT_SPOOL_H
@@ -24,13 +25,14 @@
 #include "hkt_internal.h"
 
 #define HKT_SPOOL_MAGIC   "HKSPOOL1"
-#define HKT_SPOOL_VERSION 2
+#define HKT_SPOOL_VERSION 3
 #define HKT_SPOOL_PAGE    4096u
 #define HKT_SPOOL_CMDLINE_OFF (1 * HKT_SPOOL_PAGE)
 #define HKT_SPOOL_CMDLINE_MAX (2 * HKT_SPOOL_PAGE)
 #define HKT_SPOOL_CONFIG_OFF  (3 * HKT_SPOOL_PAGE)
 #define HKT_SPOOL_CONFIG_MAX  (2 * HKT_SPOOL_PAGE)
 #define HKT_SPOOL_DIR_OFF     (5 * HKT_SPOOL_PAGE)
+#define HKT_SPOOL_MODS_MAX    (256u << 10)   /* the module table's bytes */
 #define HKT_CHUNK_BYTES   (64u << 10)
 #define HKT_REC_BYTES     64u
 #define HKT_CHUNK_RECS    (HKT_CHUNK_BYTES / HKT_REC_BYTES)
@@ -56,6 +58,8 @@ typedef struct hkt_spool_hdr {
   char trace_path[1024];
   uint64_t fork_seq1;                 /* a forked child: the parent's FORK seq + 1; 0 otherwise */
   char parent_trace[1024];            /* ... and the parent's trace */
+  uint64_t mods_off;                  /* the module table (HKT_SPOOL_MODS_MAX bytes) */
+  _Atomic uint32_t mods_len;          /* its bytes written (0: none yet; stored last) */
   /* live state; the counter every recorded thread bumps has its own line */
   _Alignas(64) _Atomic uint64_t next_seq;   /* the global sequence counter */
   _Alignas(64) _Atomic uint64_t written_seq;       /* spool seqs below this are in whole frames of the trace */
