@@ -114,7 +114,7 @@ static int define_stack(hkt_drain *d, uint32_t id) {
   return 0;
 }
 
-/* ns since start for a raw stamp (hkt_spool_ns with the clock cached). */
+/* ns since start for a raw stamp (the spool header's clock, cached in d). */
 static inline uint64_t stamp_ns(const hkt_drain *d, uint64_t stamp) {
   uint64_t ticks = stamp > d->tsc0 ? stamp - d->tsc0 : 0;
   return (uint64_t)(((unsigned __int128)ticks * d->tsc_mult) >> 32);

@@ -133,14 +133,6 @@ void hkt_spool_header(const hkt_spool *s, hkt_header *h) {
   h->parent_trace = sh->parent_trace;
 }
 
-uint64_t hkt_spool_ns(const hkt_spool *s, uint64_t stamp) {
-  const hkt_spool_hdr *h = s->h;
-  if (stamp <= h->tsc0) return 0;
-  if (!h->clock_tsc) return stamp - h->tsc0;
-  uint64_t mult = atomic_load_explicit(&((hkt_spool_hdr *)h)->tsc_mult, memory_order_relaxed);
-  return (uint64_t)(((unsigned __int128)(stamp - h->tsc0) * mult) >> 32);
-}
-
 /* TSC ticks -> ns multiplier (<< 32), measured against CLOCK_MONOTONIC
  * since (tsc0, mono0); waits until at least 20 ms have passed. */
 uint64_t hkt_tsc_calibrate(uint64_t tsc0, uint64_t mono0) {

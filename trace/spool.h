@@ -188,11 +188,9 @@ HKT_INTERNAL void hkt_drain_free(hkt_drain *d);
 /* Emit END (from the spool's end fields or the given ones) and close. */
 HKT_INTERNAL int hkt_drain_finish(hkt_drain *d, uint32_t end_kind, uint32_t end_status);
 
-/* The trace header a spool describes (modules: none; strings point into
- * the spool). */
+/* The trace header a spool describes (modules: none, see
+ * hkt_modules_from_spool; strings point into the spool). */
 HKT_INTERNAL void hkt_spool_header(const hkt_spool *s, hkt_header *h);
-/* ns since start for a raw stamp. */
-HKT_INTERNAL uint64_t hkt_spool_ns(const hkt_spool *s, uint64_t stamp);
 HKT_INTERNAL uint64_t hkt_tsc_calibrate(uint64_t tsc0, uint64_t mono0);
 
 /* Finish the trace of a dead recorder from its spool: appends to `out`
