@@ -469,14 +469,22 @@ section_replay() {
   local spec
   # name:workload:extra args (mixed_xthread frees across threads; larson
   # hands blocks between its 4 threads and switches thread often)
-  for spec in "mixed:mixed:" "mixed_xthread:mixed_xthread:" "mixed_xthread/4t:mixed_xthread:-t 4" "larson/4t:larson:"; do
+  # name:workload:scale multiplier:extra args. mixed/4x: the one-thread
+  # rate over a 4x longer trace, where the replay's start (threads, rings
+  # and the heap faulted in, the first frame decoded: some ms) weighs less.
+  for spec in "mixed:mixed:1:" "mixed/4x:mixed:4:" "mixed_xthread:mixed_xthread:1:" \
+              "mixed_xthread/4t:mixed_xthread:1:-t 4" "larson/4t:larson:1:"; do
     local name=${spec%%:*} rest=${spec#*:}
-    local w=${rest%%:*} extra=${rest#*:}
+    local w=${rest%%:*} mult extra
+    rest=${rest#*:}
+    mult=${rest%%:*} extra=${rest#*:}
     local f=$TMP/replay.hkt.zst why
     # shellcheck disable=SC2086
-    if ! why=$(record_trace "$w" $TRACE_SCALE "$f" $extra); then printf '%-22s  %s\n' "$name" "$why"; continue; fi
+    if ! why=$(record_trace "$w" "$(awk -v s=$TRACE_SCALE -v m=$mult 'BEGIN { print s * m }')" "$f" $extra); then
+      printf '%-22s  %s\n' "$name" "$why"; continue
+    fi
     local against strict=hakmem-strict
-    [ "$name" = mixed ] && strict=   # one thread never runs ahead
+    [ "$w" = mixed ] && strict=   # one thread never runs ahead
     # hakmem-strict: every event at its turn (HAKMEM_REPLAY_STRICT=1, no
     # call runs ahead: docs/replay.md, "Running ahead"). SIDE_REPS runs of
     # each, alternated; the row is the run with the median rate, and its
@@ -510,7 +518,7 @@ j = json.load(sys.stdin); print("%.0f%%" % (100 * j["ran_ahead"] / max(j["events
     done
     rm -f "$f"
   done
-  echo "goal (against hakmem): >= 20 M events/s on one thread (mixed); >= 3 M events/s in strict order across 2 and 4 threads"
+  echo "goal (against hakmem): >= 20 M events/s on one thread (mixed, mixed/4x); >= 3 M events/s in strict order across 2 and 4 threads"
   echo "      (hakmem: calls that touched only their thread's cache run ahead, every shared decision in order; hakmem-strict: every event at its turn)"
 }
 
