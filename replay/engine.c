@@ -747,10 +747,6 @@ static inline int may_run_ahead(const rp_thread *m, const rp_item *it, uint64_t 
   return atomic_load_explicit(&rp_e.turn, memory_order_acquire) != it->rseq;
 }
 
-/* RP_HAKMEM: each call is driven once its first event (the call's own,
- * or the first internal event it makes) is due; the allocator's hooks
- * check what it makes (rec_wait, rec_emit, rec_emit_call). Returns at
- * the thread's recorded exit. */
 /* A FORK: what the allocator's prepare handler does that others see (it
  * sets the thread up: a thread may fork before any call of its own). No
  * fork here, and no event to check: the recorder made that one. */
@@ -763,6 +759,10 @@ static void fork_here(rp_item *it) {
   advance();
 }
 
+/* RP_HAKMEM: each call is driven once its first event (the call's own,
+ * or the first internal event it makes) is due; the allocator's hooks
+ * check what it makes (rec_wait, rec_emit, rec_emit_call). Returns at
+ * the thread's recorded exit. */
 static void drive_checked(rp_thread *m) {
   for (;;) {
     rp_item *it = next_drive(m);
@@ -1031,7 +1031,7 @@ void rp_result_rebase(rp_result *r) {
   r->rebased = 1;
   const char *p1, *p2;
   r->events = r->events > b ? r->events - b : 0;
-  r->replayed = r->replayed > b ? r->replayed - b : 0;
+  r->replayed = r->replayed > rp_e.rseq_own ? r->replayed - rp_e.rseq_own : 0;   /* turns are items */
   r->last_seq = rp_own_seq(r->last_seq, &p1);
   for (uint32_t i = 0; i < r->ndet; i++) r->det[i].seq -= b;   /* add_detection keeps the trace's own only */
   if (r->diverged) {

@@ -111,6 +111,7 @@ typedef struct rp_engine {
   hkt_reader *rd;                /* the chain's reader now (the reader thread moves it on) */
   rp_chain chain;                /* the trace, after its parents' if it is a forked child's */
   int in_parents;                /* RP_LENIENT, RP_FUNCS: the item being made is a parent's (not written) */
+  uint64_t rseq_own;             /* the rseq of the trace's own first event (its parents' came before) */
   const hkt_header *hdr;
   _Atomic(rp_thread *) *owner;   /* rseq -> the thread that makes it (a ring) */
   /* rseq -> rseq + 1 once its event was made before its turn (a ring of

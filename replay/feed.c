@@ -338,6 +338,7 @@ void *rp_reader_main(void *arg) {
   for (unsigned i = 0; i < rp_e.chain.n; i++) hkt_reader_skip(rp_e.chain.rd[i], HKT_SKIP_TIME | HKT_SKIP_CALLER);
   while ((r = rp_chain_batch(&rp_e.chain, evs, RD_BATCH)) > 0) {
     __atomic_store_n(&rp_e.rd, rp_e.chain.rd[rp_e.chain.cur], __ATOMIC_RELEASE);   /* for item_wait's help */
+    if (rp_e.chain.base && !rp_e.rseq_own && evs[0].seq >= rp_e.chain.base) rp_e.rseq_own = rseq;   /* a batch is one segment's */
     for (k = 0; k < r; k++) {
       const hkt_event *ev = &evs[k];
       uint32_t tid = ev->tid;
