@@ -1094,6 +1094,62 @@ static void test_fork_child_detection(void **state) {
   result_free(&r);
 }
 
+/* Three generations: the grandchild's trace replays after its
+ * grandparent's and its parent's events up to each fork, and dies as
+ * recorded (a signal of its own). */
+static const char *prog_fork3 =
+  "#include <signal.h>\n#include <stdlib.h>\n#include <unistd.h>\n#include <sys/wait.h>\n"
+  "static void *kept[2000];\n"
+  "int main(void) {\n"
+  "  for (int i = 0; i < 2000; i++) kept[i] = malloc(i % 500 + 1);\n"
+  "  pid_t c = fork();\n"
+  "  if (c == 0) {\n"
+  "    for (int i = 0; i < 2000; i += 2) free(kept[i]);\n"
+  "    void *m = malloc(100); (void)m;\n"
+  "    pid_t g = fork();\n"
+  "    if (g == 0) { for (int i = 1; i < 2000; i += 4) free(kept[i]); raise(SIGSEGV); }\n"
+  "    waitpid(g, 0, 0);\n    _exit(0);\n  }\n"
+  "  waitpid(c, 0, 0);\n  return 0;\n}\n";
+
+static void test_fork_grandchild(void **state) {
+  skip_under_sanitizer();
+  build("fork3", prog_fork3);
+  char dir[256], cmd[512], root[300], child[512] = "", grand[512] = "";
+  snprintf(dir, sizeof dir, "%s/g3", tmpdir);
+  snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+  assert_int_equal(system(cmd), 0);
+  snprintf(root, sizeof root, "%s", record("g3/r.hkt.zst", NULL, "fork3", NULL, NULL));
+  snprintf(cmd, sizeof cmd, "ls %s/r.*.hkt.zst", dir);
+  FILE *ls = popen(cmd, "r");
+  assert_non_null(ls);
+  char path[512];
+  while (fgets(path, sizeof path, ls)) {   /* which is which: the grandchild's parent is no root */
+    path[strcspn(path, "\n")] = 0;
+    hkt_reader *rd;
+    assert_int_equal(hkt_reader_open(&rd, path), 0);
+    const hkt_header *h = hkt_reader_header(rd);
+    assert_int_equal(h->forked, 1);
+    snprintf(strstr(h->parent_trace, "/r.hkt.zst") ? child : grand, sizeof child, "%s", path);
+    hkt_reader_close(rd);
+  }
+  pclose(ls);
+  assert_true(*child && *grand);
+  uint64_t s1 = find_seq(root, HKT_EV_FORK, -1, NULL), s2 = find_seq(child, HKT_EV_FORK, -1, NULL);
+  result r = HAKMEM("replay", grand, "--json", "--repeat", "3");
+  if (r.status) fail_msg("replay of the grandchild: exit %d\n%s%s", r.status, r.out, r.err);
+  assert_int_equal(json_u64(r.out, "runs_identical"), 3);
+  assert_int_equal(json_u64(r.out, "parent_events"), s1 + s2);
+  result_free(&r);
+  /* its state at the end: blocks inherited from two generations back say so */
+  r = HAKMEM("replay", grand);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "recorded end: SIGSEGV"));
+  char want[400];
+  snprintf(want, sizeof want, "of the parent's trace %s by thread", root);
+  assert_non_null(strstr(r.out, want));
+  result_free(&r);
+}
+
 static int setup(void **state) {
   const char *b = getenv("HAKMEM_BUILD");
   snprintf(hakmem_bin, sizeof hakmem_bin, "%s/bin/hakmem", b && *b ? b : "build");
@@ -1131,6 +1187,7 @@ int main(void) {
     cmocka_unit_test(test_large_first_call),
     cmocka_unit_test(test_fork_child_replayed),
     cmocka_unit_test(test_fork_child_detection),
+    cmocka_unit_test(test_fork_grandchild),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
