@@ -64,7 +64,7 @@ int rp_chain_open(rp_chain *c, const char *path, char *msg, size_t msg_len) {
     if (find_parent(paths[n - 1], h, paths[n], sizeof paths[n])) {
       snprintf(msg, msg_len,
                "%s: a forked child's trace (pid %u, forked at seq %llu of pid %u's trace %s): its heap starts "
-               "as its parent's, and that trace is not there (nor next to this one); replay needs it",
+               "as its parent's, and that trace is not there (nor next to this one)",
                paths[n - 1], h->pid, (unsigned long long)h->fork_seq, h->ppid,
                *h->parent_trace ? h->parent_trace : "(not named)");
       goto fail;

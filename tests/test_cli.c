@@ -114,16 +114,20 @@ typedef struct tb {
 #define LARGE 0x300000000000ull
 #define MiB   (1024ull * 1024)
 
-static void tb_open(tb *t, const char *name) {
+/* A trace of pid 4242; a forked child's of pid `pid` when parent is set
+ * (the parent's FORK at fork_seq). */
+static void tb_open_as(tb *t, const char *name, uint32_t pid, const char *parent, uint64_t fork_seq) {
   static hkt_module mod = {.path = "/bin/test", .base = 0x400000, .size = 0x1000};
-  hkt_header h = {.version = HKT_FORMAT_VERSION, .pid = 4242, .ppid = 1, .start_realtime_ns = 1,
+  hkt_header h = {.version = HKT_FORMAT_VERSION, .pid = pid, .ppid = parent ? 4242 : 1, .start_realtime_ns = 1,
                   .clock = "monotonic", .cmdline = "./app --flag \"x\"", .config = "HAKMEM_DEBUG=0\n",
                   .arena_base = SS, .num_classes = 2, .class_size = {16, 32},
-                  .num_modules = 1, .modules = &mod};
+                  .num_modules = 1, .modules = &mod, .forked = parent != NULL, .fork_seq = fork_seq,
+                  .parent_trace = parent};
   snprintf(t->path, sizeof t->path, "%s/%s", tmpdir, name);
   t->seq = 0;
   assert_int_equal(hkt_writer_open(&t->w, t->path, &h), 0);
 }
+static void tb_open(tb *t, const char *name) { tb_open_as(t, name, 4242, NULL, 0); }
 
 /* Puts ev with the next seq and time = seq microseconds. */
 static void tb_put(tb *t, hkt_event ev) {
@@ -663,6 +667,42 @@ static void test_verify_forked_child(void **state) {
   expect_problem(&t, 4, "free of 0x200000200040, which is not a live block");
 }
 
+/* With its parent's trace there, a forked child's trace is checked against
+ * the heap at the fork: the parent's blocks are live, and a block the
+ * parent never had is not (seqs in the report are the child's own). */
+static void test_verify_child_after_parent(void **state) {
+  tb p, c;
+  tb_open(&p, "fparent.hkt.zst");
+  tb_put(&p, EV(.kind = HKT_EV_THREAD_START, .tid = 0));                                                 /* 0 */
+  tb_put(&p, EV(.kind = HKT_EV_SS_REGISTER, .tid = 0, .ptr = SS, .size = 2 * MiB, .cls = 1, .aux2 = 1));  /* 1 */
+  tb_put(&p, EV(.kind = HKT_EV_MALLOC, .tid = 0, .ptr = SS + 0x100, .size = 16, .cls = 1));             /* 2 */
+  tb_put(&p, EV(.kind = HKT_EV_MALLOC, .tid = 0, .ptr = SS + 0x110, .size = 16, .cls = 1));             /* 3 */
+  tb_put(&p, EV(.kind = HKT_EV_FORK, .tid = 0, .cls = HKT_NO_CLASS));                                   /* 4 */
+  tb_put(&p, EV(.kind = HKT_EV_FREE, .tid = 0, .ptr = SS + 0x100, .cls = 1));                           /* 5 */
+  tb_close(&p, 1);
+  tb_open_as(&c, "fparent.5000.hkt.zst", 5000, p.path, 4);
+  tb_put(&c, EV(.kind = HKT_EV_FREE, .tid = 0, .ptr = SS + 0x100, .cls = 1));                           /* 0: the parent's */
+  tb_put(&c, EV(.kind = HKT_EV_FREE, .tid = 0, .ptr = SS + 0x120, .cls = 1));                           /* 1: never a block */
+  tb_put(&c, EV(.kind = HKT_EV_FREE, .tid = 0, .ptr = SS + 0x110, .cls = 1));                           /* 2: the parent's */
+  tb_close(&c, 1);
+  expect_problem(&c, 1, "free of 0x200000000120, which is not a live block");
+
+  /* Without the parent's trace: as before, the first event tells, and
+   * the line says why the blocks before the fork were not checked. */
+  char moved[600];
+  snprintf(moved, sizeof moved, "%s.moved", p.path);
+  assert_int_equal(rename(p.path, moved), 0);
+  result r = run("verify", c.path, NULL);
+  if (r.status != 0) fail_msg("%s%s", r.out, r.err);
+  assert_contains(r.out, "OK: 3 events, 1 threads, complete (blocks from before the fork were not checked: ");
+  assert_contains(r.out, "not there");
+  result_free(&r);
+  assert_int_equal(rename(moved, p.path), 0);
+  r = run("verify", p.path, NULL);   /* and the parent, with its FORK, verifies on its own */
+  if (r.status != 0) fail_msg("%s%s", r.out, r.err);
+  result_free(&r);
+}
+
 static void test_verify_incomplete_and_many(void **state) {
   tb t;
   base_trace(&t, "noend.hkt.zst");
@@ -834,6 +874,7 @@ int main(void) {
     cmocka_unit_test(test_verify_superslabs),
     cmocka_unit_test(test_verify_threads),
     cmocka_unit_test(test_verify_forked_child),
+    cmocka_unit_test(test_verify_child_after_parent),
     cmocka_unit_test(test_verify_incomplete_and_many),
     cmocka_unit_test(test_record_then_verify),
     cmocka_unit_test(test_bad_files),

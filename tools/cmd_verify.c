@@ -27,13 +27,17 @@
  * it): blocks, SuperSlabs and threads from before it are not in the trace,
  * so frees and reallocs of unknown blocks (outside the SuperSlabs the trace
  * registered), blocks in unknown SuperSlabs and threads without a start are
- * not problems there; it says so.
+ * not problems there; it says so. A forked child's trace whose header names
+ * its parent's (and that trace is there) is checked after the parents'
+ * events up to the fork (replay/chain.c), which are not reported on (each
+ * trace is verified on its own): then its heap is known whole.
  * One line per problem on stdout (the first MAX_SHOWN), then a summary. */
 #include <getopt.h>
 #include <inttypes.h>
 
 #include "cli.h"
 #include "ahead.h"
+#include "../replay/replay.h"   /* rp_chain: a forked child's trace after its parents' */
 
 #define MAX_SHOWN 20
 
@@ -140,15 +144,17 @@ typedef struct verifier {
   size_t nthreads;
   uint64_t next_seq, events, problems;
   int started, inherited;       /* inherited: the process existed before the trace */
+  uint64_t base;                /* a forked child's: its parents' events come first (seqs base..) */
+  int in_parents;               /* checking the parents' part: not reported */
 } verifier;
 
 static __attribute__((format(printf, 3, 4)))
 void problem(verifier *v, uint64_t seq, const char *fmt, ...) {
-  if (++v->problems > MAX_SHOWN) return;
+  if (v->in_parents || ++v->problems > MAX_SHOWN) return;
   va_list ap;
   va_start(ap, fmt);
   if (seq == UINT64_MAX) printf("%s: ", v->path);
-  else printf("%s: seq %" PRIu64 ": ", v->path, seq);
+  else printf("%s: seq %" PRIu64 ": ", v->path, seq >= v->base ? seq - v->base : seq);
   vprintf(fmt, ap);
   putchar('\n');
   va_end(ap);
@@ -404,17 +410,36 @@ int cmd_verify(int argc, char **argv) {
   if (HKT_IS_ERR(cli_open_trace("verify", v.path, &r))) return CLI_EXIT_USAGE;
   const hkt_event *evs;
   int rc, fatal = 0;
-  hkt_ahead *ah = NULL;   /* decoding on a thread of its own */
-  if (HKT_IS_ERR(rc = hkt_ahead_open(&ah, r))) fatal = rc;
-  while (!HKT_IS_ERR(fatal) && (rc = hkt_ahead_batch(ah, &evs)) > 0)
-    for (int i = 0; i < rc && !HKT_IS_ERR(fatal); i++) fatal = check_event(&v, &evs[i]);
-  hkt_ahead_close(ah);
+  rp_chain ch = {0};
+  char why[512] = "";
+  if (hkt_reader_header(r)->forked && rp_chain_open(&ch, v.path, why, sizeof why) == 0) {
+    /* the parents' events up to the fork, then the trace's own (in ch) */
+    static hkt_event buf[256];
+    v.base = ch.base;
+    v.in_parents = ch.base > 0;
+    while (!HKT_IS_ERR(fatal) && (rc = rp_chain_batch(&ch, buf, 256)) > 0)
+      for (int i = 0; i < rc && !HKT_IS_ERR(fatal); i++) {
+        if (v.in_parents && buf[i].seq >= v.base) v.in_parents = 0;   /* the heap is known whole */
+        fatal = check_event(&v, &buf[i]);
+      }
+    if (HKT_IS_ERR(rc)) snprintf(why, sizeof why, "%s", ch.msg);
+    hkt_reader_close(r);
+    r = ch.rd[ch.n - 1];   /* the trace's own, for its end */
+    ch.rd[ch.n - 1] = NULL;
+    rp_chain_close(&ch);
+  } else {
+    hkt_ahead *ah = NULL;   /* decoding on a thread of its own */
+    if (HKT_IS_ERR(rc = hkt_ahead_open(&ah, r))) fatal = rc;
+    while (!HKT_IS_ERR(fatal) && (rc = hkt_ahead_batch(ah, &evs)) > 0)
+      for (int i = 0; i < rc && !HKT_IS_ERR(fatal); i++) fatal = check_event(&v, &evs[i]);
+    hkt_ahead_close(ah);
+  }
   if (HKT_IS_ERR(fatal)) {
     cli_err("verify", "%s: %s", v.path, hkt_strerror(fatal));
   } else {
     for (size_t i = 0; i < v.nthreads; i++) settle_free(&v, &v.threads[i]);
     if (HKT_IS_ERR(rc))
-      problem(&v, UINT64_MAX, "the trace stops at an error: %s", hkt_reader_errmsg(r));
+      problem(&v, UINT64_MAX, "the trace stops at an error: %s", v.base && *why ? why : hkt_reader_errmsg(r));
     else if (!hkt_reader_complete(r))
       problem(&v, UINT64_MAX, "incomplete: ends after %" PRIu64 " events at offset %" PRIu64
               " without its end frame (the recorder died? see 'hakmem recover')",
@@ -427,6 +452,15 @@ int cmd_verify(int argc, char **argv) {
     if (v.problems)
       printf("%s: FAILED: %" PRIu64 " problem%s in %" PRIu64 " events\n", v.path, v.problems,
              v.problems == 1 ? "" : "s", v.events);
+    else if (v.base)
+      printf("%s: OK: %" PRIu64 " events, %zu threads, complete (a forked child: checked after its "
+             "parent's %" PRIu64 " events before the fork)\n", v.path, v.events - v.base, threads, v.base);
+    else if (v.inherited && *why) {
+      size_t n = strlen(v.path);   /* the reason, without this trace's name before it */
+      const char *w = !strncmp(why, v.path, n) && !strncmp(why + n, ": ", 2) ? why + n + 2 : why;
+      printf("%s: OK: %" PRIu64 " events, %zu threads, complete (blocks from before the fork were not "
+             "checked: %s)\n", v.path, v.events, threads, w);
+    }
     else
       printf("%s: OK: %" PRIu64 " events, %zu threads, complete%s\n", v.path, v.events, threads,
              v.inherited ? " (starts in a running process, e.g. a forked child:"
