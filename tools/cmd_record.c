@@ -247,14 +247,23 @@ int cmd_record(int argc, char **argv) {
   if (!traces.n) {
     cli_err("record", "%s: no trace was written (is %s usable by %s?)", file, lib, cmd[0]);
   } else {
+    /* A few traces on one line; a program that ran many processes (a
+     * shell script, a build) gets one line per trace after the count. */
+    int many = traces.n > 3;
     fprintf(stderr, "hakmem record: ");
-    for (int i = 0; i < traces.n; i++) {
+    if (many) fprintf(stderr, "%d traces", traces.n);
+    for (int i = 0; i < traces.n && !many; i++) {
       char d[PATH_MAX + 200];
       describe(traces.paths[i], d, sizeof d);
       fprintf(stderr, "%s%s", i ? "; " : "", d);
     }
     if (WIFSIGNALED(status)) fprintf(stderr, "; %s died of signal %d\n", cmd[0], WTERMSIG(status));
     else fprintf(stderr, "; %s exited with %d\n", cmd[0], WEXITSTATUS(status));
+    for (int i = 0; i < traces.n && many; i++) {
+      char d[PATH_MAX + 200];
+      describe(traces.paths[i], d, sizeof d);
+      fprintf(stderr, "  %s\n", d);
+    }
   }
   free(traces.paths);
   return rc;
