@@ -112,6 +112,10 @@ static inline void _hak_rec_wait(void) {
  * the first event, to attach the recorder when HAKMEM_TRACE asks for one.
  * It runs inside the first malloc of the process: it must not allocate. */
 void _hak_recorder_autostart(void) __attribute__((weak));
+/* The seq + 1 of the FORK event fork_prepare (init.c) made for the fork in
+ * progress, 0 if none was recorded: a forked child's recorder names it in
+ * its trace's header. */
+extern uint64_t _hak_fork_seq1;
 /* trace/ defines this too: the process leaves by _exit (alloc/shim.c). */
 void _hak_recorder_exit(int status) __attribute__((weak));
 

@@ -44,14 +44,16 @@ void _hak_init_slow(void) {
  * replay replays the parent's trace up to there), so every change of
  * shared state must be on one side of it (a thread's own cache it is not:
  * the child never touches another thread's). */
+uint64_t _hak_fork_seq1;
 static void fork_prepare(void) {
   uint32_t tid = HAK_REC_ON() ? _hak_thread_index() : 0;   /* sets the thread up: before the lock */
   hak_lock(&_hak_global);
-  if (HAK_REC_ON()) {
-    hkt_event ev = {.kind = HKT_EV_FORK, .tid = tid, .cls = HKT_NO_CLASS,
-                    .caller = (uint64_t)(uintptr_t)__builtin_return_address(0)};
-    _hak_emit(&ev);
-  }
+  /* The recorder numbers the event (ev.seq); the lock is held until the
+   * fork is done, so the child's copy has this fork's seq. */
+  hkt_event ev = {.kind = HKT_EV_FORK, .tid = tid, .cls = HKT_NO_CLASS, .seq = UINT64_MAX,
+                  .caller = (uint64_t)(uintptr_t)__builtin_return_address(0)};
+  if (HAK_REC_ON()) _hak_emit(&ev);
+  _hak_fork_seq1 = ev.seq + 1;   /* 0: not recorded */
 }
 static void fork_parent(void) { hak_unlock(&_hak_global); }
 /* The child has one thread: a SuperSlab's remote lock (taken only while

@@ -21,7 +21,7 @@
  * One generation: a parent that is itself a forked child is read without
  * its own parent, so the grandparent's blocks stay unknown (counted by
  * collect.c as inherited, as in a trace whose parent is not found). */
-#include <libgen.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "analyze.h"
+#include "../replay/replay.h"   /* rp_parent_path */
 
 /* Why the parent's trace was not read: a word (hka_inheritance) and one
  * line for the report. */
@@ -45,15 +46,13 @@ static __attribute__((format(printf, 3, 4))) void note(hka_state *s, const char 
 
 /* The parent's trace: parent_trace as recorded, else the same name in the
  * child's directory (a recording moved elsewhere, or named relative to
- * another directory). The first that opens and is the trace of the
- * child's parent pid, its name in *path; else NULL and a note. */
+ * another directory: rp_parent_path, as replay and verify look). The first
+ * that opens and is the trace of the child's parent pid, its name in
+ * *path; else NULL and a note. */
 static hkt_reader *open_parent(hka_state *s, char **path) {
   const char *given = s->parent_trace;
-  char *cdup = strdup(s->path), *gdup = strdup(given), *near = NULL;
-  if (cdup && gdup && asprintf(&near, "%s/%s", dirname(cdup), basename(gdup)) < 0) near = NULL;
-  free(cdup);
-  free(gdup);
-  const char *cand[2] = {given, near && strcmp(near, given) ? near : NULL};
+  char near[PATH_MAX];
+  const char *cand[2] = {given, !rp_parent_path(s->path, &s->hdr, 1, near, sizeof near) ? near : NULL};
   hkt_reader *r = NULL;
   for (int i = 0; i < 2 && !r; i++) {
     if (!cand[i] || access(cand[i], F_OK) != 0) continue;
@@ -78,7 +77,6 @@ static hkt_reader *open_parent(hka_state *s, char **path) {
     if (cand[1]) note(s, "not_found", "the parent's trace %s was not found (nor %s)", given, cand[1]);
     else note(s, "not_found", "the parent's trace %s was not found", given);
   }
-  free(near);
   return r;
 }
 

@@ -10,25 +10,28 @@
  * so the trace's own seq is the chain's minus rp_chain.base. The parents'
  * threads other than the forking one stop at the fork: they get no more
  * events (their replay threads park, as those threads vanished). */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include "replay.h"
 
-/* The parent's trace of `child` (path), from its header: the path as
- * recorded, else a file of that name next to the child's (traces of one
- * recording sit together, and may have been moved together). */
-static int find_parent(const char *child, const hkt_header *h, char *out, size_t n) {
+int rp_parent_path(const char *child, const hkt_header *h, unsigned i, char *out, size_t n) {
   const char *p = h->parent_trace;
-  if (!p || !*p) return -1;
-  if (access(p, R_OK) == 0) { snprintf(out, n, "%s", p); return 0; }
+  if (!h->forked || !p || !*p || i > 1) return -1;
+  if (i == 0) { snprintf(out, n, "%s", p); return 0; }
   const char *base = strrchr(p, '/');
   base = base ? base + 1 : p;
   const char *slash = strrchr(child, '/');
   int dir = slash ? (int)(slash - child + 1) : 0;
   snprintf(out, n, "%.*s%s", dir, child, base);
-  return access(out, R_OK) == 0 ? 0 : -1;
+  return strcmp(out, p) ? 0 : -1;
+}
+
+/* The first of rp_parent_path's candidates that can be read. */
+static int find_parent(const char *child, const hkt_header *h, char *out, size_t n) {
+  for (unsigned i = 0; !rp_parent_path(child, h, i, out, n); i++)
+    if (access(out, R_OK) == 0) return 0;
+  return -1;
 }
 
 void rp_chain_close(rp_chain *c) {
@@ -45,7 +48,7 @@ int rp_chain_open(rp_chain *c, const char *path, char *msg, size_t msg_len) {
   unsigned n = 0;
   snprintf(paths[0], sizeof paths[0], "%s", path);
   cut[0] = UINT64_MAX;
-  for (;;) {
+  for (;;) {   /* rd[n] is opened here; its header names rd[n + 1] */
     int e = hkt_reader_open(&rd[n], paths[n]);
     if (HKT_IS_ERR(e)) {
       const char *m = hkt_reader_errmsg(rd[n]);
@@ -55,6 +58,12 @@ int rp_chain_open(rp_chain *c, const char *path, char *msg, size_t msg_len) {
       goto fail;
     }
     const hkt_header *h = hkt_reader_header(rd[n]);
+    if (n > 0 && h->pid != hkt_reader_header(rd[n - 1])->ppid) {
+      snprintf(msg, msg_len, "%s: its parent's trace %s is of pid %u, not of the parent pid %u", paths[n - 1],
+               paths[n], h->pid, hkt_reader_header(rd[n - 1])->ppid);
+      hkt_reader_close(rd[n]);
+      goto fail;
+    }
     n++;
     if (!h->forked) break;
     if (n == RP_CHAIN_MAX) {
@@ -69,16 +78,7 @@ int rp_chain_open(rp_chain *c, const char *path, char *msg, size_t msg_len) {
                *h->parent_trace ? h->parent_trace : "(not named)");
       goto fail;
     }
-    const hkt_header *ph = NULL;
     cut[n] = h->fork_seq;
-    if (!HKT_IS_ERR(hkt_reader_open(&rd[n], paths[n]))) ph = hkt_reader_header(rd[n]);
-    if (ph && ph->pid != h->ppid) {
-      snprintf(msg, msg_len, "%s: its parent's trace %s is of pid %u, not of the parent pid %u", paths[n - 1],
-               paths[n], ph->pid, h->ppid);
-      hkt_reader_close(rd[n]);
-      goto fail;
-    }
-    if (rd[n]) hkt_reader_close(rd[n]);   /* opened again at the loop's top */
   }
   /* oldest first: segment i is rd[n - 1 - i] */
   uint64_t base = 0;

@@ -753,10 +753,7 @@ static inline int may_run_ahead(const rp_thread *m, const rp_item *it, uint64_t 
 static void fork_here(rp_item *it) {
   _hak_thread_index();
   wait_turn(it);
-  digest_of(me, it->seq, HAK_CALL_META(it->kind, it->fn, it->cls, item_tid(me, it)), 0, 0, 0, 0);
-  atomic_store_explicit(&rp_e.done_seq, it->seq + 1, memory_order_relaxed);
-  consume();
-  advance();
+  call_done(me, it, HAK_CALL_META(it->kind, it->fn, it->cls, item_tid(me, it)), 0, 0, 0, 0);
 }
 
 /* RP_HAKMEM: each call is driven once its first event (the call's own,

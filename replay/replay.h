@@ -83,6 +83,11 @@ typedef struct rp_chain {
 } rp_chain;
 /* 0, or -1 with msg set (a file missing or bad, a parent's trace not found). */
 int  rp_chain_open(rp_chain *c, const char *path, char *msg, size_t msg_len);
+/* Where the parent's trace of `child` (a path; h its header) may be:
+ * candidate 0 the path as recorded, 1 a file of that name next to the
+ * child's (a recording's traces sit together, and may be moved together).
+ * 0 and the path in out; -1 when there is no such candidate. */
+int  rp_parent_path(const char *child, const hkt_header *h, unsigned i, char *out, size_t n);
 int  rp_chain_batch(rp_chain *c, hkt_event *out, unsigned max);
 void rp_chain_close(rp_chain *c);
 

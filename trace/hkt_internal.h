@@ -515,6 +515,8 @@ static inline const uint8_t *hkt_get_bytes(hkt_cur *c, uint64_t n) {
 
 /* ---- header encoding, shared by the writer and the spool ---- */
 HKT_INTERNAL void hkt_header_encode(hkt_buf *b, const hkt_header *h);
+/* One module as the header's table has it (also the spool's: modules.c). */
+HKT_INTERNAL void hkt_module_encode(hkt_buf *b, const hkt_module *m);
 
 /* ---- reader/writer internals for append and recovery ---- */
 /* Offset just past the last whole header/event frame read, and the events

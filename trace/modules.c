@@ -65,38 +65,19 @@ void hkt_modlist_free(hkt_modlist *l) {
  * (varint length, bytes), base, size, build-id length (varints) and
  * build-id bytes, as in the header frame (docs/trace-format.md) ---- */
 
-static uint8_t *put_varint(uint8_t *o, const uint8_t *end, uint64_t v) {
-  while (o && o < end) {
-    if (v < 0x80) { *o++ = (uint8_t)v; return o; }
-    *o++ = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  return NULL;
-}
-
-static uint8_t *put_bytes(uint8_t *o, const uint8_t *end, const void *p, size_t n) {
-  if (!o || (size_t)(end - o) < n) return NULL;
-  memcpy(o, p, n);
-  return o + n;
-}
-
 void hkt_modules_to_spool(hkt_spool *s, const hkt_modlist *l) {
-  uint8_t *area = s->base + s->h->mods_off, *end = area + HKT_SPOOL_MODS_MAX, *o = area + 4;
+  hkt_buf b = {0};
   uint32_t n = 0;
   for (; n < l->n; n++) {
-    const hkt_module *m = &l->mods[n];
-    size_t pl = strlen(m->path);
-    uint8_t *q = put_varint(o, end, pl);
-    q = put_bytes(q, end, m->path, pl);
-    q = put_varint(q, end, m->base);
-    q = put_varint(q, end, m->size);
-    q = put_varint(q, end, m->build_id_len);
-    q = put_bytes(q, end, m->build_id, m->build_id_len);
-    if (!q) break;   /* full: the modules so far */
-    o = q;
+    size_t before = b.len;
+    hkt_module_encode(&b, &l->mods[n]);
+    if (b.failed || 4 + b.len > HKT_SPOOL_MODS_MAX) { b.len = before; break; }   /* full: the modules so far */
   }
+  uint8_t *area = s->base + s->h->mods_off;
   memcpy(area, &n, 4);
-  atomic_store_explicit(&s->h->mods_len, (uint32_t)(o - area), memory_order_release);
+  if (b.len) memcpy(area + 4, b.p, b.len);
+  atomic_store_explicit(&s->h->mods_len, (uint32_t)(4 + b.len), memory_order_release);
+  hkt_buf_release(&b);
 }
 
 int hkt_modules_from_spool(const hkt_spool *s, hkt_modlist *out) {

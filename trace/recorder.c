@@ -175,7 +175,6 @@ static void note_pred(const char *trace) {
   memcpy(R.pred[R.npred++], sp, sizeof sp);
 }
 
-/* Claim the trace file name (see the top of this file). */
 /* R.trace_abs from R.trace_path (getcwd with a buffer: no allocation). */
 static void note_abs_path(void) {
   char cwd[1024];
@@ -189,6 +188,7 @@ static void note_abs_path(void) {
   }
 }
 
+/* Claim the trace file name (see the top of this file). */
 static int claim_trace(const char *base, int forked) {
   char path[1024];
   const char *root = getenv("HAKMEM_TRACE_ROOT");
@@ -354,10 +354,6 @@ static inline __attribute__((always_inline)) void rec_publish(struct rec_tls *t,
   t->cur = r + n;
 }
 
-/* The seq + 1 of this thread's last FORK event: a child it forks (the
- * copy of this thread) names it in its own trace's header. */
-static __thread uint64_t fork_seq1;
-
 static void rec_emit(void *ctx, hkt_event *ev) {
   (void)ctx;
   struct rec_tls *t = &T;
@@ -375,7 +371,6 @@ static void rec_emit(void *ctx, hkt_event *ev) {
   hkt_rec_fill(r, ev, nx, sl, bl);
   rec_publish(t, r, seq, 1 + nx);
   ev->seq = seq;
-  if (hkt_unlikely(ev->kind == HKT_EV_FORK)) fork_seq1 = seq + 1;
 }
 
 /* hak_recorder.emit_call off its hot path: a new chunk, a stack, a thread
@@ -824,8 +819,8 @@ static void fork_child(void) {
   if (!p || start(p, 1)) return;
   /* The heap here is the parent's at its FORK event (made by the
    * allocator's prepare handler): the header says where that is. */
-  if (fork_seq1) {
-    R.sp.h->fork_seq1 = fork_seq1;
+  if (_hak_fork_seq1) {
+    R.sp.h->fork_seq1 = _hak_fork_seq1;
     memcpy(R.sp.h->parent_trace, parent, sizeof R.sp.h->parent_trace);
     R.sp.h->parent_trace[sizeof R.sp.h->parent_trace - 1] = 0;
   }

@@ -195,6 +195,16 @@ static int write_frame(hkt_writer *w, const uint8_t *content, size_t len, const 
   return write_all(w, w->out, out.pos);
 }
 
+void hkt_module_encode(hkt_buf *b, const hkt_module *m) {
+  size_t n = m->path ? strlen(m->path) : 0;
+  hkt_buf_str(b, m->path ? m->path : "", n > HKT_MAX_STR ? HKT_MAX_STR : n);
+  hkt_buf_varint(b, m->base);
+  hkt_buf_varint(b, m->size);
+  uint32_t bl = m->build_id_len > 40 ? 40 : m->build_id_len;
+  hkt_buf_varint(b, bl);
+  hkt_buf_put(b, m->build_id, bl);
+}
+
 void hkt_header_encode(hkt_buf *b, const hkt_header *h) {
   hkt_buf_put(b, HKT_MAGIC_HEADER, 4);
   hkt_buf_varint(b, HKT_FORMAT_VERSION);
@@ -216,16 +226,7 @@ void hkt_header_encode(hkt_buf *b, const hkt_header *h) {
   uint32_t nm = h->modules ? h->num_modules : 0;
   if (nm > HKT_MAX_MODULES) nm = HKT_MAX_MODULES;
   hkt_buf_varint(b, nm);
-  for (uint32_t i = 0; i < nm; i++) {
-    const hkt_module *m = &h->modules[i];
-    size_t n = m->path ? strlen(m->path) : 0;
-    hkt_buf_str(b, m->path ? m->path : "", n > HKT_MAX_STR ? HKT_MAX_STR : n);
-    hkt_buf_varint(b, m->base);
-    hkt_buf_varint(b, m->size);
-    uint32_t bl = m->build_id_len > 40 ? 40 : m->build_id_len;
-    hkt_buf_varint(b, bl);
-    hkt_buf_put(b, m->build_id, bl);
-  }
+  for (uint32_t i = 0; i < nm; i++) hkt_module_encode(b, &h->modules[i]);
   hkt_buf_varint(b, h->forked ? h->fork_seq + 1 : 0);
   const char *pt = h->forked && h->parent_trace ? h->parent_trace : "";
   size_t n = strlen(pt);
